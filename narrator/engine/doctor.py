@@ -1,0 +1,48 @@
+"""What `narrator doctor` reports: versions, device, model sources, G2P backend."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from narrator.engine.g2p import SPACY_ENGLISH, english_backend
+from narrator.engine.sources import SOURCE, is_offline, locate_model, voices_in
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict[str, object]:
+    """Everything a user needs to see why narrator can or cannot speak here."""
+    from narrator.engine.synth import pick_device
+
+    location = locate_model(model_dir, offline)
+    found = location.found
+    folder = found.folder if found else None
+    provenance = (folder / SOURCE).read_text("utf-8").splitlines()[0] if folder and (
+        folder / SOURCE).is_file() else None
+    return {
+        "python": platform.python_version(),
+        "narrator": _version("narrator"),
+        "kokoro": _version("kokoro"),
+        "misaki": _version("misaki"),
+        "torch": _version("torch"),
+        "device": pick_device("auto"),
+        "offline": is_offline(offline),
+        "model": f"{found.name}: {folder or 'will download from Hugging Face'}" if found else None,
+        "model_source": provenance,
+        "voices": ", ".join(voices_in(folder)) if folder else "",
+        "g2p_english": english_backend()
+        + ("" if english_backend() == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
+        "problem": None if found else location.explain(),
+        "sources": [
+            {"name": c.name, "folder": str(c.folder) if c.folder else None,
+             "problem": c.problem, "used": c is found}
+            for c in location.candidates
+        ],
+    }

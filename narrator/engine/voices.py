@@ -1,0 +1,109 @@
+"""The Kokoro v1.0 voice catalogue, voice blends, and the language a voice speaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from narrator.errors import BadInput
+
+# Kokoro's language codes: the first letter of a voice id. espeak is the espeak-ng
+# language misaki's espeak backend uses for it.
+LANGUAGES: dict[str, tuple[str, str, str]] = {
+    # code: (alias, name, espeak language)
+    "a": ("en-us", "American English", "en-us"),
+    "b": ("en-gb", "British English", "en-gb"),
+    "e": ("es", "Spanish", "es"),
+    "f": ("fr-fr", "French", "fr-fr"),
+    "h": ("hi", "Hindi", "hi"),
+    "i": ("it", "Italian", "it"),
+    "p": ("pt-br", "Brazilian Portuguese", "pt-br"),
+    "j": ("ja", "Japanese", "ja"),
+    "z": ("zh", "Mandarin Chinese", "cmn"),
+}
+
+_CATALOGUE = {
+    "a": "af_heart af_alloy af_aoede af_bella af_jessica af_kore af_nicole af_nova af_river "
+    "af_sarah af_sky am_adam am_echo am_eric am_fenrir am_liam am_michael am_onyx am_puck "
+    "am_santa",
+    "b": "bf_alice bf_emma bf_isabella bf_lily bm_daniel bm_fable bm_george bm_lewis",
+    "j": "jf_alpha jf_gongitsune jf_nezumi jf_tebukuro jm_kumo",
+    "z": "zf_xiaobei zf_xiaoni zf_xiaoxiao zf_xiaoyi zm_yunjian zm_yunxi zm_yunxia zm_yunyang",
+    "e": "ef_dora em_alex em_santa",
+    "f": "ff_siwis",
+    "h": "hf_alpha hf_beta hm_omega hm_psi",
+    "i": "if_sara im_nicola",
+    "p": "pf_dora pm_alex pm_santa",
+}
+VOICES: tuple[str, ...] = tuple(v for group in _CATALOGUE.values() for v in group.split())
+SPEED_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class VoicePart:
+    """One voice of a blend: a catalogue id or a path to a .pt pack, and its weight."""
+
+    name: str
+    weight: float
+
+    @property
+    def is_file(self) -> bool:
+        return self.name.endswith(".pt")
+
+
+def describe(voice_id: str) -> tuple[str, str]:
+    """(language name, gender) of a catalogue voice."""
+    return LANGUAGES[voice_id[0]][1], {"f": "female", "m": "male"}[voice_id[1]]
+
+
+def parse_voice(spec: str) -> list[VoicePart]:
+    """Parse `af_heart`, `af_bella,af_sky`, `af_bella:2,af_sky:1` or `path/to/pack.pt`."""
+    parts = []
+    for item in spec.split(","):
+        name, _, weight_text = item.strip().rpartition(":") if ":" in item else (item, "", "1")
+        name = name.strip()
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise BadInput(f"voice weight {weight_text!r} in {spec!r} is not a number") from None
+        if weight <= 0:
+            raise BadInput(f"voice weight in {spec!r} must be positive")
+        if not name.endswith(".pt") and name not in VOICES:
+            raise BadInput(
+                f"unknown voice {name!r}; choose from `narrator voices` "
+                f"(e.g. {', '.join(VOICES[:4])}), a blend like af_bella,af_sky, or a .pt file"
+            )
+        if name.endswith(".pt") and not Path(name).is_file():
+            raise BadInput(f"voice file {name} does not exist")
+        parts.append(VoicePart(name, weight))
+    if not parts or not parts[0].name:
+        raise BadInput("the voice is empty; choose one from `narrator voices`")
+    return parts
+
+
+def normalise_lang(lang: str) -> str:
+    """Kokoro's one-letter code for `a` / `en-us` style names; BadInput otherwise."""
+    lang = lang.strip().lower()
+    for code, (alias, _, _) in LANGUAGES.items():
+        if lang in (code, alias):
+            return code
+    choices = ", ".join(f"{alias} ({code})" for code, (alias, _, _) in LANGUAGES.items())
+    raise BadInput(f"unknown language {lang!r}; choose one of {choices}")
+
+
+def language_of(voice: str, lang: str | None = None) -> str:
+    """The language a voice speaks: `lang` when given, else its first voice's letter."""
+    if lang:
+        return normalise_lang(lang)
+    first = parse_voice(voice)[0]
+    letter = Path(first.name).name[0] if first.is_file else first.name[0]
+    if letter not in LANGUAGES:
+        raise BadInput(f"cannot tell the language of voice {first.name}; give one with --lang")
+    return letter
+
+
+def check_speed(speed: float) -> float:
+    low, high = SPEED_RANGE
+    if not low <= speed <= high:
+        raise BadInput(f"speed {speed} is outside {low}-{high}; 1.0 is normal speed")
+    return speed

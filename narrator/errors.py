@@ -1,0 +1,41 @@
+"""Error types raised by the library. The CLI maps each one to an exit code."""
+
+
+class NarratorError(Exception):
+    """Base class: its message is one line that says what is wrong and what to do."""
+
+
+class ProjectNotFound(NarratorError):
+    """The project file, or the project id inside it, does not exist."""
+
+
+class NotAProject(NarratorError):
+    """The file exists but is not a narrator project (or is from a newer narrator)."""
+
+
+class AmbiguousProject(NarratorError):
+    """The file holds several projects and none was picked."""
+
+
+class ProjectExists(NarratorError):
+    """`narrator new` refuses to overwrite an existing file."""
+
+
+class BadInput(NarratorError):
+    """A value given by the user is not acceptable (index, voice, speed, file)."""
+
+
+class SegmentLocked(NarratorError):
+    """The segment is locked and the command refuses to change it."""
+
+
+class ModelUnavailable(NarratorError):
+    """The Kokoro model cannot be found or loaded."""
+
+
+class AudioDirUnwritable(NarratorError):
+    """The audio folder cannot be created or written."""
+
+
+class ProjectBusy(NarratorError):
+    """Another run holds this project file."""

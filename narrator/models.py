@@ -1,0 +1,74 @@
+"""SQLModel tables of a narrator project file."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+DEFAULT_VOICE = "af_heart"
+DEFAULT_SPEED = 1.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Project(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Segment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "sequence_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    sequence_index: int
+    text_content: str
+    is_locked: bool = False
+    audio_file: str | None = None
+    audio_duration: float | None = None
+    # What the audio was made from (text, voice, speed, lang): tells stale audio apart.
+    audio_fingerprint: str | None = None
+
+
+class GlobalSettings(SQLModel, table=True):
+    id: int = Field(default=1, primary_key=True)
+    voice_id: str = DEFAULT_VOICE
+    speed: float = DEFAULT_SPEED
+    lang: str | None = None
+    audio_dir: str | None = None
+
+
+class BatchTask(SQLModel, table=True):
+    task_id: str = Field(primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    status: str
+    total_segments: int
+    segments_to_process: int
+    skipped_locked: int = 0
+    skipped_has_audio: int = 0
+    skipped_empty: int = 0
+    processed: int = 0
+    failed: int = 0
+    current: int = 0
+    current_segment_id: int | None = None
+    voice: str
+    speed: float
+    lang: str
+    audio_seconds: float = 0.0
+    error: str | None = None
+    pid: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class BatchError(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="batchtask.task_id", index=True)
+    segment_id: int
+    sequence_index: int
+    message: str

@@ -1,0 +1,119 @@
+"""Which segments a run renders and why the others are skipped. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+SKIP_REASONS = ("locked", "has_audio", "empty")
+
+
+class Why(str, Enum):
+    """Why a segment is rendered or skipped."""
+
+    no_audio = "no_audio"
+    audio_missing = "audio_missing"
+    stale = "stale"
+    forced = "forced"
+    locked = "locked"
+    has_audio = "has_audio"
+    empty = "empty"
+
+
+def fingerprint(text: str, voice: str, speed: float, lang: str) -> str:
+    """What a render is made from; audio whose fingerprint differs is stale."""
+    payload = json.dumps([text.strip(), voice, round(float(speed), 4), lang])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """The plain facts about one segment that planning needs."""
+
+    id: int
+    sequence_index: int
+    text: str
+    is_locked: bool
+    audio_file: str | None
+    audio_exists: bool
+    audio_fingerprint: str | None
+
+    def is_stale(self, current: str) -> bool:
+        return self.audio_exists and self.audio_fingerprint != current
+
+
+@dataclass(frozen=True)
+class Decision:
+    segment_id: int
+    sequence_index: int
+    render: bool
+    why: Why
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    decisions: tuple[Decision, ...]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def to_process(self) -> list[int]:
+        return [d.segment_id for d in self.decisions if d.render]
+
+    @property
+    def stale_kept(self) -> int:
+        """Segments whose audio is stale but which this run leaves alone."""
+        return sum(1 for d in self.decisions if d.stale and not d.render)
+
+
+def _decide(
+    seg: SegmentState, current: str, *, skip_locked: bool, force: bool, changed: bool
+) -> Decision:
+    stale = seg.is_stale(current)
+
+    def decision(render: bool, why: Why) -> Decision:
+        return Decision(seg.id, seg.sequence_index, render, why, stale)
+
+    if skip_locked and seg.is_locked:
+        return decision(False, Why.locked)
+    if seg.audio_exists and not force and not (changed and stale):
+        return decision(False, Why.has_audio)
+    if not seg.text.strip():
+        return decision(False, Why.empty)
+    if force and seg.audio_exists:
+        return decision(True, Why.forced)
+    if seg.audio_exists:
+        return decision(True, Why.stale)
+    return decision(True, Why.audio_missing if seg.audio_file else Why.no_audio)
+
+
+def plan_generation(
+    segments: list[SegmentState],
+    *,
+    voice: str,
+    speed: float,
+    lang: str,
+    skip_locked: bool = True,
+    force: bool = False,
+    changed: bool = False,
+) -> Plan:
+    """Decide for each segment, in sequence order, whether this run renders it."""
+    decisions = tuple(
+        _decide(
+            seg,
+            fingerprint(seg.text, voice, speed, lang),
+            skip_locked=skip_locked,
+            force=force,
+            changed=changed,
+        )
+        for seg in sorted(segments, key=lambda s: s.sequence_index)
+    )
+    counts = Counter(d.why.value for d in decisions if not d.render)
+    return Plan(decisions, {reason: counts.get(reason, 0) for reason in SKIP_REASONS})

@@ -1,0 +1,249 @@
+"""What a person does to a project: segments, locks, settings, and where audio lives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from narrator.engine.voices import check_speed, language_of, normalise_lang, parse_voice
+from narrator.errors import BadInput, SegmentLocked
+from narrator.models import GlobalSettings, Segment
+from narrator.planning import SegmentState, fingerprint
+from narrator.store import ProjectStore
+
+
+@dataclass(frozen=True)
+class Settings:
+    """GlobalSettings as plain values, with the language resolved."""
+
+    voice_id: str
+    speed: float
+    lang: str
+    lang_set: bool
+    audio_dir: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """A segment as the `segments` command shows it."""
+
+    id: int
+    sequence_index: int
+    text_content: str
+    is_locked: bool
+    audio_file: str | None
+    audio_duration: float | None
+    stale: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _settings_row(session: Session) -> GlobalSettings:
+    row = session.get(GlobalSettings, 1)
+    if row is None:
+        row = GlobalSettings()
+        session.add(row)
+    return row
+
+
+def read_settings(store: ProjectStore) -> Settings:
+    with store.session() as session:
+        row = _settings_row(session)
+        return Settings(
+            voice_id=row.voice_id,
+            speed=row.speed,
+            lang=language_of(row.voice_id, row.lang),
+            lang_set=row.lang is not None,
+            audio_dir=row.audio_dir,
+        )
+
+
+def update_settings(
+    store: ProjectStore,
+    *,
+    voice: str | None = None,
+    speed: float | None = None,
+    lang: str | None = None,
+    audio_dir: str | None = None,
+) -> Settings:
+    """Change the project's settings; `lang=""` goes back to the voice's language."""
+    if voice is not None:
+        parse_voice(voice)
+    if speed is not None:
+        check_speed(speed)
+    with store.session() as session:
+        row = _settings_row(session)
+        if voice is not None:
+            row.voice_id = voice
+        if speed is not None:
+            row.speed = speed
+        if lang is not None:
+            row.lang = normalise_lang(lang) if lang else None
+        if audio_dir is not None:
+            row.audio_dir = audio_dir
+        language_of(row.voice_id, row.lang)
+        session.add(row)
+        session.commit()
+    return read_settings(store)
+
+
+def audio_folder(store: ProjectStore, settings: Settings) -> Path:
+    """Where this project's audio goes: the settings' folder or `<stem>_audio/`."""
+    if settings.audio_dir:
+        folder = Path(settings.audio_dir).expanduser()
+        return folder if folder.is_absolute() else store.path.parent / folder
+    return store.path.parent / f"{store.path.stem}_audio"
+
+
+def audio_path(store: ProjectStore, audio_file: str) -> Path:
+    """The absolute path of a recorded audio_file (relative to the project's folder)."""
+    path = Path(audio_file)
+    return path if path.is_absolute() else store.path.parent / path
+
+
+def recorded_name(store: ProjectStore, path: Path) -> str:
+    """What to record for an audio file: relative to the project's folder when inside."""
+    try:
+        return path.resolve().relative_to(store.path.parent.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _segments(session: Session, store: ProjectStore) -> list[Segment]:
+    query = select(Segment).where(Segment.project_id == store.project_id)
+    return list(session.exec(query.order_by(col(Segment.sequence_index))))
+
+
+def segment_states(store: ProjectStore) -> list[SegmentState]:
+    """Every segment as the plain values planning needs, audio checked on disk."""
+    with store.session() as session:
+        rows = _segments(session, store)
+        return [
+            SegmentState(
+                id=s.id or 0,
+                sequence_index=s.sequence_index,
+                text=s.text_content,
+                is_locked=s.is_locked,
+                audio_file=s.audio_file,
+                audio_exists=bool(s.audio_file) and audio_path(store, s.audio_file).is_file(),
+                audio_fingerprint=s.audio_fingerprint,
+            )
+            for s in rows
+        ]
+
+
+def list_segments(store: ProjectStore) -> list[SegmentRow]:
+    settings = read_settings(store)
+    with store.session() as session:
+        rows = _segments(session, store)
+        return [
+            SegmentRow(
+                id=s.id or 0,
+                sequence_index=s.sequence_index,
+                text_content=s.text_content,
+                is_locked=s.is_locked,
+                audio_file=s.audio_file,
+                audio_duration=s.audio_duration,
+                stale=bool(s.audio_file)
+                and s.audio_fingerprint
+                != fingerprint(s.text_content, settings.voice_id, settings.speed, settings.lang),
+            )
+            for s in rows
+        ]
+
+
+def add_segments(store: ProjectStore, texts: Iterable[str]) -> list[int]:
+    """Append segments after the last one; return their sequence indices."""
+    with store.session() as session:
+        last = session.exec(
+            select(func.max(Segment.sequence_index)).where(
+                Segment.project_id == store.project_id
+            )
+        ).one()
+        start = (last or 0) + 1
+        indices = []
+        for offset, text in enumerate(texts):
+            session.add(
+                Segment(project_id=store.project_id, sequence_index=start + offset,
+                        text_content=text)
+            )
+            indices.append(start + offset)
+        session.commit()
+        return indices
+
+
+def _by_index(session: Session, store: ProjectStore, indices: Sequence[int]) -> list[Segment]:
+    """The segments with these indices; BadInput naming any that do not exist."""
+    rows = {
+        s.sequence_index: s
+        for s in session.exec(
+            select(Segment).where(
+                Segment.project_id == store.project_id,
+                col(Segment.sequence_index).in_(indices),
+            )
+        )
+    }
+    missing = [i for i in indices if i not in rows]
+    if missing:
+        raise BadInput(
+            f"no segment with index {', '.join(map(str, missing))}; "
+            "see `narrator segments` for the indices"
+        )
+    return [rows[i] for i in dict.fromkeys(indices)]
+
+
+def _refuse_locked(segments: Sequence[Segment], action: str) -> None:
+    locked = [s.sequence_index for s in segments if s.is_locked]
+    if locked:
+        raise SegmentLocked(
+            f"segment {', '.join(map(str, locked))} is locked; unlock it or {action} with --force"
+        )
+
+
+def edit_segment(store: ProjectStore, index: int, text: str, force: bool = False) -> None:
+    """Replace a segment's text; its audio stays until re-rendered (it is now stale)."""
+    with store.session() as session:
+        (segment,) = _by_index(session, store, [index])
+        if not force:
+            _refuse_locked([segment], "edit")
+        segment.text_content = text
+        session.add(segment)
+        session.commit()
+
+
+def remove_segments(store: ProjectStore, indices: Sequence[int], force: bool = False) -> int:
+    """Delete segments, then the audio files no remaining segment uses."""
+    with store.session() as session:
+        doomed = _by_index(session, store, indices)
+        if not force:
+            _refuse_locked(doomed, "remove")
+        files = {s.audio_file for s in doomed if s.audio_file}
+        for segment in doomed:
+            session.delete(segment)
+        session.commit()
+        still_used = set(
+            session.exec(select(Segment.audio_file).where(col(Segment.audio_file).in_(files)))
+        )
+    for name in files - still_used:
+        audio_path(store, name).unlink(missing_ok=True)
+    return len(doomed)
+
+
+def set_locked(store: ProjectStore, indices: Sequence[int], locked: bool) -> int:
+    """Lock or unlock segments; nothing changes if any index is unknown."""
+    with store.session() as session:
+        segments = _by_index(session, store, indices)
+        for segment in segments:
+            segment.is_locked = locked
+            session.add(segment)
+        session.commit()
+        return len(segments)
+
