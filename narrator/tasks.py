@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -136,23 +137,35 @@ class TaskManager:
         self._cancel: dict[str, threading.Event] = {}
         self._subscribers: dict[str, list[queue.SimpleQueue[TaskSnapshot]]] = {}
         self._mirror = mirror
+        self._mirror_lock = threading.Lock()
 
     def _set(self, task_id: str, **changes: object) -> TaskSnapshot:
+        return self._update(task_id, lambda _snap: changes)
+
+    def _update(
+        self, task_id: str, change: Callable[[TaskSnapshot], dict[str, object]]
+    ) -> TaskSnapshot:
+        """Apply `change` to the current snapshot atomically, then publish the result."""
         with self._lock:
-            snap = replace(self._tasks[task_id], **changes)  # type: ignore[arg-type]
+            current = self._tasks[task_id]
+            snap = replace(current, **change(current))  # type: ignore[arg-type]
             self._tasks[task_id] = snap
             for q in self._subscribers.get(task_id, []):
                 q.put(snap)
-        if self._mirror:
-            self._mirror.save(snap)
+        self._save(task_id)
         return snap
+
+    def _save(self, task_id: str) -> None:
+        # Writers race to the database; whoever gets here writes the newest state.
+        if self._mirror:
+            with self._mirror_lock:
+                self._mirror.save(self.snapshot(task_id))
 
     def create_task(self, snap: TaskSnapshot) -> TaskSnapshot:
         with self._lock:
             self._tasks[snap.task_id] = snap
             self._cancel[snap.task_id] = threading.Event()
-        if self._mirror:
-            self._mirror.save(snap)
+        self._save(snap.task_id)
         return snap
 
     def subscribe(self, task_id: str) -> queue.SimpleQueue[TaskSnapshot]:
@@ -179,16 +192,16 @@ class TaskManager:
         )
 
     def record_success(self, task_id: str, audio_seconds: float) -> TaskSnapshot:
-        snap = self.snapshot(task_id)
-        return self._set(
-            task_id, processed=snap.processed + 1, audio_seconds=snap.audio_seconds + audio_seconds
-        )
+        return self._update(task_id, lambda snap: {
+            "processed": snap.processed + 1, "audio_seconds": snap.audio_seconds + audio_seconds,
+        })
 
     def add_error(self, task_id: str, failure: SegmentFailure) -> TaskSnapshot:
         if self._mirror:
             self._mirror.add_error(task_id, failure)
-        snap = self.snapshot(task_id)
-        return self._set(task_id, failed=snap.failed + 1, errors=(*snap.errors, failure))
+        return self._update(task_id, lambda snap: {
+            "failed": snap.failed + 1, "errors": (*snap.errors, failure),
+        })
 
     def finish(self, task_id: str, status: TaskStatus, error: str | None = None) -> TaskSnapshot:
         return self._set(task_id, status=status, error=error, finished=time.monotonic())

@@ -74,7 +74,10 @@ def hf_cache_folder() -> Path | None:
     """The cached snapshot of hexgrad/Kokoro-82M that holds config.json, if any."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(REPO_ID, CONFIG)
+    # Read the environment now: huggingface_hub reads it once, at import time.
+    hf_home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    cache_dir = os.environ.get("HF_HUB_CACHE") or Path(hf_home) / "hub"
+    cached = try_to_load_from_cache(REPO_ID, CONFIG, cache_dir=cache_dir)
     return Path(cached).parent if isinstance(cached, str) else None
 
 

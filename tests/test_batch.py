@@ -1,0 +1,259 @@
+"""The seed's validation list, on the library with a fake synthesizer."""
+
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import make_project
+from fakes import FakeSynthesizer
+from sqlalchemy.exc import SAWarning
+from sqlmodel import Session, SQLModel
+
+from narrator import batch as batch_module
+from narrator.batch import GenerateOptions, generate_all, generate_one, run_lock
+from narrator.errors import (
+    AudioDirUnwritable,
+    ModelUnavailable,
+    ProjectBusy,
+    SegmentLocked,
+)
+from narrator.models import BatchTask
+from narrator.project import edit_segment, list_segments, set_locked
+from narrator.store import ProjectStore, open_project
+from narrator.tasks import TaskManager, TaskMirror, TaskStatus, load_tasks
+
+TEXTS = ["One.", "Two.", "", "Four.", "   "]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ProjectStore:
+    return make_project(tmp_path / "book.db", TEXTS)
+
+
+def run(store: ProjectStore, synth: FakeSynthesizer, **options: object):  # noqa: ANN201
+    started = generate_all(store, GenerateOptions(**options), synth)  # type: ignore[arg-type]
+    return started, started.wait(timeout=30)
+
+
+def test_counts_and_audio(store: ProjectStore) -> None:
+    synth = FakeSynthesizer()
+    started, final = run(store, synth)
+    assert started.task_id and started.task_id.startswith("tts_batch_1_")
+    assert len(started.task_id) == len("tts_batch_1_") + 8
+    assert started.plan.skipped == {"locked": 0, "has_audio": 0, "empty": 2}
+    assert final.status is TaskStatus.COMPLETED
+    assert (final.processed, final.failed, final.segments_to_process) == (3, 0, 3)
+    assert synth.rendered == ["One.", "Two.", "Four."]
+    rows = {r.sequence_index: r for r in list_segments(store)}
+    assert rows[1].audio_file.startswith("book_audio/0001-s1-")
+    assert (store.path.parent / rows[1].audio_file).is_file()
+    assert rows[1].audio_duration == pytest.approx(0.04)
+    assert rows[3].audio_file is None
+
+
+def test_locked_skipped_then_rendered_with_no_skip_locked(store: ProjectStore) -> None:
+    set_locked(store, [1], True)
+    started, _ = run(store, FakeSynthesizer())
+    assert started.plan.skipped["locked"] == 1
+    synth = FakeSynthesizer()
+    started, _ = run(store, synth, skip_locked=False)
+    assert synth.rendered == ["One."]
+
+
+def test_existing_audio_skipped_unless_forced(store: ProjectStore) -> None:
+    run(store, FakeSynthesizer())
+    old = {r.sequence_index: r.audio_file for r in list_segments(store)}
+    again = generate_all(store, GenerateOptions(), FakeSynthesizer())
+    assert again.task_id is None and again.message.startswith("No segments to process")
+    assert again.plan.skipped["has_audio"] == 3
+    synth = FakeSynthesizer()
+    run(store, synth, force=True)
+    assert synth.rendered == ["One.", "Two.", "Four."]
+    new = {r.sequence_index: r.audio_file for r in list_segments(store)}
+    assert new == old  # same input, same file name, replaced atomically
+
+
+def test_nothing_to_process_starts_no_task_and_skips_model_check(tmp_path: Path) -> None:
+    store = make_project(tmp_path / "empty.db", ["", "  "])
+    started = generate_all(store, GenerateOptions(), FakeSynthesizer(available=False))
+    assert started.task_id is None and started.plan.total == 2
+    assert load_tasks(store) == []
+
+
+def test_missing_model_before_any_work(store: ProjectStore) -> None:
+    with pytest.raises(ModelUnavailable):
+        generate_all(store, GenerateOptions(), FakeSynthesizer(available=False))
+    assert load_tasks(store) == []
+    assert not (store.path.parent / "book_audio").exists()
+    run_lock(store).release()  # the lock was given back
+
+
+def test_progress_is_recorded_before_each_segment(store: ProjectStore) -> None:
+    manager = TaskManager(TaskMirror(store))
+    seen = []
+    synth = FakeSynthesizer(on_render=lambda text: seen.append(
+        manager.snapshot(started.task_id)))
+    started = generate_all(store, GenerateOptions(), synth, manager)
+    started.wait(timeout=30)
+    assert [(s.current, s.current_text, s.processed) for s in seen] == [
+        (1, "One.", 0), (2, "Two.", 1), (3, "Four.", 2)]
+    assert all(s.status is TaskStatus.RUNNING for s in seen)
+
+
+def test_failing_segment_does_not_stop_the_batch(store: ProjectStore) -> None:
+    synth = FakeSynthesizer(fail_on="Two")
+    started, final = run(store, synth)
+    assert final.status is TaskStatus.COMPLETED
+    assert (final.processed, final.failed) == (2, 1)
+    assert final.errors[0].sequence_index == 2 and "Two" in final.errors[0].message
+    (recorded,) = load_tasks(store)
+    assert recorded.status is TaskStatus.COMPLETED and recorded.errors == final.errors
+
+
+def test_cancellation_between_segments(store: ProjectStore) -> None:
+    manager = TaskManager(TaskMirror(store))
+
+    def cancel_during_first(text: str) -> None:
+        if text == "One.":
+            manager.request_cancel(started.task_id)
+
+    synth = FakeSynthesizer(on_render=cancel_during_first)
+    started = generate_all(store, GenerateOptions(), synth, manager)
+    final = started.wait(timeout=30)
+    assert final.status is TaskStatus.CANCELLED
+    assert synth.rendered == ["One."]  # the segment in hand finished; no other started
+    assert list_segments(store)[0].audio_file is not None
+    assert load_tasks(store)[0].status is TaskStatus.CANCELLED
+
+
+def test_crash_outside_the_loop_fails_the_task(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> ProjectStore:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(batch_module, "open_project", broken)
+    _, final = run(store, FakeSynthesizer())
+    assert final.status is TaskStatus.FAILED and "database went away" in final.error
+
+
+def test_worker_gets_plain_values_only(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted = []
+    real_submit = batch_module.ThreadPoolExecutor.submit
+
+    def spy(self, fn, *args):  # noqa: ANN001, ANN202
+        submitted.append(args)
+        return real_submit(self, fn, *args)
+
+    monkeypatch.setattr(batch_module.ThreadPoolExecutor, "submit", spy)
+    synth = FakeSynthesizer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SAWarning)
+        run(store, synth)
+    (args,) = submitted
+    job = args[0]
+    for value in vars(job).values():
+        assert isinstance(value, (int, float, str, tuple)), value
+    assert all(isinstance(i, int) for i in job.segment_ids)
+    for arg in args:
+        assert not isinstance(arg, (SQLModel, Session, ProjectStore))
+    assert synth.threads == {"narrator-batch_0"}
+
+
+def test_concurrent_run_is_refused(store: ProjectStore) -> None:
+    gate = threading.Event()
+    first = generate_all(store, GenerateOptions(), FakeSynthesizer(
+        on_render=lambda text: gate.wait(10)))
+    try:
+        with pytest.raises(ProjectBusy, match=first.task_id):
+            generate_all(open_project(store.path), GenerateOptions(), FakeSynthesizer())
+    finally:
+        gate.set()
+        first.wait(timeout=30)
+    run(store, FakeSynthesizer(), force=True)  # free again
+
+
+def test_stale_running_task_is_marked_interrupted(store: ProjectStore) -> None:
+    with store.session() as session:
+        session.add(BatchTask(task_id="tts_batch_1_deadbeef", project_id=1, status="RUNNING",
+                              total_segments=5, segments_to_process=3, voice="af_heart",
+                              speed=1.0, lang="a"))
+        session.commit()
+    audio = store.path.parent / "book_audio"
+    audio.mkdir()
+    (audio / ".0001-s1-x.wav.1234abcd.partial").write_bytes(b"half")
+    run(store, FakeSynthesizer())
+    old = load_tasks(store, "tts_batch_1_deadbeef")[0]
+    assert old.status is TaskStatus.FAILED and "interrupted" in old.error
+    assert not list(audio.glob(".*.partial"))
+
+
+def test_dry_run_changes_nothing(store: ProjectStore) -> None:
+    before = store.path.read_bytes()
+    synth = FakeSynthesizer()
+    started = generate_all(store, GenerateOptions(dry_run=True), synth)
+    assert started.task_id is None and len(started.plan.to_process) == 3
+    assert synth.rendered == [] and load_tasks(store) == []
+    assert not (store.path.parent / "book_audio").exists()
+    assert store.path.read_bytes() == before
+
+
+def test_changed_rerenders_only_edited(store: ProjectStore) -> None:
+    run(store, FakeSynthesizer())
+    edit_segment(store, 2, "Two, edited.")
+    plain = generate_all(store, GenerateOptions(), FakeSynthesizer())
+    assert plain.task_id is None and plain.plan.stale_kept == 1 and "--changed" in plain.message
+    synth = FakeSynthesizer()
+    run(store, synth, changed=True)
+    assert synth.rendered == ["Two, edited."]
+    files = sorted(p.name for p in (store.path.parent / "book_audio").iterdir())
+    assert len(files) == 3  # the old render of segment 2 was removed
+
+
+def test_voice_and_speed_are_read_once(store: ProjectStore) -> None:
+    _, final = run(store, FakeSynthesizer(), voice="af_sky", speed=1.5)
+    assert (final.voice, final.speed, final.lang) == ("af_sky", 1.5, "a")
+
+
+def test_unwritable_audio_folder(store: ProjectStore, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(AudioDirUnwritable):
+        generate_all(store, GenerateOptions(audio_dir=str(blocker / "sub")), FakeSynthesizer())
+    assert load_tasks(store) == []
+
+
+def test_disk_full_fails_that_segment_only(
+    store: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import narrator.engine.audio as audio
+
+    real = audio.os.fsync
+    calls = {"n": 0}
+
+    def flaky_fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second WAV's data (each write fsyncs file, then folder)
+            raise OSError(28, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(audio.os, "fsync", flaky_fsync)
+    _, final = run(store, FakeSynthesizer())
+    assert (final.processed, final.failed) == (2, 1)
+    assert "No space left" in final.errors[0].message
+    folder = store.path.parent / "book_audio"
+    assert not list(folder.glob(".*")) and len(list(folder.glob("*.wav"))) == 2
+
+
+def test_single_generate(store: ProjectStore) -> None:
+    set_locked(store, [1], True)
+    with pytest.raises(SegmentLocked):
+        generate_one(store, 1, FakeSynthesizer())
+    seg_id, seconds = generate_one(store, 2, FakeSynthesizer())
+    assert seconds and seg_id == 2
+    assert generate_one(store, 2, FakeSynthesizer()) == (2, None)
+    assert generate_one(store, 2, FakeSynthesizer(), force=True)[1]
+

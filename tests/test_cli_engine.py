@@ -1,0 +1,113 @@
+"""say, voices, doctor, generate-all, generate, status and tasks through the CLI, on the
+real kokoro code with the tiny checkpoint."""
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile
+from conftest import invoke, invoke_json, make_project
+from typer.testing import CliRunner
+
+
+@pytest.fixture
+def model_env(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
+    return tiny_model
+
+
+def test_say(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
+    result = invoke(runner, "say", "Hello from narrator.", "-o", "hello.wav")
+    assert result.exit_code == 0, result.stderr
+    _, rate = soundfile.read(tmp_path / "hello.wav")
+    assert rate == 24_000
+    assert invoke(runner, "say", "Hi", "-o", "x.wav", "--voice", "nobody").exit_code == 2
+    assert invoke(runner, "say", "Hi", "-o", "x.wav", "--speed", "9").exit_code == 2
+    assert invoke(runner, "say", "Hi", "-o", "x.wav", "--device", "tpu").exit_code == 2
+
+
+def test_say_without_model_is_69(runner: CliRunner) -> None:
+    result = invoke(runner, "say", "Hi", "-o", "x.wav")
+    assert result.exit_code == 69
+    assert "narrator model pull" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_voices_marks_present(runner: CliRunner, model_env: Path) -> None:
+    rows = {r["id"]: r for r in invoke_json(runner, "voices")}
+    assert rows["af_heart"]["present"] and rows["af_sky"]["present"]
+    assert not rows["bf_emma"]["present"] and rows["jm_kumo"]["language"] == "Japanese"
+    assert len(rows) == 54
+
+
+def test_doctor_with_and_without_model(runner: CliRunner, model_env: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    report = invoke_json(runner, "doctor")
+    assert report["model"] == f"--model-dir: {model_env}"
+    assert report["voices"] == "af_heart, af_sky" and report["g2p_english"].startswith("espeak")
+    monkeypatch.delenv("NARRATOR_MODEL_DIR")
+    result = invoke(runner, "doctor")
+    assert result.exit_code == 69
+    assert "not in the cache" in result.stdout and "offline" in result.stdout
+
+
+def test_generate_all_end_to_end(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
+    make_project(tmp_path / "book.db", ["First words.", "", "Second words.", "..."])
+    result = invoke(runner, "generate-all", "book.db", "--json", "--voice", "af_sky")
+    assert result.exit_code == 1, result.stderr  # "..." has nothing to say
+    out = json.loads(result.stdout)
+    assert out["status"] == "COMPLETED" and out["task_id"].startswith("tts_batch_1_")
+    assert (out["processed"], out["failed"], out["segments_to_process"]) == (2, 1, 3)
+    assert out["skipped"] == {"locked": 0, "has_audio": 0, "empty": 1}
+    assert out["errors"][0]["sequence_index"] == 4 and out["audio_seconds"] > 0
+    # not a terminal: one plain line per segment on stderr
+    assert "[1/3] segment 1: First words." in result.stderr
+    assert "[3/3] segment 4" in result.stderr
+    rows = invoke_json(runner, "segments", "book.db")
+    assert rows[0]["audio_file"].startswith("book_audio/0001-s1-")
+    status = invoke_json(runner, "status", "book.db")
+    assert status["task_id"] == out["task_id"] and status["failed"] == 1
+    assert invoke_json(runner, "tasks", "book.db")[0]["task_id"] == out["task_id"]
+    retry = invoke(runner, "generate-all", "book.db", "--voice", "af_sky")
+    assert retry.exit_code == 1 and "0 rendered, 1 failed" in retry.stdout
+    assert invoke(runner, "remove", "book.db", "4").exit_code == 0
+    done = invoke(runner, "generate-all", "book.db", "--voice", "af_sky")
+    assert done.exit_code == 0 and "No segments to process" in done.stdout
+
+
+def test_generate_all_exit_codes(runner: CliRunner, tmp_path: Path, tiny_model: Path) -> None:
+    assert invoke(runner, "generate-all", "missing.db").exit_code == 66
+    make_project(tmp_path / "book.db", ["Words."])
+    no_model = invoke(runner, "generate-all", "book.db")
+    assert no_model.exit_code == 69 and "narrator model pull" in no_model.stderr
+    assert invoke(runner, "tasks", "book.db", "--json").stdout.strip() == "[]"
+    bad = invoke(runner, "generate-all", "book.db", "--speed", "5", "--model-dir", tiny_model)
+    assert bad.exit_code == 2
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    unwritable = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model,
+                        "--audio-dir", "blocked/audio")
+    assert unwritable.exit_code == 73 and "--audio-dir" in unwritable.stderr
+
+
+def test_dry_run_lists_the_plan(runner: CliRunner, tmp_path: Path) -> None:
+    store = make_project(tmp_path / "book.db", ["One.", "", "Three."])
+    from narrator.project import set_locked
+
+    set_locked(store, [3], True)
+    out = invoke_json(runner, "generate-all", "book.db", "--dry-run")
+    assert [(p["sequence_index"], p["action"], p["why"]) for p in out["plan"]] == [
+        (1, "render", "no_audio"), (2, "skip", "empty"), (3, "skip", "locked")]
+    assert out["task_id"] is None and out["dry_run"]
+    text = invoke(runner, "generate-all", "book.db", "--dry-run")
+    assert "Dry run" in text.stdout and not (tmp_path / "book_audio").exists()
+
+
+def test_single_generate(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
+    store = make_project(tmp_path / "book.db", ["One.", "Two."])
+    from narrator.project import set_locked
+
+    set_locked(store, [1], True)
+    assert invoke(runner, "generate", "book.db", "1").exit_code == 65
+    assert invoke(runner, "generate", "book.db", "2").exit_code == 0
+    again = invoke(runner, "generate", "book.db", "2")
+    assert again.exit_code == 0 and "already has audio" in again.stdout
+    assert invoke(runner, "generate", "book.db", "7").exit_code == 2

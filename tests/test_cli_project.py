@@ -1,0 +1,124 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import invoke, invoke_json, make_project
+from typer.testing import CliRunner
+
+
+def test_new_imports_document(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "story.txt").write_text("One.\n\nTwo.\n\nThree.")
+    result = invoke(runner, "new", "story.db", "--from", "story.txt", "--name", "Story")
+    assert result.exit_code == 0, result.stderr
+    rows = invoke_json(runner, "segments", "story.db")
+    assert [r["text_content"] for r in rows] == ["One.", "Two.", "Three."]
+    assert [r["sequence_index"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"id", "sequence_index", "text_content", "is_locked", "audio_file",
+                            "audio_duration", "stale"}
+
+
+def test_new_refuses_overwrite(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "p.db").write_text("precious")
+    result = invoke(runner, "new", "p.db")
+    assert result.exit_code == 73
+    assert "already exists" in result.stderr
+    assert (tmp_path / "p.db").read_text() == "precious"
+
+
+def test_add_texts_stdin_and_file(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["first"])
+    (tmp_path / "more.txt").write_text("s1. s2.", encoding="utf-8")
+    assert invoke(runner, "add", "p.db", "second", "third").exit_code == 0
+    assert invoke(runner, "add", "p.db", "-", input="from stdin\n\nand more\n").exit_code == 0
+    result = invoke(runner, "add", "p.db", "--from", "more.txt", "--split", "sentence")
+    assert result.exit_code == 0
+    texts = [r["text_content"] for r in invoke_json(runner, "segments", "p.db")]
+    assert texts == ["first", "second", "third", "from stdin", "and more", "s1.", "s2."]
+    assert invoke(runner, "add", "p.db").exit_code == 2
+
+
+def test_edit_remove_and_locks(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a", "b", "c"])
+    assert invoke(runner, "lock", "p.db", "2").exit_code == 0
+    refused = invoke(runner, "edit", "p.db", "2", "B")
+    assert refused.exit_code == 65 and "locked" in refused.stderr
+    assert invoke(runner, "remove", "p.db", "2").exit_code == 65
+    assert invoke(runner, "edit", "p.db", "2", "B", "--force").exit_code == 0
+    assert invoke(runner, "unlock", "p.db", "2").exit_code == 0
+    assert invoke(runner, "remove", "p.db", "1").exit_code == 0
+    rows = invoke_json(runner, "segments", "p.db")
+    assert [(r["sequence_index"], r["text_content"], r["is_locked"]) for r in rows] == [
+        (2, "B", False), (3, "c", False),
+    ]
+
+
+def test_bad_index_changes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a", "b"])
+    result = invoke(runner, "lock", "p.db", "1", "9")
+    assert result.exit_code == 2
+    assert "9" in result.stderr and "Traceback" not in result.output + result.stderr
+    assert not any(r["is_locked"] for r in invoke_json(runner, "segments", "p.db"))
+
+
+def test_remove_deletes_audio_only_it_used(runner: CliRunner, tmp_path: Path) -> None:
+    store = make_project(tmp_path / "p.db", ["a", "b"])
+    from narrator.models import Segment
+
+    audio = tmp_path / "p_audio"
+    audio.mkdir()
+    (audio / "a.wav").write_bytes(b"x")
+    (audio / "shared.wav").write_bytes(b"x")
+    with store.session() as session:
+        first, second = session.get(Segment, 1), session.get(Segment, 2)
+        first.audio_file, second.audio_file = "p_audio/a.wav", "p_audio/shared.wav"
+        session.add_all([first, second])
+        session.commit()
+    assert invoke(runner, "remove", "p.db", "1").exit_code == 0
+    assert not (audio / "a.wav").exists() and (audio / "shared.wav").exists()
+
+
+def test_settings(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a"])
+    shown = invoke_json(runner, "settings", "p.db")
+    assert shown["voice_id"] == "af_heart" and shown["speed"] == 1.0 and shown["lang"] == "a"
+    changed = invoke_json(runner, "settings", "p.db", "--voice", "jm_kumo", "--speed", "1.2")
+    assert changed["voice_id"] == "jm_kumo" and changed["lang"] == "j"
+    assert invoke_json(runner, "settings", "p.db", "--lang", "en-us")["lang"] == "a"
+    for bad in (["--speed", "3"], ["--speed", "0.1"], ["--voice", "xx_nobody"],
+                ["--lang", "klingon"]):
+        result = invoke(runner, "settings", "p.db", *bad)
+        assert result.exit_code == 2, bad
+    assert invoke_json(runner, "settings", "p.db")["speed"] == 1.2
+
+
+def test_settings_blend_and_weights(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a"])
+    shown = invoke_json(runner, "settings", "p.db", "--voice", "af_bella:2,af_sky:1")
+    assert shown["voice_id"] == "af_bella:2,af_sky:1" and shown["lang"] == "a"
+
+
+def test_errors_for_missing_and_foreign_files(runner: CliRunner, tmp_path: Path) -> None:
+    missing = invoke(runner, "segments", "missing.db")
+    assert missing.exit_code == 66 and "narrator new" in missing.stderr
+    assert not (tmp_path / "missing.db").exists()
+    (tmp_path / "text.db").write_text("not a database")
+    assert invoke(runner, "segments", "text.db").exit_code == 66
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_segments_table(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["A long text " * 20])
+    result = invoke(runner, "segments", "p.db")
+    assert result.exit_code == 0 and "A long text" in result.stdout
+
+
+def test_cli_import_does_not_load_torch() -> None:
+    code = "import sys, narrator.cli; print(sorted(m for m in ('torch', 'kokoro', 'spacy', " \
+           "'sqlmodel') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_and_version(runner: CliRunner) -> None:
+    assert invoke(runner, "--help").exit_code == 0
+    assert "narrator" in invoke(runner, "--version").stdout

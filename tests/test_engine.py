@@ -1,0 +1,158 @@
+"""The real kokoro code path, on a small random-weight checkpoint."""
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from narrator.engine import SynthesisError
+from narrator.engine import synth as synth_module
+from narrator.engine.g2p import MAX_PHONEMES, chunk_phonemes, phonemize
+from narrator.engine.sources import locate_model
+from narrator.engine.synth import KokoroSynthesizer, Lazy
+from narrator.errors import BadInput, ModelUnavailable
+
+
+def clone(model: Path, folder: Path) -> Path:
+    """A model folder of symlinks to the tiny checkpoint (as the HF cache lays it out)."""
+    (folder / "voices").mkdir(parents=True)
+    for path in model.rglob("*"):
+        if path.is_file():
+            (folder / path.relative_to(model)).symlink_to(path)
+    return folder
+
+
+def render(tiny_model: Path, text: str, out: Path, voice: str = "af_heart") -> float:
+    return KokoroSynthesizer(model_dir=tiny_model).render(text, voice, 1.0, "a", out)
+
+
+def test_short_text_is_a_24khz_wav(tiny_model: Path, tmp_path: Path) -> None:
+    seconds = render(tiny_model, "Hello there.", tmp_path / "a.wav")
+    data, rate = soundfile.read(tmp_path / "a.wav")
+    assert rate == 24_000 and data.ndim == 1
+    assert seconds == pytest.approx(len(data) / rate) and seconds > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]
+
+
+def test_same_input_same_samples(tiny_model: Path, tmp_path: Path) -> None:
+    render(tiny_model, "Same words twice.", tmp_path / "1.wav")
+    render(tiny_model, "Other words first.", tmp_path / "x.wav")
+    render(tiny_model, "Same words twice.", tmp_path / "2.wav")
+    assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()
+
+
+def test_long_text_is_spoken_completely(tiny_model: Path, tmp_path: Path) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog, again and again. "
+    long_text = sentence * 12
+    assert len(phonemize(long_text, "a")) > MAX_PHONEMES
+    short = render(tiny_model, sentence, tmp_path / "s.wav")
+    long = render(tiny_model, long_text, tmp_path / "l.wav")
+    # every phoneme lasts one frame in the tiny model: audio length counts phonemes
+    assert long == pytest.approx(12 * short, rel=0.1)
+
+
+def test_chunks_respect_the_window_and_words() -> None:
+    phonemes = phonemize("Dr. Smith said: " + "words, " * 200 + "the end.", "a")
+    chunks = chunk_phonemes(phonemes)
+    assert len(chunks) > 1 and all(len(c) <= MAX_PHONEMES for c in chunks)
+    assert " ".join(chunks) == phonemes
+
+
+def test_nothing_speakable_is_a_synthesis_error(tiny_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(SynthesisError, match="nothing speakable"):
+        render(tiny_model, "... !!", tmp_path / "e.wav")
+    assert not list(tmp_path.iterdir())
+
+
+def test_blend_differs_from_its_parts(tiny_model: Path, tmp_path: Path) -> None:
+    render(tiny_model, "Blend me.", tmp_path / "a.wav", "af_heart")
+    render(tiny_model, "Blend me.", tmp_path / "b.wav", "af_heart:1,af_sky:1")
+    a, _ = soundfile.read(tmp_path / "a.wav")
+    b, _ = soundfile.read(tmp_path / "b.wav")
+    assert len(a) == len(b) and not np.array_equal(a, b)
+
+
+def test_failed_write_keeps_the_old_file(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "keep.wav"
+    target.write_bytes(b"previous audio")
+    import narrator.engine.audio as audio
+
+    def crash(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audio.os, "replace", crash)
+    with pytest.raises(OSError):
+        render(tiny_model, "Interrupted.", target)
+    assert target.read_bytes() == b"previous audio"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.wav"]
+
+
+def test_model_loads_once_under_concurrent_first_use(tiny_model: Path, tmp_path: Path) -> None:
+    copy = clone(tiny_model, tmp_path / "model")
+    before = len(synth_module.LOADS)
+    barrier = threading.Barrier(4)
+    models = []
+
+    def first_use() -> None:
+        barrier.wait()
+        models.append(synth_module.shared_model(copy, "cpu"))
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(synth_module.LOADS) - before == 1
+    assert all(m is models[0] for m in models)
+
+
+def test_lazy_builds_once() -> None:
+    calls = []
+    lazy = Lazy(lambda: calls.append(1) or "value")
+    assert [lazy.get() for _ in range(3)] == ["value"] * 3 and calls == [1]
+
+
+@pytest.mark.parametrize("missing", ["config.json", "kokoro-v1_0.pth", "voices"])
+def test_availability_names_what_is_missing(tiny_model: Path, tmp_path: Path, missing: str) -> None:
+    folder = clone(tiny_model, tmp_path / "m")
+    target = folder / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ModelUnavailable, match=missing.split(".")[0]):
+        KokoroSynthesizer(model_dir=folder).check("af_heart", "a")
+
+
+def test_missing_voice_names_present_ones(tiny_model: Path) -> None:
+    with pytest.raises(BadInput, match="af_heart, af_sky"):
+        KokoroSynthesizer(model_dir=tiny_model).check("bf_emma", "b")
+
+
+def test_offline_without_model_explains(tmp_path: Path) -> None:
+    location = locate_model()
+    assert location.found is None
+    message = location.explain()
+    assert "narrator model pull" in message and "offline" in message
+
+
+def test_hf_cache_layout_is_found_offline(tiny_model: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "hf" / "hub" / "models--hexgrad--Kokoro-82M"
+    snapshot = repo / "snapshots" / "0123abcd"
+    clone(tiny_model, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    found = locate_model().found
+    assert found is not None and found.name == "hf-cache" and found.folder == snapshot
+    render_folder = KokoroSynthesizer().folder()
+    assert render_folder == snapshot
+
+
+def test_narrator_own_folder_wins_over_cache(tiny_model: Path, tmp_path: Path) -> None:
+    from narrator.engine.sources import narrator_model_dir
+
+    clone(tiny_model, narrator_model_dir())
+    found = locate_model().found
+    assert found is not None and found.name == "narrator"

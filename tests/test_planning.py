@@ -1,0 +1,54 @@
+from narrator.planning import SegmentState, Why, fingerprint, plan_generation
+
+VOICE, SPEED, LANG = "af_heart", 1.0, "a"
+
+
+def seg(i: int, text: str = "text", locked: bool = False, audio: bool = False,
+        on_disk: bool = True, made_from: str | None = None) -> SegmentState:
+    stamp = fingerprint(made_from or text, VOICE, SPEED, LANG) if audio else None
+    return SegmentState(i, i, text, locked, f"a/{i}.wav" if audio else None,
+                        audio and on_disk, stamp)
+
+
+def plan(segments: list[SegmentState], **options: bool):  # noqa: ANN201
+    return plan_generation(segments, voice=VOICE, speed=SPEED, lang=LANG, **options)
+
+
+def test_skip_reasons_are_counted_in_order() -> None:
+    segments = [seg(1), seg(2, locked=True), seg(3, audio=True), seg(4, "  \n "), seg(5, "")]
+    result = plan(segments)
+    assert result.to_process == [1]
+    assert result.skipped == {"locked": 1, "has_audio": 1, "empty": 2}
+    assert result.total == 5
+
+
+def test_no_skip_locked_and_force() -> None:
+    segments = [seg(1, locked=True), seg(2, audio=True), seg(3, "")]
+    assert plan(segments, skip_locked=False).to_process == [1]
+    forced = plan(segments, skip_locked=False, force=True)
+    assert forced.to_process == [1, 2]
+    assert [d.why for d in forced.decisions] == [Why.no_audio, Why.forced, Why.empty]
+
+
+def test_missing_audio_file_needs_audio() -> None:
+    result = plan([seg(1, audio=True, on_disk=False)])
+    assert result.to_process == [1] and result.decisions[0].why is Why.audio_missing
+
+
+def test_changed_renders_only_stale_audio() -> None:
+    segments = [seg(1, "new text", audio=True, made_from="old text"), seg(2, audio=True)]
+    plain = plan(segments)
+    assert plain.to_process == [] and plain.stale_kept == 1
+    changed = plan(segments, changed=True)
+    assert changed.to_process == [1] and changed.decisions[0].why is Why.stale
+
+
+def test_fingerprint_follows_voice_speed_and_lang() -> None:
+    base = fingerprint("x", "af_heart", 1.0, "a")
+    assert base == fingerprint(" x ", "af_heart", 1.0, "a")
+    assert len({base, fingerprint("x", "af_sky", 1.0, "a"), fingerprint("x", "af_heart", 1.1, "a"),
+                fingerprint("x", "af_heart", 1.0, "b")}) == 4
+
+
+def test_sequence_order() -> None:
+    assert plan([seg(3), seg(1), seg(2)]).to_process == [1, 2, 3]

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from narrator.errors import BadInput
+from narrator.splitting import Split, split_document, split_text
+
+
+def test_paragraphs_with_crlf_bom_trailing_spaces_and_blank_lines() -> None:
+    text = "\ufeffFirst line  \r\nstill first.\r\n\r\n\r\n\r\n  Second.   \r\n\n\n"
+    assert split_text(text) == ["First line still first.", "Second."]
+
+
+def test_lines() -> None:
+    assert split_text("a\n\n b \nc", Split.line) == ["a", "b", "c"]
+
+
+def test_sentences_keep_abbreviations() -> None:
+    text = "Dr. Smith came at 3 p.m. on Monday. He left! Did he?\n\nNew one."
+    assert split_text(text, Split.sentence) == [
+        "Dr. Smith came at 3 p.m. on Monday.", "He left!", "Did he?", "New one.",
+    ]
+
+
+def test_unicode_is_normalised() -> None:
+    decomposed = "Cafe\u0301 «déjà vu» — 東京"
+    assert split_text(decomposed) == ["Café «déjà vu» — 東京"]
+
+
+def test_markdown_blocks_and_scene_break(tmp_path: Path) -> None:
+    doc = tmp_path / "c.md"
+    doc.write_text("# Chapter *One*\n\nA [link](http://x) and `code`.\n\n* * *\n\n- item\n")
+    assert split_document(doc) == ["Chapter One", "A link and code.", "", "item"]
+
+
+def test_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    doc = tmp_path / "latin1.txt"
+    doc.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(BadInput, match="not UTF-8"):
+        split_document(doc)
+
+
+def test_missing_document(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="cannot read"):
+        split_document(tmp_path / "missing.txt")
