@@ -28,6 +28,7 @@ EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.ProjectBusy: 75,
 }
 EX_SOFTWARE = 70
+RICH_TABLE_LIMIT = 1000
 EX_INTERRUPTED = 130
 
 
@@ -102,7 +103,7 @@ def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object)
 
 
 def _print_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    typer.echo(json.dumps(data, default=str, ensure_ascii=False))
 
 
 def _stdout():  # noqa: ANN202 - rich.console.Console, imported lazily
@@ -268,17 +269,29 @@ def segments(
     if as_json:
         _print_json([row.as_dict() for row in rows])
         return
+    cells = [
+        (str(row.sequence_index), str(row.id), "locked" if row.is_locked else "",
+         (Path(row.audio_file).name if row.audio_file else "") + (" (stale)" if row.stale else ""),
+         _duration(row.audio_duration), _preview(row.text_content))
+        for row in rows
+    ]
+    title = f"{project} ({len(rows)} segments)"
+    headers = ("#", "id", "lock", "audio", "dur", "text")
+    if len(cells) > RICH_TABLE_LIMIT:
+        # Rich lays out about 4,000 rows a second: long projects get aligned plain lines
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        lines = ("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                 for line in (headers, *cells))
+        typer.echo("\n".join((title, *lines)))
+        return
     from rich.table import Table
 
-    table = Table(title=f"{project} ({len(rows)} segments)", title_justify="left")
-    for header, justify in (("#", "right"), ("id", "right"), ("lock", "center"),
-                            ("audio", "left"), ("dur", "right"), ("text", "left")):
-        table.add_column(header, justify=justify, no_wrap=header != "text")  # type: ignore[arg-type]
-    for row in rows:
-        audio = Path(row.audio_file).name if row.audio_file else ""
-        audio = f"{audio} (stale)" if row.stale else audio
-        table.add_row(str(row.sequence_index), str(row.id), "🔒" if row.is_locked else "",
-                      audio, _duration(row.audio_duration), _preview(row.text_content))
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header, justify="right" if header in ("#", "id", "dur") else "left",
+                         no_wrap=header != "text")
+    for line in cells:
+        table.add_row(*line)
     _stdout().print(table)
 
 
