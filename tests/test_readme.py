@@ -3,8 +3,9 @@
 import re
 from pathlib import Path
 
-from narrator.cli import app
 from typer.main import get_command
+
+from narrator.cli import app
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -36,9 +36,15 @@ def backend_for(lang: str) -> str:
     return {"j": "misaki-ja", "z": "misaki-zh"}.get(lang, "espeak")
 
 
+def backends_available(lang: str) -> list[str]:
+    """The G2P backends that work here, offline, for `lang`."""
+    if lang in "ab":
+        return ["misaki", "espeak"] if english_backend() == "misaki" else ["espeak"]
+    return [backend_for(lang)]
+
+
 @cache
-def _phonemizer(lang: str) -> Callable[[str], str]:
-    backend = backend_for(lang)
+def _phonemizer(lang: str, backend: str) -> Callable[[str], str]:
     if backend == "misaki":
         from misaki import en, espeak
 
@@ -50,7 +56,7 @@ def _phonemizer(lang: str) -> Callable[[str], str]:
     if backend == "espeak":
         from misaki import espeak
 
-        if lang in "ab":
+        if lang in "ab" and english_backend() != "misaki":
             warnings.warn(
                 f"English G2P uses espeak-ng: {SPACY_ENGLISH} is not installed "
                 "(`narrator model pull` installs it where the network allows)",
@@ -70,16 +76,16 @@ def _phonemizer(lang: str) -> Callable[[str], str]:
     return lambda text: g2p(text)[0]
 
 
-def check_g2p(lang: str) -> None:
+def check_g2p(lang: str, backend: str | None = None) -> None:
     """Build the G2P for `lang` now: ModelUnavailable if it cannot work here."""
     with _lock:
-        _phonemizer(lang)
+        _phonemizer(lang, backend or backend_for(lang))
 
 
-def phonemize(text: str, lang: str) -> str:
+def phonemize(text: str, lang: str, backend: str | None = None) -> str:
     """Phonemes for `text` in Kokoro's alphabet ('' when nothing is speakable)."""
     with _lock:  # misaki and phonemizer keep state; one caller at a time
-        phonemes = _phonemizer(lang)(text) or ""
+        phonemes = _phonemizer(lang, backend or backend_for(lang))(text) or ""
     phonemes = " ".join(phonemes.split())
     return phonemes if any(ch.isalpha() for ch in phonemes) else ""
 

@@ -106,6 +106,7 @@ class KokoroSynthesizer:
     device: str = "auto"
     offline: bool = False
     chunk_limit: int = 510
+    g2p_backend: str | None = None  # None: the best one available (see g2p.backend_for)
 
     def __post_init__(self) -> None:
         self._folder: Path | None = None
@@ -149,7 +150,7 @@ class KokoroSynthesizer:
                 f"voice {', '.join(missing)} is not in the model at {folder}; "
                 f"it has {', '.join(present)} (use --voice, or `narrator model pull`)"
             )
-        check_g2p(lang)
+        check_g2p(lang, self.g2p_backend)
 
     def model_id(self) -> str:
         folder = self.folder()
@@ -177,7 +178,7 @@ class KokoroSynthesizer:
         import numpy as np
         import torch
 
-        phonemes = phonemize(text, lang)
+        phonemes = phonemize(text, lang, self.g2p_backend)
         if not phonemes:
             raise SynthesisError("nothing speakable in the text (no words after G2P)")
         chunks = chunk_phonemes(phonemes, self.chunk_limit)
