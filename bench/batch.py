@@ -51,9 +51,12 @@ def model_folder(scratch: Path) -> tuple[Path, str]:
     for folder in (os.environ.get("NARRATOR_MODEL_DIR"), narrator_model_dir()):
         if folder and folder_problem(Path(folder)) is None:
             return Path(folder), f"real Kokoro-82M weights in {folder}"
-    from narrator.engine.tiny import write_tiny_checkpoint
-
-    folder = write_tiny_checkpoint(scratch / "tiny")
+    # Built in a child: torch in this process would count in every child's peak RSS,
+    # which Linux carries across fork.
+    folder = scratch / "tiny"
+    code = "import sys, pathlib; from narrator.engine.tiny import write_tiny_checkpoint; " \
+           "write_tiny_checkpoint(pathlib.Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(folder)], check=True)
     return folder, "the tests' random-weight checkpoint (no real weights installed)"
 
 

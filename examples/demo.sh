@@ -15,7 +15,8 @@ if ! "$narrator" doctor >/dev/null 2>&1; then
 fi
 # The original Kokoro-82M has af_heart; the PyPI rebuild has only Japanese voices, of
 # which jm_kumo reads English most clearly.
-if "$narrator" voices --json | grep -A3 '"af_heart"' | grep -q '"present": true'; then
+has_af_heart='import json, sys; sys.exit(not any(v["id"] == "af_heart" and v["present"] for v in json.load(sys.stdin)))'
+if "$narrator" voices --json | python3 -c "$has_af_heart"; then
     "$narrator" settings demo.db --voice af_heart
 else
     "$narrator" settings demo.db --voice jm_kumo --lang en-us

