@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -12,7 +13,13 @@ from filelock import FileLock, Timeout
 from narrator.engine import Synthesizer
 from narrator.engine.audio import remove_temp_files, temp_path
 from narrator.engine.voices import check_speed, language_of, parse_voice
-from narrator.errors import AudioDirUnwritable, BadInput, ProjectBusy, SegmentLocked
+from narrator.errors import (
+    AudioDirUnwritable,
+    BadInput,
+    ModelUnavailable,
+    ProjectBusy,
+    SegmentLocked,
+)
 from narrator.models import Segment
 from narrator.planning import Plan, fingerprint, plan_generation
 from narrator.project import (
@@ -21,6 +28,7 @@ from narrator.project import (
     audio_path,
     read_settings,
     recorded_name,
+    remove_orphan_audio,
     segment_states,
     update_settings,
 )
@@ -115,7 +123,8 @@ def describe_plan(plan: Plan) -> str:
 
 def run_lock(store: ProjectStore) -> FileLock:
     """One run at a time per project file; the OS drops the lock if the process dies."""
-    lock = FileLock(f"{store.path}.lock", timeout=0)
+    # not thread-local: wait() may release it from another thread than the one that took it
+    lock = FileLock(f"{store.path}.lock", timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
@@ -128,9 +137,10 @@ def run_lock(store: ProjectStore) -> FileLock:
 
 
 def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, str, float, str]:
-    if options.audio_dir is not None:
-        update_settings(store, audio_dir=options.audio_dir)
+    """Settings with this run's overrides, as plain values; nothing is stored."""
     settings = read_settings(store)
+    if options.audio_dir is not None:
+        settings = replace(settings, audio_dir=options.audio_dir)
     voice = options.voice or settings.voice_id
     parse_voice(voice)
     speed = check_speed(options.speed if options.speed is not None else settings.speed)
@@ -168,10 +178,10 @@ def generate_all(
     lock = None if options.dry_run else run_lock(store)
     try:
         folder = audio_folder(store, settings)
-        if lock is not None:
-            mark_interrupted(store)
-            if folder.is_dir():
-                remove_temp_files(folder)
+        if lock is not None and mark_interrupted(store) and folder.is_dir():
+            # what the interrupted run left: temporary files, and renders it never recorded
+            remove_temp_files(folder)
+            remove_orphan_audio(store, folder)
         plan = plan_generation(
             segment_states(store), voice=voice, speed=speed, lang=lang,
             skip_locked=options.skip_locked, force=options.force, changed=options.changed,
@@ -183,6 +193,8 @@ def generate_all(
             return run
         synthesizer.check(voice, lang)
         _check_audio_folder(folder)
+        if options.audio_dir is not None:
+            update_settings(store, audio_dir=options.audio_dir)  # remembered once it works
         manager = manager or TaskManager(TaskMirror(store))
         run.task_id = f"tts_batch_{store.project_id}_{uuid.uuid4().hex[:8]}"
         manager.create_task(
@@ -221,7 +233,10 @@ def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer) -> 
             render_segment(store, job, manager, synthesizer, position, segment_id)
         manager.finish(job.task_id, TaskStatus.CANCELLED if cancelled else TaskStatus.COMPLETED)
     except Exception as exc:  # a crash outside the per-segment loop fails the task
-        manager.finish(job.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        # finish() sets the in-memory state before writing it out: if the file cannot take
+        # the write, the task is still FAILED for the process that waits on it
+        with contextlib.suppress(Exception):
+            manager.finish(job.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
 def render_segment(
@@ -245,6 +260,8 @@ def render_segment(
         target = audio_target(Path(job.audio_dir), index, segment_id, stamp)
         seconds = synthesizer.render(text, job.voice, job.speed, job.lang, target)
         record_audio(store, segment_id, target, seconds, stamp)
+    except ModelUnavailable:
+        raise  # no segment can be rendered: the batch fails (exit 69), not each segment
     except Exception as exc:
         message = str(exc) or type(exc).__name__
         manager.add_error(job.task_id, SegmentFailure(segment_id, index, message))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
@@ -43,12 +44,33 @@ class NarratorGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except errors.NarratorError as exc:
-            if ctx.meta.get("narrator.debug"):
-                raise
-            fail(str(exc), EXIT_CODES.get(type(exc), 1))
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # Typer's own: usage errors (exit 2), --help, explicit exits
         except KeyboardInterrupt:
             fail("interrupted", EX_INTERRUPTED)
+        except Exception as exc:
+            if ctx.meta.get("narrator.debug"):
+                raise
+            message, code = _describe_error(exc)
+            fail(message, code)
+
+
+def _describe_error(exc: Exception) -> tuple[str, int]:
+    """One line and an exit code for any error that reaches the command line."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, errors.NarratorError):
+        return str(exc), EXIT_CODES.get(type(exc), 1)
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig or exc  # type: ignore[assignment]
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return f"the project file is busy ({exc}); try again when the other writer is done", 75
+    if isinstance(exc, sqlite3.DatabaseError | UnicodeDecodeError):
+        return f"cannot read the project file ({exc}); is it damaged?", 66
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}; check the path and free space", 73
+    return f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it", 70
 
 
 app = typer.Typer(
@@ -383,8 +405,10 @@ def say(
     language = language_of(voice, lang)
     synth = _synthesizer(model_dir, device, offline)
     synth.check(voice, language)
-    if not output.parent.is_dir():
-        raise errors.AudioDirUnwritable(f"{output.parent} does not exist; create it first")
+    if output.is_dir() or not output.parent.is_dir():
+        raise errors.AudioDirUnwritable(
+            f"cannot write {output}: give a file name in an existing folder"
+        )
     seconds = synth.render(text, voice, speed or DEFAULT_SPEED, language, output)
     typer.echo(f"Wrote {output} ({seconds:.2f}s)")
 
@@ -553,7 +577,12 @@ def generate_all_command(
         _print_json(head) if as_json else _print_plan(head, dry_run)
         return
     typer.echo(f"{run.task_id}: {run.message}", err=True)
-    final = follow_run(run, make_view(progress))
+    try:
+        final = follow_run(run, make_view(progress))
+    except BaseException:
+        run.cancel()  # never leave a worker rendering behind a command that has failed
+        run.wait()
+        raise
     result = head | final.as_dict() | {"message": run.message}
     _print_json(result) if as_json else _print_summary(result)
     raise typer.Exit(_batch_exit_code(final))
@@ -565,7 +594,8 @@ def _batch_exit_code(final) -> int:  # noqa: ANN001 - TaskSnapshot
     if final.status is TaskStatus.CANCELLED:
         return EX_INTERRUPTED
     if final.status is TaskStatus.FAILED:
-        return EX_SOFTWARE
+        unavailable = (final.error or "").startswith(errors.ModelUnavailable.__name__)
+        return EXIT_CODES[errors.ModelUnavailable] if unavailable else EX_SOFTWARE
     return 1 if final.failed else 0
 
 

@@ -147,25 +147,25 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
     interrupts = 0
 
     def on_signal(_signum: int, _frame: object) -> None:
+        # Only count here: the main thread may hold the manager's lock when a signal lands.
         nonlocal interrupts
         interrupts += 1
         if interrupts > 1:
             raise _StopNow
-        run.cancel()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     updates = manager.subscribe(task_id)
     announced = False
     try:
         while not future.done() or not updates.empty():
+            if interrupts and not announced:
+                announced = True
+                run.cancel()
+                view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
             try:
-                snap = updates.get(timeout=poll)
+                view.update(updates.get(timeout=poll))
             except queue.Empty:
                 continue
-            view.update(snap)
-            if snap.cancel_requested and not announced:
-                announced = True
-                view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
         final = run.wait()
         assert final is not None
         return final

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from narrator.engine.voices import check_speed, language_of, normalise_lang, parse_voice
+from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
 from narrator.planning import SegmentState, fingerprint
@@ -77,7 +78,7 @@ def update_settings(
 ) -> Settings:
     """Change the project's settings; `lang=""` goes back to the voice's language."""
     if voice is not None:
-        parse_voice(voice)
+        voice = canonical_voice(voice)
     if speed is not None:
         check_speed(speed)
     with store.session() as session:
@@ -154,6 +155,32 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
         )
         for id_, index, text, locked, audio, duration, stamp in rows
     ]
+
+
+_RENDER_NAME = re.compile(r"^\d{4,}-s(\d+)-[0-9a-f]{8}\.wav$")
+
+
+def remove_orphan_audio(store: ProjectStore, folder: Path) -> int:
+    """Remove renders of this project's segments that no segment records (a run killed
+    between writing a file and recording it, or before removing the one it replaced)."""
+    with store.session() as session:
+        recorded = {
+            seg_id: audio
+            for seg_id, audio in session.exec(
+                select(Segment.id, Segment.audio_file).where(
+                    Segment.project_id == store.project_id
+                )
+            )
+        }
+    removed = 0
+    for path in folder.glob("*.wav"):
+        match = _RENDER_NAME.match(path.name)
+        if match and int(match[1]) in recorded:
+            audio = recorded[int(match[1])]
+            if not audio or audio_path(store, audio).resolve() != path.resolve():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def add_segments(store: ProjectStore, texts: Iterable[str]) -> list[int]:

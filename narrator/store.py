@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, select
 
 from narrator.errors import AmbiguousProject, NotAProject, ProjectExists, ProjectNotFound
@@ -48,7 +49,11 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
 
 
 def _engine(path: Path) -> Engine:
-    engine = create_engine("sqlite://", creator=lambda: _connect(path, "rw"))
+    # A real pool: SQLAlchemy's default for "sqlite://" is one connection per thread,
+    # which does not suit a worker thread that comes and goes.
+    engine = create_engine(
+        "sqlite://", creator=lambda: _connect(path, "rw"), poolclass=QueuePool
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:

@@ -19,7 +19,7 @@ from narrator.errors import (
     SegmentLocked,
 )
 from narrator.models import BatchTask
-from narrator.project import edit_segment, list_segments, set_locked
+from narrator.project import edit_segment, list_segments, read_settings, set_locked
 from narrator.store import ProjectStore, open_project
 from narrator.tasks import TaskManager, TaskMirror, TaskStatus, load_tasks
 
@@ -257,3 +257,46 @@ def test_single_generate(store: ProjectStore) -> None:
     assert generate_one(store, 2, FakeSynthesizer()) == (2, None)
     assert generate_one(store, 2, FakeSynthesizer(), force=True)[1]
 
+
+
+def test_dry_run_does_not_remember_audio_dir(store: ProjectStore) -> None:
+    generate_all(store, GenerateOptions(dry_run=True, audio_dir="elsewhere"), FakeSynthesizer())
+    assert read_settings(store).audio_dir is None
+    run(store, FakeSynthesizer(), audio_dir="elsewhere")
+    assert read_settings(store).audio_dir == "elsewhere"
+    assert len(list((store.path.parent / "elsewhere").glob("*.wav"))) == 3
+
+
+def test_lock_released_from_another_thread(store: ProjectStore) -> None:
+    started = generate_all(store, GenerateOptions(), FakeSynthesizer())
+    waiter = threading.Thread(target=started.wait)
+    waiter.start()
+    waiter.join(30)
+    run_lock(store).release()
+
+
+def test_interrupted_run_leaves_no_orphan_audio(store: ProjectStore) -> None:
+    run(store, FakeSynthesizer())
+    folder = store.path.parent / "book_audio"
+    kept = sorted(p.name for p in folder.iterdir())
+    (folder / "0001-s1-0badc0de.wav").write_bytes(b"never recorded")
+    (folder / "0001-s999-0badc0de.wav").write_bytes(b"not this project's segment")
+    with store.session() as session:
+        session.add(BatchTask(task_id="tts_batch_1_0000dead", project_id=1, status="RUNNING",
+                              total_segments=5, segments_to_process=3, voice="af_heart",
+                              speed=1.0, lang="a"))
+        session.commit()
+    generate_all(store, GenerateOptions(), FakeSynthesizer())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, "0001-s999-0badc0de.wav"])
+
+
+def test_model_failure_fails_the_batch_once(store: ProjectStore) -> None:
+    class Broken(FakeSynthesizer):
+        def render(self, *args: object) -> float:
+            self.rendered.append("tried")
+            raise ModelUnavailable("cannot load the Kokoro model")
+
+    synth = Broken()
+    _, final = run(store, synth)
+    assert final.status is TaskStatus.FAILED and final.error.startswith("ModelUnavailable")
+    assert synth.rendered == ["tried"]

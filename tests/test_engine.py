@@ -156,3 +156,10 @@ def test_narrator_own_folder_wins_over_cache(tiny_model: Path, tmp_path: Path) -
     clone(tiny_model, narrator_model_dir())
     found = locate_model().found
     assert found is not None and found.name == "narrator"
+
+
+def test_same_audio_from_a_copy_of_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    render(tiny_model, "Where the model lives does not matter.", tmp_path / "1.wav")
+    render(clone(tiny_model, tmp_path / "m2"), "Where the model lives does not matter.",
+           tmp_path / "2.wav")
+    assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()

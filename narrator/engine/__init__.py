@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from narrator.errors import NarratorError
 
-class SynthesisError(Exception):
+
+class SynthesisError(NarratorError):
     """One text could not be rendered; the batch records it and goes on."""
 
 

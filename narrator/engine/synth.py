@@ -79,9 +79,13 @@ def _load_kmodel(folder: Path, device: str) -> Any:
             # kokoro's modules trip torch deprecation notices that are not the user's concern
             warnings.simplefilter("ignore")
             model = KModel(repo_id=REPO_ID, config=config, model=str(folder / WEIGHTS))
+        return model.to(device).eval()
     except Exception as exc:
-        raise ModelUnavailable(f"cannot load the Kokoro model in {folder}: {exc}") from exc
-    return model.to(device).eval()
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelUnavailable(
+            f"cannot load the Kokoro model in {folder} on {device} ({first_line}); "
+            "pull it again with `narrator model pull`"
+        ) from exc
 
 
 def shared_model(folder: Path, device: str) -> Any:
@@ -110,6 +114,7 @@ class KokoroSynthesizer:
 
     def __post_init__(self) -> None:
         self._folder: Path | None = None
+        self._model_id: str | None = None
         self._voices: dict[str, Any] = {}
         self._voices_lock = threading.Lock()
 
@@ -150,12 +155,17 @@ class KokoroSynthesizer:
                 f"voice {', '.join(missing)} is not in the model at {folder}; "
                 f"it has {', '.join(present)} (use --voice, or `narrator model pull`)"
             )
+        pick_device(self.device)
         check_g2p(lang, self.g2p_backend)
 
     def model_id(self) -> str:
-        folder = self.folder()
-        stat = (folder / WEIGHTS).stat()
-        return f"{folder.resolve()}:{stat.st_size}"
+        """Which weights, by content (the first MiB and the size), not by where they are."""
+        if self._model_id is None:
+            weights = self.folder() / WEIGHTS
+            with weights.open("rb") as f:
+                head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
+            self._model_id = f"{head}:{weights.stat().st_size}"
+        return self._model_id
 
     def _voice_pack(self, voice: str) -> Any:
         import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +52,21 @@ class VoicePart:
         return self.name.endswith(".pt")
 
 
+def canonical_voice(spec: str) -> str:
+    """The voice as stored: .pt packs by absolute path, weights only where not 1."""
+    return ",".join(
+        (str(Path(p.name).resolve()) if p.is_file else p.name)
+        + ("" if p.weight == 1 else f":{p.weight:g}")
+        for p in parse_voice(spec)
+    )
+
+
 def describe(voice_id: str) -> tuple[str, str]:
     """(language name, gender) of a catalogue voice."""
     return LANGUAGES[voice_id[0]][1], {"f": "female", "m": "male"}[voice_id[1]]
 
 
-def parse_voice(spec: str) -> list[VoicePart]:
+def parse_voice(spec: str, check_files: bool = True) -> list[VoicePart]:
     """Parse `af_heart`, `af_bella,af_sky`, `af_bella:2,af_sky:1` or `path/to/pack.pt`."""
     parts = []
     for item in spec.split(","):
@@ -66,14 +76,14 @@ def parse_voice(spec: str) -> list[VoicePart]:
             weight = float(weight_text)
         except ValueError:
             raise BadInput(f"voice weight {weight_text!r} in {spec!r} is not a number") from None
-        if weight <= 0:
-            raise BadInput(f"voice weight in {spec!r} must be positive")
+        if not math.isfinite(weight) or weight <= 0:
+            raise BadInput(f"voice weight in {spec!r} must be a positive number")
         if not name.endswith(".pt") and name not in VOICES:
             raise BadInput(
                 f"unknown voice {name!r}; choose from `narrator voices` "
                 f"(e.g. {', '.join(VOICES[:4])}), a blend like af_bella,af_sky, or a .pt file"
             )
-        if name.endswith(".pt") and not Path(name).is_file():
+        if check_files and name.endswith(".pt") and not Path(name).is_file():
             raise BadInput(f"voice file {name} does not exist")
         parts.append(VoicePart(name, weight))
     if not parts or not parts[0].name:
@@ -95,7 +105,7 @@ def language_of(voice: str, lang: str | None = None) -> str:
     """The language a voice speaks: `lang` when given, else its first voice's letter."""
     if lang:
         return normalise_lang(lang)
-    first = parse_voice(voice)[0]
+    first = parse_voice(voice, check_files=False)[0]
     letter = Path(first.name).name[0] if first.is_file else first.name[0]
     if letter not in LANGUAGES:
         raise BadInput(f"cannot tell the language of voice {first.name}; give one with --lang")
