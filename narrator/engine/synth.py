@@ -13,7 +13,7 @@ from typing import Any
 
 from narrator.engine import SynthesisError
 from narrator.engine.audio import write_wav
-from narrator.engine.g2p import check_g2p, chunk_phonemes, phonemize
+from narrator.engine.g2p import CHUNK_TARGET, check_g2p, chunk_phonemes, phonemize
 from narrator.engine.sources import (
     CONFIG,
     REPO_ID,
@@ -109,7 +109,7 @@ class KokoroSynthesizer:
     model_dir: str | Path | None = None
     device: str = "auto"
     offline: bool = False
-    chunk_limit: int = 510
+    chunk_limit: int = CHUNK_TARGET
     g2p_backend: str | None = None  # None: the best one available (see g2p.backend_for)
 
     def __post_init__(self) -> None:
