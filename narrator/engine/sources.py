@@ -14,6 +14,13 @@ SOURCE = "SOURCE"
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def kokoro_config_text() -> str:
+    """Kokoro-82M v1.0's config.json (hyperparameters and phoneme vocab), as shipped."""
+    from importlib.resources import files
+
+    return (files("narrator.engine") / "kokoro_v1_0_config.json").read_text("utf-8")
+
+
 def is_offline(offline: bool = False) -> bool:
     return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 

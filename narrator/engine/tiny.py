@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from importlib.resources import files
 from pathlib import Path
 
-from narrator.engine.sources import CONFIG, VOICES, WEIGHTS
-
-
-def kokoro_config() -> dict:
-    """Kokoro-82M v1.0's config.json (hyperparameters and phoneme vocab)."""
-    return json.loads((files("narrator.engine") / "kokoro_v1_0_config.json").read_text("utf-8"))
+from narrator.engine.sources import CONFIG, VOICES, WEIGHTS, kokoro_config_text
 
 
 def write_tiny_checkpoint(folder: Path, voices: tuple[str, ...] = ("af_heart",)) -> Path:
@@ -25,7 +19,7 @@ def write_tiny_checkpoint(folder: Path, voices: tuple[str, ...] = ("af_heart",))
     import torch
     from kokoro import KModel
 
-    config = kokoro_config()
+    config = json.loads(kokoro_config_text())
     config["plbert"] = dict(
         hidden_size=64, num_attention_heads=2, intermediate_size=128,
         max_position_embeddings=512, num_hidden_layers=1, dropout=0.1,
