@@ -26,9 +26,11 @@ from narrator.project import (
     Settings,
     audio_folder,
     audio_path,
+    audio_target,
     read_settings,
     recorded_name,
     remove_orphan_audio,
+    segment_state,
     segment_states,
     update_settings,
 )
@@ -256,10 +258,10 @@ def render_segment(
     try:
         if segment is None:
             raise LookupError("the segment was removed during the run")
-        stamp = fingerprint(text, job.voice, job.speed, job.lang)
-        target = audio_target(Path(job.audio_dir), index, segment_id, stamp)
-        seconds = synthesizer.render(text, job.voice, job.speed, job.lang, target)
-        record_audio(store, segment_id, target, seconds, stamp)
+        seconds = render_and_record(
+            store, synthesizer, Path(job.audio_dir), segment_id, index, text,
+            job.voice, job.speed, job.lang,
+        )
     except ModelUnavailable:
         raise  # no segment can be rendered: the batch fails (exit 69), not each segment
     except Exception as exc:
@@ -269,9 +271,16 @@ def render_segment(
         manager.record_success(job.task_id, seconds)
 
 
-def audio_target(folder: Path, index: int, segment_id: int, stamp: str) -> Path:
-    """A file name that says which segment and which render: 0007-s42-<stamp8>.wav."""
-    return folder / f"{index:04d}-s{segment_id}-{stamp[:8]}.wav"
+def render_and_record(
+    store: ProjectStore, synthesizer: Synthesizer, folder: Path, segment_id: int, index: int,
+    text: str, voice: str, speed: float, lang: str,
+) -> float:
+    """Render one segment's text to a new file, then record it; return its seconds."""
+    stamp = fingerprint(text, voice, speed, lang)
+    target = audio_target(folder, index, segment_id, stamp)
+    seconds = synthesizer.render(text, voice, speed, lang, target)
+    record_audio(store, segment_id, target, seconds, stamp)
+    return seconds
 
 
 def record_audio(
@@ -302,10 +311,7 @@ def generate_one(
     Returns (segment id, seconds), seconds None when its audio exists and not forced."""
     options = GenerateOptions(voice=voice, speed=speed, lang=lang)
     settings, voice, speed, lang = _resolve(store, options)
-    states = {s.sequence_index: s for s in segment_states(store)}
-    if index not in states:
-        raise BadInput(f"no segment with index {index}; see `narrator segments`")
-    state = states[index]
+    state = segment_state(store, index)
     if state.is_locked:
         raise SegmentLocked(f"segment {index} is locked; unlock it with `narrator unlock`")
     if not state.text.strip():
@@ -317,10 +323,9 @@ def generate_one(
         synthesizer.check(voice, lang)
         folder = audio_folder(store, settings)
         _check_audio_folder(folder)
-        stamp = fingerprint(state.text, voice, speed, lang)
-        target = audio_target(folder, index, state.id, stamp)
-        seconds = synthesizer.render(state.text, voice, speed, lang, target)
-        record_audio(store, state.id, target, seconds, stamp)
+        seconds = render_and_record(
+            store, synthesizer, folder, state.id, index, state.text, voice, speed, lang
+        )
         return state.id, seconds
     finally:
         lock.release()

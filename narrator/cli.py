@@ -29,8 +29,8 @@ EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.ProjectBusy: 75,
 }
 EX_SOFTWARE = 70
-RICH_TABLE_LIMIT = 1000
 EX_INTERRUPTED = 130
+RICH_TABLE_LIMIT = 1000
 
 
 def fail(message: str, code: int) -> NoReturn:

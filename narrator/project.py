@@ -119,19 +119,24 @@ def recorded_name(store: ProjectStore, path: Path) -> str:
         return str(path.resolve())
 
 
-def _segment_columns(session: Session, store: ProjectStore) -> list[Any]:
-    """Plain rows (no ORM objects): listing 10,000 segments stays fast."""
+def _segment_columns(
+    session: Session, store: ProjectStore, index: int | None = None
+) -> list[Any]:
+    """Plain rows (no ORM objects), all or the one at `index`: listing stays fast."""
     query = select(
         Segment.id, Segment.sequence_index, Segment.text_content, Segment.is_locked,
         Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
     ).where(Segment.project_id == store.project_id)
+    if index is not None:
+        query = query.where(Segment.sequence_index == index)
     return list(session.exec(query.order_by(col(Segment.sequence_index))))
 
 
-def segment_states(store: ProjectStore) -> list[SegmentState]:
-    """Every segment as the plain values planning needs, audio checked on disk."""
+def segment_states(store: ProjectStore, index: int | None = None) -> list[SegmentState]:
+    """Every segment (or the one at `index`) as the plain values planning needs, audio
+    checked on disk."""
     with store.session() as session:
-        rows = _segment_columns(session, store)
+        rows = _segment_columns(session, store, index)
     return [
         SegmentState(
             id=id_, sequence_index=index, text=text, is_locked=locked, audio_file=audio,
@@ -157,21 +162,28 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
     ]
 
 
+def segment_state(store: ProjectStore, index: int) -> SegmentState:
+    """The segment at `index`; BadInput when there is none."""
+    found = segment_states(store, index)
+    if not found:
+        raise _no_such_index([index])
+    return found[0]
+
+
+# audio_target's names; the pattern finds renders no segment records any more
 _RENDER_NAME = re.compile(r"^\d{4,}-s(\d+)-[0-9a-f]{8}\.wav$")
+
+
+def audio_target(folder: Path, index: int, segment_id: int, stamp: str) -> Path:
+    """A file name that says which segment and which render: 0007-s42-<stamp8>.wav."""
+    return folder / f"{index:04d}-s{segment_id}-{stamp[:8]}.wav"
 
 
 def remove_orphan_audio(store: ProjectStore, folder: Path) -> int:
     """Remove renders of this project's segments that no segment records (a run killed
     between writing a file and recording it, or before removing the one it replaced)."""
     with store.session() as session:
-        recorded = {
-            seg_id: audio
-            for seg_id, audio in session.exec(
-                select(Segment.id, Segment.audio_file).where(
-                    Segment.project_id == store.project_id
-                )
-            )
-        }
+        recorded = {row.id: row.audio_file for row in _segment_columns(session, store)}
     removed = 0
     for path in folder.glob("*.wav"):
         match = _RENDER_NAME.match(path.name)
@@ -216,11 +228,15 @@ def _by_index(session: Session, store: ProjectStore, indices: Sequence[int]) -> 
     }
     missing = [i for i in indices if i not in rows]
     if missing:
-        raise BadInput(
-            f"no segment with index {', '.join(map(str, missing))}; "
-            "see `narrator segments` for the indices"
-        )
+        raise _no_such_index(missing)
     return [rows[i] for i in dict.fromkeys(indices)]
+
+
+def _no_such_index(missing: Sequence[int]) -> BadInput:
+    return BadInput(
+        f"no segment with index {', '.join(map(str, missing))}; "
+        "see `narrator segments` for the indices"
+    )
 
 
 def _refuse_locked(segments: Sequence[Segment], action: str) -> None:

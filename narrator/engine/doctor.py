@@ -24,6 +24,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict
     location = locate_model(model_dir, offline)
     found = location.found
     folder = found.folder if found else None
+    g2p = english_backend()
     provenance = (folder / SOURCE).read_text("utf-8").splitlines()[0] if folder and (
         folder / SOURCE).is_file() else None
     return {
@@ -37,8 +38,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict
         "model": f"{found.name}: {folder or 'will download from Hugging Face'}" if found else None,
         "model_source": provenance,
         "voices": ", ".join(voices_in(folder)) if folder else "",
-        "g2p_english": english_backend()
-        + ("" if english_backend() == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
+        "g2p_english": g2p + ("" if g2p == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
         "problem": None if found else location.explain(),
         "sources": [
             {"name": c.name, "folder": str(c.folder) if c.folder else None,
