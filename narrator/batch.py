@@ -5,38 +5,48 @@ from __future__ import annotations
 import contextlib
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+import numpy as np
+from filelock import FileLock
 
+from narrator.audiofiles import (
+    audio_folder,
+    audio_path,
+    check_writable,
+    publish,
+    recorded_name,
+    render_target,
+    seconds_of,
+    sweep,
+    write_temp_wav,
+)
 from narrator.engine import Synthesizer
-from narrator.engine.audio import remove_temp_files, temp_path
 from narrator.engine.voices import check_speed, language_of, parse_voice
 from narrator.errors import (
-    AudioDirUnwritable,
     BadInput,
     ModelUnavailable,
+    NarratorError,
     ProjectBusy,
     SegmentLocked,
 )
 from narrator.models import Segment
-from narrator.planning import Plan, fingerprint, plan_generation
+from narrator.planning import Plan, Rules, SegmentState, Why, decide, fingerprint, plan_generation
 from narrator.project import (
     Settings,
-    audio_folder,
-    audio_path,
-    audio_target,
     read_settings,
-    recorded_name,
-    remove_orphan_audio,
+    recorded_files,
     segment_state,
     segment_states,
+    state_by_id,
     update_settings,
 )
-from narrator.store import ProjectStore, open_project
+from narrator.store import ProjectStore, open_project, storage_error, take_run_lock
 from narrator.tasks import (
     SegmentFailure,
+    StopNow,
     TaskManager,
     TaskMirror,
     TaskSnapshot,
@@ -46,6 +56,8 @@ from narrator.tasks import (
 )
 
 NOTHING_TO_DO = "No segments to process"
+SKIP_WORDS = {"locked": "locked", "has_audio": "with audio", "empty": "empty",
+              "removed": "removed", "edited": "edited while rendering"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,10 @@ class GenerateOptions:
     lang: str | None = None
     audio_dir: str | None = None
     dry_run: bool = False
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(skip_locked=self.skip_locked, force=self.force, changed=self.changed)
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class BatchJob:
     speed: float
     lang: str
     audio_dir: str
+    rules: Rules
 
 
 @dataclass
@@ -84,6 +101,7 @@ class BatchRun:
     lang: str
     message: str
     task_id: str | None = None
+    store: ProjectStore | None = None
     audio_dir: Path | None = None
     manager: TaskManager | None = None
     future: Future[None] | None = None
@@ -100,42 +118,69 @@ class BatchRun:
                 self.lock.release()
         return self.manager.snapshot(self.task_id)
 
-    def cancel(self) -> None:
+    def cancel(self, now: bool = False) -> None:
+        """Stop after the segment in hand; `now`: at the next chunk boundary inside it."""
         if self.manager and self.task_id:
-            self.manager.request_cancel(self.task_id)
+            self.manager.request_cancel(self.task_id, now=now)
+
+    def halt(self, reason: str) -> None:
+        """Stop at once, without waiting for the worker: the task is CANCELLED and the
+        audio folder keeps only recorded files. The caller then ends the process."""
+        assert self.manager and self.task_id and self.store and self.audio_dir
+        clean = self.manager.halt(self.task_id)
+        with contextlib.suppress(Exception):
+            self.manager.finish(self.task_id, TaskStatus.CANCELLED, error=reason)
+        if clean:
+            with contextlib.suppress(Exception):
+                tidy_audio_folder(self.store, self.audio_dir)
+
+
+def describe_skips(counts: dict[str, int], *, all_reasons: bool = True) -> str:
+    """"2 locked, 0 with audio, 1 empty": the seed's skip counts in words."""
+    return ", ".join(
+        f"{n} {SKIP_WORDS[reason]}" for reason, n in counts.items() if n or all_reasons
+    )
 
 
 def describe_plan(plan: Plan) -> str:
     """The seed's message: what will be rendered and the skip counts."""
-    skipped = plan.skipped
-    parts = [f"{skipped['locked']} locked", f"{skipped['has_audio']} with audio",
-             f"{skipped['empty']} empty"]
     head = (
         f"Generating audio for {len(plan.to_process)} of {plan.total} segments"
         if plan.to_process else NOTHING_TO_DO
     )
-    message = f"{head} (skipped: {', '.join(parts)})"
+    message = f"{head} (skipped: {describe_skips(plan.skipped)})"
     if plan.stale_kept:
         message += (
-            f"; {plan.stale_kept} segments have stale audio (text, voice or speed changed): "
-            "re-render them with --changed"
+            f"; {plan.stale_kept} with stale audio (text, voice or speed changed): "
+            "re-render with --changed"
         )
     return message
 
 
 def run_lock(store: ProjectStore) -> FileLock:
-    """One run at a time per project file; the OS drops the lock if the process dies."""
-    # not thread-local: wait() may release it from another thread than the one that took it
-    lock = FileLock(f"{store.path}.lock", timeout=0, thread_local=False)
-    try:
-        lock.acquire()
-    except Timeout:
+    """One run at a time per project file, whatever path names it."""
+    lock = take_run_lock(store.path)
+    if lock is None:
         running = active_task(store)
         who = f"task {running.task_id} (pid {running.pid})" if running else "another narrator"
         raise ProjectBusy(
             f"{who} is rendering {store.path}; wait for it, or see `narrator status`"
-        ) from None
+        )
     return lock
+
+
+def _tidy(store: ProjectStore, folder: Path) -> None:
+    """First thing under the run lock: whatever the last run left is put right."""
+    mark_interrupted(store)
+    tidy_audio_folder(store, folder)
+
+
+def tidy_audio_folder(store: ProjectStore, folder: Path) -> list[Path]:
+    """Remove this project's files in `folder` that no segment records, however the last
+    run ended. Call while holding the run lock, or once the worker is halted."""
+    with store.session() as session:
+        recorded = recorded_files(session)
+    return sweep(store, folder, recorded)
 
 
 def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, str, float, str]:
@@ -155,19 +200,6 @@ def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, s
     return settings, voice, speed, lang
 
 
-def _check_audio_folder(folder: Path) -> None:
-    probe = temp_path(folder / "probe")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise AudioDirUnwritable(
-            f"cannot write audio to {folder} ({exc.strerror}); "
-            "fix its permissions or choose another with --audio-dir"
-        ) from exc
-
-
 def generate_all(
     store: ProjectStore,
     options: GenerateOptions,
@@ -179,14 +211,11 @@ def generate_all(
     settings, voice, speed, lang = _resolve(store, options)
     lock = None if options.dry_run else run_lock(store)
     try:
-        folder = audio_folder(store, settings)
-        if lock is not None and mark_interrupted(store) and folder.is_dir():
-            # what the interrupted run left: temporary files, and renders it never recorded
-            remove_temp_files(folder)
-            remove_orphan_audio(store, folder)
+        folder = audio_folder(store, settings.audio_dir)
+        if lock is not None:
+            _tidy(store, folder)
         plan = plan_generation(
-            segment_states(store), voice=voice, speed=speed, lang=lang,
-            skip_locked=options.skip_locked, force=options.force, changed=options.changed,
+            segment_states(store), voice=voice, speed=speed, lang=lang, rules=options.rules
         )
         run = BatchRun(plan, voice, speed, lang, describe_plan(plan))
         if not plan.to_process or options.dry_run:
@@ -194,7 +223,7 @@ def generate_all(
                 lock.release()
             return run
         synthesizer.check(voice, lang)
-        _check_audio_folder(folder)
+        check_writable(store, folder)
         if options.audio_dir is not None:
             update_settings(store, audio_dir=options.audio_dir)  # remembered once it works
         manager = manager or TaskManager(TaskMirror(store))
@@ -209,12 +238,12 @@ def generate_all(
         job = BatchJob(
             db_path=str(store.path), project_id=store.project_id, task_id=run.task_id,
             segment_ids=tuple(plan.to_process), voice=voice, speed=speed, lang=lang,
-            audio_dir=str(folder),
+            audio_dir=str(folder), rules=options.rules,
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
         run.future = pool.submit(run_batch, job, manager, synthesizer)
         pool.shutdown(wait=False)
-        run.manager, run.lock, run.audio_dir = manager, lock, folder
+        run.manager, run.lock, run.store, run.audio_dir = manager, lock, store, folder
         return run
     except BaseException:
         if lock is not None and lock.is_locked:
@@ -227,18 +256,45 @@ def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer) -> 
     try:
         store = open_project(job.db_path, job.project_id)
         manager.start(job.task_id)
-        cancelled = False
         for position, segment_id in enumerate(job.segment_ids, start=1):
             if manager.is_cancelled(job.task_id):
-                cancelled = True
+                status = TaskStatus.CANCELLED
                 break
             render_segment(store, job, manager, synthesizer, position, segment_id)
-        manager.finish(job.task_id, TaskStatus.CANCELLED if cancelled else TaskStatus.COMPLETED)
-    except Exception as exc:  # a crash outside the per-segment loop fails the task
-        # finish() sets the in-memory state before writing it out: if the file cannot take
-        # the write, the task is still FAILED for the process that waits on it
-        with contextlib.suppress(Exception):
-            manager.finish(job.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        else:
+            status = TaskStatus.COMPLETED
+        manager.finish(job.task_id, status)
+    except Exception as exc:
+        _end_with_error(job, manager, exc)
+
+
+def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None:
+    """The batch stopped outside the per-segment rules: storage refused a write (the run
+    stops, what was recorded stays), the model failed, or narrator crashed (FAILED)."""
+    problem = storage_error(exc, job.db_path)
+    if problem is None and not isinstance(exc, NarratorError):
+        error, kind = f"{type(exc).__name__}: {exc}", None
+    else:
+        problem = problem or exc
+        error, kind = str(problem), type(problem).__name__
+    try:
+        if problem is not None and kind != ModelUnavailable.__name__:
+            manager.fail_storage(job.task_id, problem)  # type: ignore[arg-type]
+        else:
+            manager.finish(job.task_id, TaskStatus.FAILED, error=error, error_kind=kind)
+    except Exception as again:  # the file cannot take even that: say why, in memory
+        manager.fail_storage(job.task_id, storage_error(again, job.db_path) or again)
+
+
+def _why_not(now: SegmentState | None, rendered: str | None, job: BatchJob) -> str | None:
+    """The plan's rules, asked again of the segment as it is now: None to go ahead, or
+    why to skip it. `rendered`: the text just rendered, which must still be its text."""
+    if now is None:
+        return Why.removed.value
+    if rendered is not None and now.text != rendered:
+        return Why.edited.value
+    decision = decide(now, job.voice, job.speed, job.lang, job.rules)
+    return None if decision.render else decision.why.value
 
 
 def render_segment(
@@ -249,58 +305,83 @@ def render_segment(
     position: int,
     segment_id: int,
 ) -> None:
-    """Render one segment; any failure is recorded for it and the batch goes on."""
+    """Render and record one segment. A segment changed since planning is skipped and
+    counted; a failure of the segment is recorded and the batch goes on; a storage
+    failure, the model failing, or a stop-now request ends the batch."""
     with store.session() as session:
-        segment = session.get(Segment, segment_id)
-        index = segment.sequence_index if segment else -1
-        text = segment.text_content if segment else ""
-    manager.update_task_progress(job.task_id, position, segment_id, index, text)
-    try:
-        if segment is None:
-            raise LookupError("the segment was removed during the run")
-        seconds = render_and_record(
-            store, synthesizer, Path(job.audio_dir), segment_id, index, text,
-            job.voice, job.speed, job.lang,
-        )
-    except ModelUnavailable:
-        raise  # no segment can be rendered: the batch fails (exit 69), not each segment
-    except Exception as exc:
-        message = str(exc) or type(exc).__name__
-        manager.add_error(job.task_id, SegmentFailure(segment_id, index, message))
-    else:
-        manager.record_success(job.task_id, seconds)
+        state = state_by_id(session, store, segment_id)
+    index = state.sequence_index if state else -1
+    manager.update_task_progress(job.task_id, position, segment_id, index,
+                                 state.text if state else "")
+    skip = _why_not(state, None, job)
+    if skip is None:
+        assert state is not None
+
+        def between_chunks(_done: int, _total: int) -> None:
+            if manager.must_stop_now(job.task_id):
+                raise StopNow
+
+        try:
+            samples = synthesizer.render(state.text, job.voice, job.speed, job.lang,
+                                         on_chunk=between_chunks)
+            skip = record_render(
+                store, Path(job.audio_dir), state, samples, job,
+                manager.recording(job.task_id),
+            )
+        except StopNow:
+            return  # abandoned: nothing of it was recorded; the loop sees the cancellation
+        except ModelUnavailable:
+            raise  # no segment can be rendered: the batch fails (exit 69)
+        except Exception as exc:
+            problem = storage_error(exc, job.db_path, job.audio_dir)
+            if problem is not None:
+                raise problem from exc
+            message = str(exc) or type(exc).__name__
+            manager.add_error(job.task_id, SegmentFailure(segment_id, index, message))
+            return
+        if skip is None:
+            manager.record_success(job.task_id, seconds_of(samples))
+            return
+    manager.record_skip(job.task_id, skip)
 
 
-def render_and_record(
-    store: ProjectStore, synthesizer: Synthesizer, folder: Path, segment_id: int, index: int,
-    text: str, voice: str, speed: float, lang: str,
-) -> float:
-    """Render one segment's text to a new file, then record it; return its seconds."""
-    stamp = fingerprint(text, voice, speed, lang)
-    target = audio_target(folder, index, segment_id, stamp)
-    seconds = synthesizer.render(text, voice, speed, lang, target)
-    record_audio(store, segment_id, target, seconds, stamp)
-    return seconds
-
-
-def record_audio(
-    store: ProjectStore, segment_id: int, target: Path, seconds: float, stamp: str
-) -> None:
-    """Point the segment at its new audio (already in place), then drop the old file."""
+def record_render(
+    store: ProjectStore, folder: Path, state: SegmentState, samples: np.ndarray,
+    job: BatchJob, gate: AbstractContextManager[object],
+) -> str | None:
+    """Write a render beside its target, then in one write transaction: ask the plan's
+    rules again of the segment as it is now; if it may still be rendered, move the file
+    into place and record it, then drop the file it replaces. Returns why it was not
+    recorded (the render is then discarded), or None."""
+    stamp = fingerprint(state.text, job.voice, job.speed, job.lang)
+    target = render_target(store, folder, state.sequence_index, state.id, stamp)
     name = recorded_name(store, target)
-    with store.session() as session:
-        segment = session.get(Segment, segment_id)
-        if segment is None:
-            target.unlink(missing_ok=True)
-            raise LookupError("the segment was removed during the run")
-        old = segment.audio_file
-        segment.audio_file, segment.audio_duration, segment.audio_fingerprint = (
-            name, seconds, stamp,
-        )
-        session.add(segment)
-        session.commit()
+    with gate:
+        tmp = write_temp_wav(target, samples)
+        try:
+            with store.writing() as session:
+                why = _why_not(state_by_id(session, store, state.id), state.text, job)
+                if why is not None:
+                    return why
+                segment = session.get(Segment, state.id)
+                assert segment is not None
+                old = segment.audio_file
+                publish(tmp, target)
+                try:
+                    segment.audio_file, segment.audio_duration, segment.audio_fingerprint = (
+                        name, seconds_of(samples), stamp,
+                    )
+                    session.add(segment)
+                    session.commit()
+                except BaseException:
+                    if old != name:  # never recorded: leave no file behind
+                        target.unlink(missing_ok=True)
+                    raise
+        finally:
+            tmp.unlink(missing_ok=True)
     if old and old != name:
         audio_path(store, old).unlink(missing_ok=True)
+    return None
 
 
 def generate_one(
@@ -309,23 +390,37 @@ def generate_one(
 ) -> tuple[int, float | None]:
     """Render a single segment in this thread. Locked: SegmentLocked (the seed's 409).
     Returns (segment id, seconds), seconds None when its audio exists and not forced."""
-    options = GenerateOptions(voice=voice, speed=speed, lang=lang)
+    options = GenerateOptions(voice=voice, speed=speed, lang=lang, force=force)
     settings, voice, speed, lang = _resolve(store, options)
     state = segment_state(store, index)
-    if state.is_locked:
-        raise SegmentLocked(f"segment {index} is locked; unlock it with `narrator unlock`")
-    if not state.text.strip():
-        raise BadInput(f"segment {index} has no text; give it some with `narrator edit`")
-    if state.audio_exists and not force:
-        return state.id, None
     lock = run_lock(store)
     try:
-        synthesizer.check(voice, lang)
-        folder = audio_folder(store, settings)
-        _check_audio_folder(folder)
-        seconds = render_and_record(
-            store, synthesizer, folder, state.id, index, state.text, voice, speed, lang
+        job = BatchJob(
+            db_path=str(store.path), project_id=store.project_id, task_id="", segment_ids=(),
+            voice=voice, speed=speed, lang=lang,
+            audio_dir=str(audio_folder(store, settings.audio_dir)), rules=options.rules,
         )
-        return state.id, seconds
+        why = _why_not(state, None, job)
+        if why == Why.has_audio.value:
+            return state.id, None
+        _refuse(index, why)
+        synthesizer.check(voice, lang)
+        folder = Path(job.audio_dir)
+        _tidy(store, folder)
+        check_writable(store, folder)
+        samples = synthesizer.render(state.text, voice, speed, lang)
+        _refuse(index, record_render(store, folder, state, samples, job, nullcontext()))
+        return state.id, seconds_of(samples)
     finally:
         lock.release()
+
+
+def _refuse(index: int, why: str | None) -> None:
+    """Single generate's answer when the rules say no: locked is the seed's 409."""
+    if why == Why.locked.value:
+        raise SegmentLocked(f"segment {index} is locked; unlock it with `narrator unlock`")
+    if why == Why.empty.value:
+        raise BadInput(f"segment {index} has no text; give it some with `narrator edit`")
+    if why is not None:
+        raise BadInput(f"segment {index} was {SKIP_WORDS[why]} during the render, so nothing "
+                       "was recorded; run the command again")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,17 +16,20 @@ from narrator import errors
 from narrator.progress import ProgressMode
 from narrator.splitting import Split
 
-# sysexits where one fits; DESIGN.md has the table.
+# sysexits where one fits; the README's table says the same. A subclass takes its
+# nearest listed ancestor's code.
 EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.BadInput: 2,
     errors.AmbiguousProject: 2,
     errors.SegmentLocked: 65,
     errors.ProjectNotFound: 66,
     errors.NotAProject: 66,
+    errors.ProjectDamaged: 66,
     errors.ModelUnavailable: 69,
     errors.ProjectExists: 73,
-    errors.AudioDirUnwritable: 73,
+    errors.CannotWrite: 73,
     errors.ProjectBusy: 75,
+    errors.NarratorError: 1,  # any other: the work itself failed (e.g. nothing speakable)
 }
 EX_SOFTWARE = 70
 EX_INTERRUPTED = 130
@@ -55,21 +58,28 @@ class NarratorGroup(TyperGroup):
             fail(message, code)
 
 
+def exit_code(kind: type[BaseException] | str | None) -> int:
+    """The exit code for an error type (or its name, as a task records it)."""
+    if isinstance(kind, str):
+        kind = getattr(errors, kind, None)
+    for cls in getattr(kind, "__mro__", ()):
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EX_SOFTWARE
+
+
 def _describe_error(exc: Exception) -> tuple[str, int]:
     """One line and an exit code for any error that reaches the command line."""
-    from sqlalchemy.exc import DBAPIError
+    from narrator.store import storage_error
 
     if isinstance(exc, errors.NarratorError):
-        return str(exc), EXIT_CODES.get(type(exc), 1)
-    if isinstance(exc, DBAPIError):
-        exc = exc.orig or exc  # type: ignore[assignment]
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return f"the project file is busy ({exc}); try again when the other writer is done", 75
-    if isinstance(exc, sqlite3.DatabaseError | UnicodeDecodeError):
-        return f"cannot read the project file ({exc}); is it damaged?", 66
+        return str(exc), exit_code(type(exc))
+    problem = storage_error(exc)
+    if problem is not None:
+        return str(problem), exit_code(type(problem))
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}; check the path and free space", 73
+        return f"{exc.strerror or exc}{where}; check the path and try again", 73
     return f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it", 70
 
 
@@ -340,11 +350,12 @@ def settings(
 
         narrator settings book.db --voice af_bella --speed 1.1
     """
-    from narrator.project import audio_folder, update_settings
+    from narrator.audiofiles import audio_folder
+    from narrator.project import update_settings
 
     store = _open(project, project_id)
     values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
-    shown = values.as_dict() | {"audio_folder": str(audio_folder(store, values))}
+    shown = values.as_dict() | {"audio_folder": str(audio_folder(store, values.audio_dir))}
     if as_json:
         _print_json(shown)
         return
@@ -395,6 +406,7 @@ def say(
 
         narrator say "Hello there." -o hello.wav --voice af_bella
     """
+    from narrator.audiofiles import write_wav
     from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_SPEED, DEFAULT_VOICE
     from narrator.splitting import read_document
@@ -409,7 +421,7 @@ def say(
         raise errors.AudioDirUnwritable(
             f"cannot write {output}: give a file name in an existing folder"
         )
-    seconds = synth.render(text, voice, speed or DEFAULT_SPEED, language, output)
+    seconds = write_wav(output, synth.render(text, voice, speed or DEFAULT_SPEED, language))
     typer.echo(f"Wrote {output} ({seconds:.2f}s)")
 
 
@@ -551,7 +563,7 @@ def generate_all_command(
         narrator generate-all book.db --voice af_bella --progress plain
     """
     from narrator.batch import GenerateOptions, generate_all
-    from narrator.progress import follow_run, make_view
+    from narrator.progress import Halted, follow_run, make_view
 
     store = _open(project, project_id)
     options = GenerateOptions(
@@ -579,23 +591,36 @@ def generate_all_command(
     typer.echo(f"{run.task_id}: {run.message}", err=True)
     try:
         final = follow_run(run, make_view(progress))
+    except Halted:
+        assert run.manager is not None and run.task_id is not None
+        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json)
+        typer.echo("Stopped.", err=True)
+        sys.stdout.flush()
+        os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
     except BaseException:
         run.cancel()  # never leave a worker rendering behind a command that has failed
         run.wait()
         raise
-    result = head | final.as_dict() | {"message": run.message}
-    _print_json(result) if as_json else _print_summary(result)
+    _report_batch(head, final, run.message, as_json)
     raise typer.Exit(_batch_exit_code(final))
+
+
+def _report_batch(head: dict, final, message: str, as_json: bool) -> None:  # noqa: ANN001
+    result = head | final.as_dict() | {"message": message}
+    _print_json(result) if as_json else _print_summary(result)
+    if final.error_kind and not as_json:
+        typer.echo(f"Error: {final.error}", err=True)
 
 
 def _batch_exit_code(final) -> int:  # noqa: ANN001 - TaskSnapshot
     from narrator.tasks import TaskStatus
 
+    if final.error_kind:  # storage refused a write, or the model failed
+        return exit_code(final.error_kind)
     if final.status is TaskStatus.CANCELLED:
         return EX_INTERRUPTED
     if final.status is TaskStatus.FAILED:
-        unavailable = (final.error or "").startswith(errors.ModelUnavailable.__name__)
-        return EXIT_CODES[errors.ModelUnavailable] if unavailable else EX_SOFTWARE
+        return EX_SOFTWARE
     return 1 if final.failed else 0
 
 
@@ -610,15 +635,19 @@ def _print_plan(head: dict, dry_run: bool) -> None:
 
 
 def _print_summary(result: dict) -> None:
-    skipped = ", ".join(f"{v} {k}" for k, v in result["skipped"].items())
+    from narrator.batch import describe_skips
+
+    skipped = describe_skips(result["skipped"])
+    during = describe_skips(result["skipped_during_run"], all_reasons=False)
     typer.echo(
         f"{result['task_id']} {result['status']}: {result['processed']} rendered, "
-        f"{result['failed']} failed, skipped {skipped}; "
-        f"{result['audio_seconds']:.1f}s of audio in {result['wall_seconds']:.1f}s"
+        f"{result['failed']} failed, skipped {skipped}"
+        + (f" and {during} during the run" if during else "")
+        + f"; {result['audio_seconds']:.1f}s of audio in {result['wall_seconds']:.1f}s"
     )
     for failure in result["errors"]:
         typer.echo(f"  segment {failure['sequence_index']}: {failure['message']}")
-    if result.get("error"):
+    if result.get("error") and not result.get("error_kind"):  # those go to stderr
         typer.echo(f"  {result['error']}")
 
 

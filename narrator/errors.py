@@ -13,6 +13,10 @@ class NotAProject(NarratorError):
     """The file exists but is not a narrator project (or is from a newer narrator)."""
 
 
+class ProjectDamaged(NarratorError):
+    """SQLite reports the project file as corrupt or not a database."""
+
+
 class AmbiguousProject(NarratorError):
     """The file holds several projects and none was picked."""
 
@@ -30,12 +34,16 @@ class SegmentLocked(NarratorError):
 
 
 class ModelUnavailable(NarratorError):
-    """The Kokoro model cannot be found or loaded."""
+    """The Kokoro model, or the G2P a language needs, cannot be found or loaded."""
 
 
-class AudioDirUnwritable(NarratorError):
+class CannotWrite(NarratorError):
+    """Storage refuses a write: read-only file or folder, full disk, I/O error."""
+
+
+class AudioDirUnwritable(CannotWrite):
     """The audio folder cannot be created or written."""
 
 
 class ProjectBusy(NarratorError):
-    """Another run holds this project file."""
+    """Another run holds this project file, or another writer held it too long."""

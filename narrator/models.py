@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 DEFAULT_VOICE = "af_heart"
@@ -12,12 +12,15 @@ DEFAULT_SPEED = 1.0
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Project(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
+    # Names this project's audio files, so that projects sharing a folder never touch
+    # each other's files.
+    uid: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -61,6 +64,12 @@ class BatchTask(SQLModel, table=True):
     lang: str
     audio_seconds: float = 0.0
     error: str | None = None
+    # The NarratorError type that ended the task (the CLI's exit code follows it).
+    error_kind: str | None = None
+    # Segments the worker found changed since planning: reason -> count.
+    skipped_during_run: dict[str, int] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
     pid: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

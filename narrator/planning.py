@@ -6,12 +6,15 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 SKIP_REASONS = ("locked", "has_audio", "empty")
+# What the worker finds when it re-checks a segment during the run: the plan's reasons,
+# plus a segment removed since planning and one whose text changed while it rendered.
+RUN_SKIP_REASONS = (*SKIP_REASONS, "removed", "edited")
 
 
-class Why(str, Enum):
+class Why(StrEnum):
     """Why a segment is rendered or skipped."""
 
     no_audio = "no_audio"
@@ -21,6 +24,17 @@ class Why(str, Enum):
     locked = "locked"
     has_audio = "has_audio"
     empty = "empty"
+    removed = "removed"
+    edited = "edited"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The seed's options: which segments a run may render."""
+
+    skip_locked: bool = True
+    force: bool = False
+    changed: bool = False
 
 
 def fingerprint(text: str, voice: str, speed: float, lang: str) -> str:
@@ -73,21 +87,21 @@ class Plan:
         return sum(1 for d in self.decisions if d.stale and not d.render)
 
 
-def _decide(
-    seg: SegmentState, current: str, *, skip_locked: bool, force: bool, changed: bool
-) -> Decision:
-    stale = seg.is_stale(current)
+def decide(seg: SegmentState, voice: str, speed: float, lang: str, rules: Rules) -> Decision:
+    """Whether a run renders this segment, and why: the planner asks it of every segment,
+    and the worker asks it again of each one just before rendering and recording it."""
+    stale = seg.is_stale(fingerprint(seg.text, voice, speed, lang))
 
     def decision(render: bool, why: Why) -> Decision:
         return Decision(seg.id, seg.sequence_index, render, why, stale)
 
-    if skip_locked and seg.is_locked:
+    if rules.skip_locked and seg.is_locked:
         return decision(False, Why.locked)
-    if seg.audio_exists and not force and not (changed and stale):
+    if seg.audio_exists and not rules.force and not (rules.changed and stale):
         return decision(False, Why.has_audio)
     if not seg.text.strip():
         return decision(False, Why.empty)
-    if force and seg.audio_exists:
+    if rules.force and seg.audio_exists:
         return decision(True, Why.forced)
     if seg.audio_exists:
         return decision(True, Why.stale)
@@ -100,19 +114,11 @@ def plan_generation(
     voice: str,
     speed: float,
     lang: str,
-    skip_locked: bool = True,
-    force: bool = False,
-    changed: bool = False,
+    rules: Rules = Rules(),
 ) -> Plan:
     """Decide for each segment, in sequence order, whether this run renders it."""
     decisions = tuple(
-        _decide(
-            seg,
-            fingerprint(seg.text, voice, speed, lang),
-            skip_locked=skip_locked,
-            force=force,
-            changed=changed,
-        )
+        decide(seg, voice, speed, lang, rules)
         for seg in sorted(segments, key=lambda s: s.sequence_index)
     )
     counts = Counter(d.why.value for d in decisions if not d.render)

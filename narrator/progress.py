@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import sys
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol, TextIO
+from enum import StrEnum
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 if TYPE_CHECKING:  # the CLI imports ProgressMode at start-up: keep this module light
     from narrator.batch import BatchRun
     from narrator.tasks import TaskSnapshot
 
 
-class ProgressMode(str, Enum):
+class ProgressMode(StrEnum):
     auto = "auto"
     bar = "bar"
     plain = "plain"
@@ -132,36 +131,36 @@ def make_view(mode: ProgressMode) -> ProgressView:
 
 
 
-class _StopNow(Exception):
-    """A second Ctrl-C: stop without waiting for the segment in hand."""
-
-
 def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnapshot:
-    """Draw a running batch until it ends. The first SIGINT/SIGTERM asks the worker to
-    stop after the segment in hand; a second one ends the process at once."""
-    from narrator.engine.audio import remove_temp_files
-    from narrator.tasks import TaskStatus
-
+    """Draw a running batch until it ends. A first SIGINT lets the segment in hand finish;
+    a first SIGTERM (what CI sends before a kill) abandons it at the next chunk boundary;
+    a second signal of either kind stops at once. Every path ends CANCELLED, with only
+    recorded files in the audio folder."""
     assert run.manager is not None and run.task_id is not None and run.future is not None
     manager, task_id, future = run.manager, run.task_id, run.future
-    interrupts = 0
+    received: list[int] = []
 
-    def on_signal(_signum: int, _frame: object) -> None:
-        # Only count here: the main thread may hold the manager's lock when a signal lands.
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise _StopNow
+    def on_signal(signum: int, _frame: object) -> None:
+        # Only note it: the main thread may be anywhere, holding any lock, when one lands.
+        received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     updates = manager.subscribe(task_id)
-    announced = False
+    handled = 0
     try:
         while not future.done() or not updates.empty():
-            if interrupts and not announced:
-                announced = True
-                run.cancel()
-                view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
+            if len(received) > handled:
+                handled = len(received)
+                if handled > 1:
+                    _stop_at_once(run, view)
+                if received[0] == signal.SIGTERM:
+                    run.cancel(now=True)
+                    view.note("Cancelling: stopping inside the segment in hand "
+                              "(signal again: stop now)")
+                else:
+                    run.cancel()
+                    view.note("Cancelling: the segment in hand will finish "
+                              "(Ctrl-C again: stop now)")
             try:
                 view.update(updates.get(timeout=poll))
             except queue.Empty:
@@ -169,14 +168,19 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
         final = run.wait()
         assert final is not None
         return final
-    except _StopNow:
-        manager.finish(task_id, TaskStatus.CANCELLED, error="stopped at once by a second interrupt")
-        view.close()
-        if run.audio_dir is not None:
-            remove_temp_files(run.audio_dir)
-        print("Stopped.", file=sys.stderr, flush=True)
-        os._exit(130)
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # once halted, the process is ending: later signals must not interrupt that
+            signal.signal(sig, signal.SIG_IGN if len(received) > 1 else handler)
         view.close()
+
+
+class Halted(Exception):
+    """A second signal halted the worker where it was: the caller must end the process
+    without waiting for it. Further signals are only counted."""
+
+
+def _stop_at_once(run: BatchRun, view: ProgressView) -> NoReturn:
+    run.halt("stopped at once by a second signal")
+    view.close()
+    raise Halted

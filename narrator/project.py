@@ -1,16 +1,15 @@
-"""What a person does to a project: segments, locks, settings, and where audio lives."""
+"""What a person does to a project: segments, locks and settings."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from narrator.audiofiles import audio_path
 from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
@@ -81,7 +80,7 @@ def update_settings(
         voice = canonical_voice(voice)
     if speed is not None:
         check_speed(speed)
-    with store.session() as session:
+    with store.writing() as session:
         row = _settings_row(session)
         if voice is not None:
             row.voice_id = voice
@@ -97,46 +96,24 @@ def update_settings(
     return read_settings(store)
 
 
-def audio_folder(store: ProjectStore, settings: Settings) -> Path:
-    """Where this project's audio goes: the settings' folder or `<stem>_audio/`."""
-    if settings.audio_dir:
-        folder = Path(settings.audio_dir).expanduser()
-        return folder if folder.is_absolute() else store.path.parent / folder
-    return store.path.parent / f"{store.path.stem}_audio"
-
-
-def audio_path(store: ProjectStore, audio_file: str) -> Path:
-    """The absolute path of a recorded audio_file (relative to the project's folder)."""
-    path = Path(audio_file)
-    return path if path.is_absolute() else store.path.parent / path
-
-
-def recorded_name(store: ProjectStore, path: Path) -> str:
-    """What to record for an audio file: relative to the project's folder when inside."""
-    try:
-        return path.resolve().relative_to(store.path.parent.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
-
-
 def _segment_columns(
-    session: Session, store: ProjectStore, index: int | None = None
+    session: Session, store: ProjectStore, index: int | None = None,
+    segment_id: int | None = None,
 ) -> list[Any]:
-    """Plain rows (no ORM objects), all or the one at `index`: listing stays fast."""
+    """Plain rows (no ORM objects): all, the one at `index`, or the one with `segment_id`.
+    Listing stays fast."""
     query = select(
         Segment.id, Segment.sequence_index, Segment.text_content, Segment.is_locked,
         Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
     ).where(Segment.project_id == store.project_id)
     if index is not None:
         query = query.where(Segment.sequence_index == index)
+    if segment_id is not None:
+        query = query.where(Segment.id == segment_id)
     return list(session.exec(query.order_by(col(Segment.sequence_index))))
 
 
-def segment_states(store: ProjectStore, index: int | None = None) -> list[SegmentState]:
-    """Every segment (or the one at `index`) as the plain values planning needs, audio
-    checked on disk."""
-    with store.session() as session:
-        rows = _segment_columns(session, store, index)
+def _states(store: ProjectStore, rows: list[Any]) -> list[SegmentState]:
     return [
         SegmentState(
             id=id_, sequence_index=index, text=text, is_locked=locked, audio_file=audio,
@@ -145,6 +122,24 @@ def segment_states(store: ProjectStore, index: int | None = None) -> list[Segmen
         )
         for id_, index, text, locked, audio, _, stamp in rows
     ]
+
+
+def segment_states(store: ProjectStore, index: int | None = None) -> list[SegmentState]:
+    """Every segment (or the one at `index`) as the plain values planning needs, audio
+    checked on disk."""
+    with store.session() as session:
+        return _states(store, _segment_columns(session, store, index))
+
+
+def state_by_id(session: Session, store: ProjectStore, segment_id: int) -> SegmentState | None:
+    """The segment with this id as it is now, in the caller's transaction (None: removed)."""
+    found = _states(store, _segment_columns(session, store, segment_id=segment_id))
+    return found[0] if found else None
+
+
+def recorded_files(session: Session) -> set[str]:
+    """Every audio file recorded in the project file, by any of its projects."""
+    return set(session.exec(select(Segment.audio_file).where(col(Segment.audio_file).isnot(None))))
 
 
 def list_segments(store: ProjectStore) -> list[SegmentRow]:
@@ -170,34 +165,9 @@ def segment_state(store: ProjectStore, index: int) -> SegmentState:
     return found[0]
 
 
-# audio_target's names; the pattern finds renders no segment records any more
-_RENDER_NAME = re.compile(r"^\d{4,}-s(\d+)-[0-9a-f]{8}\.wav$")
-
-
-def audio_target(folder: Path, index: int, segment_id: int, stamp: str) -> Path:
-    """A file name that says which segment and which render: 0007-s42-<stamp8>.wav."""
-    return folder / f"{index:04d}-s{segment_id}-{stamp[:8]}.wav"
-
-
-def remove_orphan_audio(store: ProjectStore, folder: Path) -> int:
-    """Remove renders of this project's segments that no segment records (a run killed
-    between writing a file and recording it, or before removing the one it replaced)."""
-    with store.session() as session:
-        recorded = {row.id: row.audio_file for row in _segment_columns(session, store)}
-    removed = 0
-    for path in folder.glob("*.wav"):
-        match = _RENDER_NAME.match(path.name)
-        if match and int(match[1]) in recorded:
-            audio = recorded[int(match[1])]
-            if not audio or audio_path(store, audio).resolve() != path.resolve():
-                path.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
 def add_segments(store: ProjectStore, texts: Iterable[str]) -> list[int]:
     """Append segments after the last one; return their sequence indices."""
-    with store.session() as session:
+    with store.writing() as session:
         last = session.exec(
             select(func.max(Segment.sequence_index)).where(
                 Segment.project_id == store.project_id
@@ -249,7 +219,7 @@ def _refuse_locked(segments: Sequence[Segment], action: str) -> None:
 
 def edit_segment(store: ProjectStore, index: int, text: str, force: bool = False) -> None:
     """Replace a segment's text; its audio stays until re-rendered (it is now stale)."""
-    with store.session() as session:
+    with store.writing() as session:
         (segment,) = _by_index(session, store, [index])
         if not force:
             _refuse_locked([segment], "edit")
@@ -260,7 +230,7 @@ def edit_segment(store: ProjectStore, index: int, text: str, force: bool = False
 
 def remove_segments(store: ProjectStore, indices: Sequence[int], force: bool = False) -> int:
     """Delete segments, then the audio files no remaining segment uses."""
-    with store.session() as session:
+    with store.writing() as session:
         doomed = _by_index(session, store, indices)
         if not force:
             _refuse_locked(doomed, "remove")
@@ -278,7 +248,7 @@ def remove_segments(store: ProjectStore, indices: Sequence[int], force: bool = F
 
 def set_locked(store: ProjectStore, indices: Sequence[int], locked: bool) -> int:
     """Lock or unlock segments; nothing changes if any index is unknown."""
-    with store.session() as session:
+    with store.writing() as session:
         segments = _by_index(session, store, indices)
         for segment in segments:
             segment.is_locked = locked

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
 from narrator.errors import BadInput
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     paragraph = "paragraph"
     line = "line"
     sentence = "sentence"

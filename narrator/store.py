@@ -2,27 +2,61 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from filelock import FileLock, Timeout
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, select
 
-from narrator.errors import AmbiguousProject, NotAProject, ProjectExists, ProjectNotFound
+from narrator.errors import (
+    AmbiguousProject,
+    CannotWrite,
+    NarratorError,
+    NotAProject,
+    ProjectBusy,
+    ProjectDamaged,
+    ProjectExists,
+    ProjectNotFound,
+)
 from narrator.models import GlobalSettings, Project
 
 # "NARR": marks a SQLite file as a narrator project (PRAGMA application_id).
 APPLICATION_ID = 0x4E415252
 SQLITE_HEADER = b"SQLite format 3\x00"
 
+# How long a writer waits for another one (another command, another terminal) to finish.
+BUSY_TIMEOUT_S = 30.0
+
+
+def new_uid() -> str:
+    """A project's identity in its audio file names: 8 hex digits."""
+    return uuid.uuid4().hex[:8]
+
+
+def _v2_identity_and_task_outcome(conn: Connection) -> None:
+    """A uid per project (audio file names say which project made them); a task's error
+    kind and what it skipped during the run."""
+    conn.exec_driver_sql("ALTER TABLE project ADD COLUMN uid VARCHAR NOT NULL DEFAULT ''")
+    for (project_id,) in conn.exec_driver_sql("SELECT id FROM project").fetchall():
+        conn.exec_driver_sql("UPDATE project SET uid = ? WHERE id = ?", (new_uid(), project_id))
+    conn.exec_driver_sql("ALTER TABLE batchtask ADD COLUMN error_kind VARCHAR")
+    conn.exec_driver_sql(
+        "ALTER TABLE batchtask ADD COLUMN skipped_during_run VARCHAR NOT NULL DEFAULT '{}'"
+    )
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
-UPGRADES: list[Callable[[Connection], None]] = []
+UPGRADES: list[Callable[[Connection], None]] = [_v2_identity_and_task_outcome]
 
 
 def schema_version() -> int:
@@ -37,15 +71,22 @@ class ProjectStore:
     path: Path
     project_id: int
     engine: Engine
+    uid: str
 
     def session(self) -> Session:
+        """A session for reading (a deferred transaction: it never blocks writers)."""
         return Session(self.engine, expire_on_commit=False)
+
+    def writing(self) -> Session:
+        """A session for a read-then-write: it takes the write lock when it begins
+        (BEGIN IMMEDIATE), so no other writer can slip in between its read and its write."""
+        return Session(self.engine.execution_options(begin="IMMEDIATE"), expire_on_commit=False)
 
 
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
     # mode=rw / ro never creates a file, unlike a plain connect.
     uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
-    return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
 
 
 def _engine(path: Path) -> Engine:
@@ -55,12 +96,101 @@ def _engine(path: Path) -> Engine:
         "sqlite://", creator=lambda: _connect(path, "rw"), poolclass=QueuePool
     )
 
+    # SQLAlchemy's recipe for SQLite transactions: the driver stops beginning them itself,
+    # and each one begins here, DEFERRED for readers or IMMEDIATE for writers.
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('begin', 'DEFERRED')}")
+
+    # Storage failures leave the engine as narrator errors that name the file, whichever
+    # statement met them.
+    @event.listens_for(engine, "handle_error")
+    def _storage(context: ExceptionContext) -> NarratorError | None:
+        return storage_error(context.original_exception, path)
 
     return engine
+
+
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_UNWRITABLE = {
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM,
+}
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+# The disk, not the input: a run cannot go on past these.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+def storage_error(
+    exc: BaseException, project: Path | str = "the project file", folder: Path | str | None = None
+) -> NarratorError | None:
+    """The narrator error for a storage failure, by SQLite's error code (naming the project
+    file) or the OS errno (naming the file, or `folder`); None when `exc` is not one."""
+    if isinstance(exc, CannotWrite | ProjectBusy | ProjectDamaged):
+        return exc
+    path = project
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) is not None:
+        code = exc.sqlite_errorcode & 0xFF  # the primary code of an extended one
+        if code in _BUSY:
+            return ProjectBusy(
+                f"{path} stayed busy for {BUSY_TIMEOUT_S:.0f}s ({exc}); "
+                "try again when the other narrator command is done"
+            )
+        if code in _UNWRITABLE:
+            return CannotWrite(
+                f"cannot write {path} ({exc}); check that it is writable and the disk has space"
+            )
+        if code in _DAMAGED:
+            return ProjectDamaged(
+                f"{path} is damaged ({exc}); restore it from a backup"
+            )
+        return None
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        where = exc.filename or folder or project
+        return CannotWrite(
+            f"cannot write {where} ({exc.strerror}); free some space or fix its permissions, "
+            "then run again"
+        )
+    return None
+
+
+def run_lock_path(path: Path) -> Path:
+    """The lock that allows one run at a time per project file, by its real path, so a
+    symlink or another spelling of the path finds the same lock."""
+    real = path.resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def take_run_lock(path: Path) -> FileLock | None:
+    """The run lock, held, or None when another process holds it. The OS drops it if
+    the process dies."""
+    # not thread-local: a run may release it from another thread than the one that took it
+    lock = FileLock(run_lock_path(path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
+def run_in_progress(path: Path) -> bool | None:
+    """Whether some process holds the run lock now (None when it cannot be told)."""
+    try:
+        lock = take_run_lock(path)
+    except OSError:
+        return None
+    if lock is None:
+        return True
+    lock.release()
+    return False
 
 
 def _check_file(path: Path) -> None:
@@ -82,7 +212,9 @@ def _check_file(path: Path) -> None:
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         version = con.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise NotAProject(f"{path} cannot be read as SQLite ({exc}); is it damaged?") from exc
+        raise storage_error(exc, path) or NotAProject(
+            f"{path} cannot be read as SQLite ({exc}); restore it from a backup"
+        ) from exc
     finally:
         con.close()
     if app_id != APPLICATION_ID:
@@ -98,7 +230,7 @@ def _check_file(path: Path) -> None:
 
 
 def _upgrade(engine: Engine) -> None:
-    with engine.begin() as conn:
+    with engine.execution_options(begin="IMMEDIATE").begin() as conn:
         version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
         for upgrade in UPGRADES[version - 1 :]:
             upgrade(conn)
@@ -106,9 +238,10 @@ def _upgrade(engine: Engine) -> None:
             conn.exec_driver_sql(f"PRAGMA user_version={schema_version()}")
 
 
-def project_ids(engine: Engine) -> list[int]:
+def _projects(engine: Engine) -> dict[int, str]:
+    """Each project's id and uid."""
     with Session(engine) as session:
-        return list(session.exec(select(Project.id).order_by(Project.id)))
+        return dict(session.exec(select(Project.id, Project.uid).order_by(Project.id)).all())
 
 
 def open_project(path: str | Path, project_id: int | None = None) -> ProjectStore:
@@ -117,7 +250,8 @@ def open_project(path: str | Path, project_id: int | None = None) -> ProjectStor
     _check_file(path)
     engine = _engine(path)
     _upgrade(engine)
-    ids = project_ids(engine)
+    projects = _projects(engine)
+    ids = list(projects)
     if project_id is None:
         if not ids:
             raise ProjectNotFound(f"{path} holds no project; create one with `narrator new`")
@@ -130,7 +264,7 @@ def open_project(path: str | Path, project_id: int | None = None) -> ProjectStor
     elif project_id not in ids:
         listed = ", ".join(str(i) for i in ids) or "none"
         raise ProjectNotFound(f"{path} has no project {project_id} (projects: {listed})")
-    return ProjectStore(path=path, project_id=project_id, engine=engine)
+    return ProjectStore(path=path, project_id=project_id, engine=engine, uid=projects[project_id])
 
 
 def create_project(path: str | Path, name: str) -> ProjectStore:
@@ -151,10 +285,10 @@ def create_project(path: str | Path, name: str) -> ProjectStore:
     engine = _engine(path)
     SQLModel.metadata.create_all(engine)
     with Session(engine) as session:
-        project = Project(name=name)
+        project = Project(name=name, uid=new_uid())
         session.add(project)
         session.add(GlobalSettings())
         session.commit()
         project_id = project.id
     assert project_id is not None
-    return ProjectStore(path=path, project_id=project_id, engine=engine)
+    return ProjectStore(path=path, project_id=project_id, engine=engine, uid=project.uid)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 
 from sqlmodel import col, select
 
 from narrator.errors import ProjectNotFound
 from narrator.models import BatchError, BatchTask, utcnow
-from narrator.store import ProjectStore
+from narrator.store import ProjectStore, run_in_progress
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -27,6 +28,11 @@ class TaskStatus(str, Enum):
 
 ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
 INTERRUPTED = "interrupted: the narrator process running this task stopped before it finished"
+
+
+class StopNow(Exception):
+    """Raised in the worker when a stop-now was requested: the segment in hand is
+    abandoned, nothing of it recorded."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,10 @@ class TaskSnapshot:
     failed: int = 0
     audio_seconds: float = 0.0
     errors: tuple[SegmentFailure, ...] = ()
+    # segments the worker found changed since planning, by reason (locked, removed...)
+    skipped_during_run: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    error_kind: str | None = None  # the NarratorError type behind `error`, if any
     cancel_requested: bool = False
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -78,6 +87,7 @@ class TaskSnapshot:
             "total_segments": self.total_segments,
             "segments_to_process": self.segments_to_process,
             "skipped": dict(self.skipped),
+            "skipped_during_run": dict(self.skipped_during_run),
             "current": self.current,
             "current_index": self.current_index,
             "processed": self.processed,
@@ -88,6 +98,7 @@ class TaskSnapshot:
             "audio_seconds": round(self.audio_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),
             "error": self.error,
+            "error_kind": self.error_kind,
             "errors": [vars(e) for e in self.errors],
         }
 
@@ -100,7 +111,7 @@ class TaskMirror:
         self._store = store
 
     def save(self, snap: TaskSnapshot) -> None:
-        with self._store.session() as session:
+        with self._store.writing() as session:
             row = session.get(BatchTask, snap.task_id) or BatchTask(
                 task_id=snap.task_id, project_id=snap.project_id, status=snap.status.value,
                 total_segments=snap.total_segments, segments_to_process=snap.segments_to_process,
@@ -115,14 +126,16 @@ class TaskMirror:
             row.processed = snap.processed
             row.failed = snap.failed
             row.audio_seconds = snap.audio_seconds
+            row.skipped_during_run = dict(snap.skipped_during_run)
             row.error = snap.error
+            row.error_kind = snap.error_kind
             if snap.done:
                 row.finished_at = utcnow()
             session.add(row)
             session.commit()
 
     def add_error(self, task_id: str, failure: SegmentFailure) -> None:
-        with self._store.session() as session:
+        with self._store.writing() as session:
             session.add(BatchError(task_id=task_id, **vars(failure)))
             session.commit()
 
@@ -135,6 +148,8 @@ class TaskManager:
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskSnapshot] = {}
         self._cancel: dict[str, threading.Event] = {}
+        self._abort: dict[str, threading.Event] = {}
+        self._recording: dict[str, threading.Lock] = {}
         self._subscribers: dict[str, list[queue.SimpleQueue[TaskSnapshot]]] = {}
         self._mirror = mirror
         self._mirror_lock = threading.Lock()
@@ -165,6 +180,8 @@ class TaskManager:
         with self._lock:
             self._tasks[snap.task_id] = snap
             self._cancel[snap.task_id] = threading.Event()
+            self._abort[snap.task_id] = threading.Event()
+            self._recording[snap.task_id] = threading.Lock()
         self._save(snap.task_id)
         return snap
 
@@ -203,36 +220,104 @@ class TaskManager:
             "failed": snap.failed + 1, "errors": (*snap.errors, failure),
         })
 
-    def finish(self, task_id: str, status: TaskStatus, error: str | None = None) -> TaskSnapshot:
-        return self._set(task_id, status=status, error=error, finished=time.monotonic())
+    def record_skip(self, task_id: str, reason: str) -> TaskSnapshot:
+        """A segment the worker found changed since planning (locked now, removed...)."""
+        return self._update(task_id, lambda snap: {
+            "skipped_during_run": snap.skipped_during_run
+            | {reason: snap.skipped_during_run.get(reason, 0) + 1},
+        })
 
-    def request_cancel(self, task_id: str) -> None:
+    def finish(
+        self, task_id: str, status: TaskStatus, error: str | None = None,
+        error_kind: str | None = None,
+    ) -> TaskSnapshot:
+        """End the task, once: a task already ended keeps how it ended. The state is set
+        before it is written out: if the file cannot take the write, the task has still
+        ended for this process."""
+        return self._update(task_id, lambda snap: {} if snap.done else {
+            "status": status, "error": error, "error_kind": error_kind,
+            "finished": time.monotonic(),
+        })
+
+    def fail_storage(self, task_id: str, error: Exception) -> TaskSnapshot:
+        """Storage refused a write: the run stops. Kept in memory only, since writing it
+        out is what failed; a task never finished on disk shows as interrupted."""
+        with self._lock:
+            snap = self._tasks[task_id]
+            status = TaskStatus.FAILED if not snap.done else snap.status
+            snap = replace(
+                snap, status=status, error=str(error), error_kind=type(error).__name__,
+                finished=snap.finished or time.monotonic(),
+            )
+            self._tasks[task_id] = snap
+            for q in self._subscribers.get(task_id, []):
+                q.put(snap)
+        with contextlib.suppress(Exception):  # the disk may have room again, or not
+            self._save(task_id)
+        return snap
+
+    def request_cancel(self, task_id: str, now: bool = False) -> None:
+        """Stop after the segment in hand; `now`: at the next chunk boundary inside it
+        (the unfinished segment is discarded)."""
         self._cancel[task_id].set()
-        self._set(task_id, cancel_requested=True)
+        if now:
+            self._abort[task_id].set()
+        # the worker meets any storage failure on its own next write and stops on it
+        with contextlib.suppress(Exception):
+            self._set(task_id, cancel_requested=True)
 
     def is_cancelled(self, task_id: str) -> bool:
         return self._cancel[task_id].is_set()
 
+    def must_stop_now(self, task_id: str) -> bool:
+        return self._abort[task_id].is_set()
 
-def _from_row(row: BatchTask, errors: list[BatchError]) -> TaskSnapshot:
+    @contextlib.contextmanager
+    def recording(self, task_id: str) -> Iterator[None]:
+        """Held by the worker while it writes a render, moves it into place and records
+        it. After halt() it is never granted again: StopNow."""
+        gate, abort = self._recording[task_id], self._abort[task_id]
+        while not gate.acquire(timeout=0.05):
+            if abort.is_set() and gate.locked():
+                raise StopNow
+        try:
+            yield
+        finally:
+            gate.release()
+
+    def halt(self, task_id: str, timeout: float = 5.0) -> bool:
+        """Stop at once: wait for a recording in progress, then keep the worker from
+        starting another. True when no recording can be half done."""
+        self._abort[task_id].set()
+        return self._recording[task_id].acquire(timeout=timeout)
+
+
+def _from_row(row: BatchTask, errors: list[BatchError], running: bool | None) -> TaskSnapshot:
     wall = (row.finished_at or utcnow()).replace(tzinfo=None) - row.created_at.replace(
         tzinfo=None
     )
+    status, error = TaskStatus(row.status), row.error
+    if status in ACTIVE and running is False:
+        # nobody holds the run lock: the process died; the next run records this too
+        status, error = TaskStatus.FAILED, INTERRUPTED
     return TaskSnapshot(
-        task_id=row.task_id, project_id=row.project_id, status=TaskStatus(row.status),
+        task_id=row.task_id, project_id=row.project_id, status=status,
         total_segments=row.total_segments, segments_to_process=row.segments_to_process,
         skipped={"locked": row.skipped_locked, "has_audio": row.skipped_has_audio,
                  "empty": row.skipped_empty},
         voice=row.voice, speed=row.speed, lang=row.lang, current=row.current,
         current_segment_id=row.current_segment_id, processed=row.processed, failed=row.failed,
-        audio_seconds=row.audio_seconds, error=row.error,
+        audio_seconds=row.audio_seconds, error=error, error_kind=row.error_kind,
+        skipped_during_run=dict(row.skipped_during_run or {}),
         errors=tuple(SegmentFailure(e.segment_id, e.sequence_index, e.message) for e in errors),
         started=0.0, finished=wall.total_seconds(),
     )
 
 
 def load_tasks(store: ProjectStore, task_id: str | None = None) -> list[TaskSnapshot]:
-    """Tasks recorded in the file, newest first; only `task_id` when given."""
+    """Tasks recorded in the file, newest first; only `task_id` when given. A task left
+    PENDING or RUNNING while no process holds the run lock is shown as interrupted."""
+    running = run_in_progress(store.path)
     with store.session() as session:
         query = select(BatchTask).where(BatchTask.project_id == store.project_id)
         if task_id:
@@ -245,7 +330,7 @@ def load_tasks(store: ProjectStore, task_id: str | None = None) -> list[TaskSnap
             select(BatchError).where(col(BatchError.task_id).in_([r.task_id for r in rows]))
         ):
             errors.setdefault(err.task_id, []).append(err)
-        return [_from_row(r, errors.get(r.task_id, [])) for r in rows]
+        return [_from_row(r, errors.get(r.task_id, []), running) for r in rows]
 
 
 def active_task(store: ProjectStore) -> BatchTask | None:
@@ -260,7 +345,7 @@ def active_task(store: ProjectStore) -> BatchTask | None:
 def mark_interrupted(store: ProjectStore) -> list[str]:
     """Tasks still PENDING/RUNNING when nobody holds the run lock were interrupted:
     mark them FAILED with the reason. Call only while holding the lock."""
-    with store.session() as session:
+    with store.writing() as session:
         rows = list(
             session.exec(
                 select(BatchTask).where(col(BatchTask.status).in_([s.value for s in ACTIVE]))

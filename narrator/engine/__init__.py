@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from narrator.errors import NarratorError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Kokoro-82M speaks at 24 kHz, mono.
+SAMPLE_RATE = 24_000
 
 
 class SynthesisError(NarratorError):
@@ -13,11 +19,16 @@ class SynthesisError(NarratorError):
 
 
 class Synthesizer(Protocol):
-    """What the batch needs from a text-to-speech engine."""
+    """What the batch needs from a text-to-speech engine. It renders; it never writes
+    files, so whoever records the audio is the only writer of the audio folder."""
 
     def check(self, voice: str, lang: str) -> None:
         """Raise ModelUnavailable (or BadInput for a voice it lacks) before any work.
         Must answer quickly, without loading the model."""
 
-    def render(self, text: str, voice: str, speed: float, lang: str, output: Path) -> float:
-        """Speak `text` into a WAV at `output`, written atomically; return its seconds."""
+    def render(
+        self, text: str, voice: str, speed: float, lang: str,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Speak `text`: mono float32 samples at SAMPLE_RATE. `on_chunk(k, n)` is called
+        before chunk k of n is rendered; an exception it raises stops the render."""

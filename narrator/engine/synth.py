@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine import SynthesisError
-from narrator.engine.audio import write_wav
 from narrator.engine.g2p import CHUNK_TARGET, check_g2p, chunk_phonemes, phonemize
 from narrator.engine.sources import (
     CONFIG,
@@ -183,8 +182,11 @@ class KokoroSynthesizer:
     def _voice_file(self, part: VoicePart) -> Path:
         return Path(part.name) if part.is_file else self.folder() / VOICES / f"{part.name}.pt"
 
-    def render(self, text: str, voice: str, speed: float, lang: str, output: Path) -> float:
-        """Speak `text` into `output`; the same input gives the same samples."""
+    def render(
+        self, text: str, voice: str, speed: float, lang: str,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """Speak `text` as float32 samples; the same input gives the same samples."""
         import numpy as np
         import torch
 
@@ -199,10 +201,12 @@ class KokoroSynthesizer:
         pieces = []
         with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
             torch.manual_seed(seed)
-            for chunk in chunks:
+            for number, chunk in enumerate(chunks, start=1):
+                if on_chunk is not None:
+                    on_chunk(number, len(chunks))
                 audio = model(chunk, pack[len(chunk) - 1].to(device), speed)
                 pieces.append(audio.float().numpy())
         samples = np.concatenate(pieces)
         if not np.isfinite(samples).all():
             raise SynthesisError("the model produced invalid samples (NaN); check the weights")
-        return write_wav(output, samples)
+        return samples

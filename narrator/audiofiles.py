@@ -1,0 +1,142 @@
+"""Audio files, one room: where they go, their names, atomic writes, the writability probe
+and the sweep of what an interrupted run left. Cleanup touches only files whose name
+carries this project's uid."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from narrator.engine import SAMPLE_RATE
+from narrator.errors import AudioDirUnwritable
+from narrator.store import ProjectStore
+
+TEMP_SUFFIX = ".partial"
+
+
+def temp_path(target: Path) -> Path:
+    """A hidden temporary name beside `target`, which it names: `.<target>.<rand>.partial`."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+
+
+def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    """Write mono 16-bit PCM to a synced temporary file beside `target`; return its path.
+    `publish` moves it into place."""
+    import soundfile
+
+    samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    tmp = temp_path(target)
+    try:
+        with tmp.open("wb") as f:
+            soundfile.write(f, samples, rate, format="WAV", subtype="PCM_16")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Move a written temporary file into place atomically and durably."""
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename is durable only once the folder's entry is on disk.
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    """Write a WAV atomically (temporary file, sync, rename); return its seconds."""
+    publish(write_temp_wav(target, samples, rate), target)
+    return seconds_of(samples, rate)
+
+
+def seconds_of(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    return np.asarray(samples).size / rate
+
+
+# ------------------------------------------------------------------ a project's files
+
+
+def audio_folder(store: ProjectStore, audio_dir: str | None) -> Path:
+    """Where this project's audio goes: `audio_dir` (relative to the project file's
+    folder) or `<stem>_audio/` beside the project file."""
+    if audio_dir:
+        folder = Path(audio_dir).expanduser()
+        return folder if folder.is_absolute() else store.path.parent / folder
+    return store.path.parent / f"{store.path.stem}_audio"
+
+
+def audio_path(store: ProjectStore, audio_file: str) -> Path:
+    """The absolute path of a recorded audio_file (relative to the project's folder)."""
+    path = Path(audio_file)
+    return path if path.is_absolute() else store.path.parent / path
+
+
+def recorded_name(store: ProjectStore, path: Path) -> str:
+    """What to record for an audio file: relative to the project's folder when inside."""
+    try:
+        return path.resolve().relative_to(store.path.parent.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def render_target(
+    store: ProjectStore, folder: Path, index: int, segment_id: int, stamp: str
+) -> Path:
+    """Which segment, which render, which project: `0007-s42-<stamp8>-<uid>.wav`."""
+    return folder / f"{index:04d}-s{segment_id}-{stamp[:8]}-{store.uid}.wav"
+
+
+def _ours(store: ProjectStore) -> re.Pattern[str]:
+    """Names this project gives: its renders, and temporary files of renders or probes."""
+    uid = re.escape(store.uid)
+    return re.compile(
+        rf"^(?:\d{{4,}}-s\d+-[0-9a-f]{{8}}|probe)-{uid}\.wav"
+        rf"(?:\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)})?$"
+    )
+
+
+def check_writable(store: ProjectStore, folder: Path) -> None:
+    """Create the folder if needed and prove a file can be written and removed there."""
+    probe = temp_path(folder / f"probe-{store.uid}.wav")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = (
+            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError)
+            else exc.strerror
+        )
+        raise AudioDirUnwritable(
+            f"cannot write audio to {folder} ({why}); "
+            "choose another folder with --audio-dir, or fix its permissions"
+        ) from exc
+
+
+def sweep(store: ProjectStore, folder: Path, recorded: set[str]) -> list[Path]:
+    """Remove this project's files in `folder` that no segment records: temporary files,
+    and renders moved into place but never recorded (a run stopped in between).
+    `recorded` holds every audio_file of the project file. Returns what it removed."""
+    if not folder.is_dir():
+        return []
+    keep = {audio_path(store, name).resolve() for name in recorded}
+    ours = _ours(store)
+    removed = []
+    for path in folder.iterdir():
+        if ours.match(path.name.lstrip(".")) and path.resolve() not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
