@@ -4,6 +4,7 @@ carries this project's uid."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -108,10 +109,18 @@ def _ours(store: ProjectStore) -> re.Pattern[str]:
     )
 
 
-def check_writable(store: ProjectStore, folder: Path) -> None:
-    """Create the folder if needed and prove a file can be written and removed there."""
-    probe = temp_path(folder / f"probe-{store.uid}.wav")
+def check_writable(store: ProjectStore, folder: Path, dry_run: bool = False) -> None:
+    """Create the folder if needed and prove a file can be written and removed there.
+    `dry_run`: change nothing; judge by the folder, or the nearest one that exists."""
     try:
+        if dry_run:
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not existing.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+            return
+        probe = temp_path(folder / f"probe-{store.uid}.wav")
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()

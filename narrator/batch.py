@@ -218,12 +218,15 @@ def generate_all(
             segment_states(store), voice=voice, speed=speed, lang=lang, rules=options.rules
         )
         run = BatchRun(plan, voice, speed, lang, describe_plan(plan))
-        if not plan.to_process or options.dry_run:
+        if not plan.to_process:
             if lock is not None:
                 lock.release()
             return run
+        # every check a run makes before rendering, dry run or not: same codes, same words
         synthesizer.check(voice, lang)
-        check_writable(store, folder)
+        check_writable(store, folder, dry_run=options.dry_run)
+        if options.dry_run:
+            return run
         if options.audio_dir is not None:
             update_settings(store, audio_dir=options.audio_dir)  # remembered once it works
         manager = manager or TaskManager(TaskMirror(store))

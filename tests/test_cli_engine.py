@@ -88,7 +88,7 @@ def test_generate_all_exit_codes(runner: CliRunner, tmp_path: Path, tiny_model: 
     assert unwritable.exit_code == 73 and "--audio-dir" in unwritable.stderr
 
 
-def test_dry_run_lists_the_plan(runner: CliRunner, tmp_path: Path) -> None:
+def test_dry_run_lists_the_plan(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
     store = make_project(tmp_path / "book.db", ["One.", "", "Three."])
     from narrator.project import set_locked
 
@@ -99,6 +99,25 @@ def test_dry_run_lists_the_plan(runner: CliRunner, tmp_path: Path) -> None:
     assert out["task_id"] is None and out["dry_run"]
     text = invoke(runner, "generate-all", "book.db", "--dry-run")
     assert "Dry run" in text.stdout and not (tmp_path / "book_audio").exists()
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (("--voice", "af_bella"), 2, "not in the model"),
+    (("--lang", "ja"), 69, "Japanese G2P"),
+    (("--audio-dir", "blocked/audio"), 73, "a file is in the way"),
+    (("--model-dir", "nowhere"), 69, "Kokoro model not available"),
+])
+def test_dry_run_fails_as_the_run_would(
+    runner: CliRunner, model_env: Path, tmp_path: Path, args: tuple[str, ...], code: int,
+    words: str,
+) -> None:
+    make_project(tmp_path / "book.db", ["One.", "Two."])
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    dry = invoke(runner, "generate-all", "book.db", "--dry-run", *args)
+    real = invoke(runner, "generate-all", "book.db", *args)
+    assert (dry.exit_code, dry.stderr) == (real.exit_code, real.stderr)
+    assert dry.exit_code == code and words in dry.stderr, dry.stderr
+    assert dry.stdout == "" and not (tmp_path / "book_audio").exists()
 
 
 def test_single_generate(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
