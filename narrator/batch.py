@@ -320,9 +320,10 @@ def render_segment(
     if skip is None:
         assert state is not None
 
-        def between_chunks(_done: int, _total: int) -> None:
+        def between_chunks(chunk: int, chunks: int) -> None:
             if manager.must_stop_now(job.task_id):
                 raise StopNow
+            manager.chunk_started(job.task_id, chunk, chunks)
 
         try:
             samples = synthesizer.render(state.text, job.voice, job.speed, job.lang,

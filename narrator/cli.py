@@ -134,6 +134,10 @@ def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object)
     return f"Warning: {message}\n"
 
 
+def _json_warning(message: Warning | str, *_args: object, **_kwargs: object) -> str:
+    return json.dumps({"event": "warning", "message": str(message)}) + "\n"
+
+
 def _print_json(data: object) -> None:
     typer.echo(json.dumps(data, default=str, ensure_ascii=False))
 
@@ -546,7 +550,9 @@ def generate_all_command(
     ] = False,
     as_json: JsonOpt = False,
     progress: Annotated[
-        ProgressMode, typer.Option("--progress", help="Live bar on a terminal, else plain lines.")
+        ProgressMode,
+        typer.Option("--progress", help="auto: a live bar on a terminal, else plain lines; "
+                     "jsonl: one JSON event per line on stderr; none."),
     ] = ProgressMode.auto,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
@@ -565,6 +571,8 @@ def generate_all_command(
     from narrator.batch import GenerateOptions, generate_all
     from narrator.progress import Halted, follow_run, make_view
 
+    if progress is ProgressMode.jsonl:  # stderr carries JSON lines only
+        warnings.formatwarning = _json_warning
     store = _open(project, project_id)
     options = GenerateOptions(
         skip_locked=skip_locked, force=force, changed=changed, voice=voice, speed=speed,
@@ -588,7 +596,8 @@ def generate_all_command(
             ]
         _print_json(head) if as_json else _print_plan(head, dry_run)
         return
-    typer.echo(f"{run.task_id}: {run.message}", err=True)
+    if progress is not ProgressMode.jsonl:
+        typer.echo(f"{run.task_id}: {run.message}", err=True)
     try:
         final = follow_run(run, make_view(progress))
     except Halted:

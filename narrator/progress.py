@@ -1,10 +1,13 @@
-"""Progress views fed from task snapshots: a Rich live bar, plain lines, or nothing."""
+"""Progress views fed from task snapshots: a Rich live bar, plain lines, JSON lines, or
+nothing; and following a run, signals included."""
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import sys
+import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
@@ -17,7 +20,12 @@ class ProgressMode(StrEnum):
     auto = "auto"
     bar = "bar"
     plain = "plain"
+    jsonl = "jsonl"
     none = "none"
+
+
+# Plain mode says something at least this often while a long segment renders.
+HEARTBEAT_S = 30.0
 
 
 def _preview(text: str, width: int = 40) -> str:
@@ -25,14 +33,26 @@ def _preview(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _speed(audio: float, seconds: float) -> str:
+    return f"{audio / seconds:.2f}x real time" if seconds > 0 and audio else "-"
+
+
 class ProgressView(Protocol):
-    def update(self, snap: TaskSnapshot) -> None: ...
+    def update(self, snap: TaskSnapshot) -> None:
+        """Every snapshot, in order; `snap.event` says what changed."""
+
+    def tick(self, snap: TaskSnapshot) -> None:
+        """Called a few times a second between updates (for heartbeats)."""
+
     def note(self, message: str) -> None: ...
     def close(self) -> None: ...
 
 
 class SilentView:
     def update(self, snap: TaskSnapshot) -> None:
+        pass
+
+    def tick(self, snap: TaskSnapshot) -> None:
         pass
 
     def note(self, message: str) -> None:
@@ -43,26 +63,43 @@ class SilentView:
 
 
 class PlainView:
-    """One line per segment on stderr, for logs and CI."""
+    """Lines on stderr for logs and CI: when a segment starts, when it ends (audio, time,
+    speed), and a heartbeat while a long one renders."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, heartbeat: float | None = None) -> None:
         self._stream = stream or sys.stderr
-        self._current = 0
-        self._failed = 0
+        self._heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
+        self._last_line = time.monotonic()
 
     def _print(self, line: str) -> None:
         print(line, file=self._stream, flush=True)
+        self._last_line = time.monotonic()
 
     def update(self, snap: TaskSnapshot) -> None:
-        if snap.current != self._current and snap.current_index is not None:
-            self._current = snap.current
+        head = f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index}"
+        if snap.event == "segment_started":
+            self._print(f"{head}: {_preview(snap.current_text)}")
+        elif snap.event == "segment_done":
+            speed = _speed(snap.last_audio_seconds, snap.last_render_seconds)
             self._print(
-                f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index}: "
-                f"{_preview(snap.current_text)}"
+                f"{head} done: {snap.last_audio_seconds:.1f}s of audio in "
+                f"{snap.last_wall_seconds:.1f}s ({speed})"
             )
-        for failure in snap.errors[self._failed :]:
-            self._print(f"  segment {failure.sequence_index} failed: {failure.message}")
-        self._failed = len(snap.errors)
+        elif snap.event == "segment_failed":
+            self._print(f"{head} failed: {snap.errors[-1].message}")
+        elif snap.event == "segment_skipped":
+            self._print(f"{head} skipped: changed during the run")
+
+    def tick(self, snap: TaskSnapshot) -> None:
+        if snap.done or snap.segment_started is None:
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self._heartbeat:
+            where = f"chunk {snap.chunk} of {snap.chunks}" if snap.chunks else "starting"
+            self._print(
+                f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index} "
+                f"still rendering: {where}, {now - snap.segment_started:.0f}s so far"
+            )
 
     def note(self, message: str) -> None:
         self._print(message)
@@ -71,8 +108,58 @@ class PlainView:
         pass
 
 
+class JsonlView:
+    """One JSON object per event on stderr, for programs that follow a run."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._started = False
+
+    def _emit(self, record: dict[str, object]) -> None:
+        print(json.dumps(record, ensure_ascii=False), file=self._stream, flush=True)
+
+    def update(self, snap: TaskSnapshot) -> None:
+        if not self._started:  # the first snapshot may already be past the start
+            self._started = True
+            self._emit({"event": "task_started", "time": round(time.time(), 3)}
+                       | snap.as_dict())
+            if snap.event in ("task_created", "task_started"):
+                return
+        record: dict[str, object] = {
+            "event": snap.event, "task_id": snap.task_id, "time": round(time.time(), 3),
+        }
+        if snap.event in ("task_created", "task_started", "task_finished"):
+            record |= snap.as_dict()
+        elif snap.event in ("cancel_requested",):
+            pass
+        else:
+            record |= {"position": snap.current, "of": snap.segments_to_process,
+                       "segment_id": snap.current_segment_id,
+                       "sequence_index": snap.current_index}
+            if snap.event == "chunk":
+                record |= {"chunk": snap.chunk, "chunks": snap.chunks}
+            elif snap.event == "segment_done":
+                record |= {"audio_seconds": round(snap.last_audio_seconds, 3),
+                           "wall_seconds": round(snap.last_wall_seconds, 3),
+                           "render_seconds": round(snap.last_render_seconds, 3)}
+            elif snap.event == "segment_failed":
+                record |= {"message": snap.errors[-1].message}
+            elif snap.event == "segment_skipped":
+                record |= {"skipped_during_run": dict(snap.skipped_during_run)}
+        self._emit(record)
+
+    def tick(self, snap: TaskSnapshot) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self._emit({"event": "note", "message": message})
+
+    def close(self) -> None:
+        pass
+
+
 class BarView:
-    """A Rich live display: bar, i/N, segment, elapsed, ETA, audio seconds, x real time."""
+    """A Rich live display: bar, i/N, segment and chunk, elapsed, ETA, audio, speed."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -99,18 +186,22 @@ class BarView:
         self._progress.start()
 
     def update(self, snap: TaskSnapshot) -> None:
-        wall = snap.wall_seconds
-        speed = f" {snap.audio_seconds / wall:.2f}x real time" if snap.audio_seconds else ""
+        speed = f" {snap.x_real_time:.2f}x real time" if snap.x_real_time else ""
         segment = (
             f"#{snap.current_index} {_preview(snap.current_text, 30)}"
             if snap.current_index is not None else "starting"
         )
+        if snap.chunks > 1:
+            segment += f" ({snap.chunk}/{snap.chunks})"
         if snap.cancel_requested and not snap.done:
             segment = f"cancelling: finishing #{snap.current_index}"
         self._progress.update(
             self._task, total=snap.segments_to_process, completed=snap.processed + snap.failed,
             description=segment, audio=f"{snap.audio_seconds:.1f}s audio{speed}",
         )
+
+    def tick(self, snap: TaskSnapshot) -> None:
+        pass
 
     def note(self, message: str) -> None:
         self._progress.console.print(message)
@@ -123,12 +214,9 @@ def make_view(mode: ProgressMode) -> ProgressView:
     """`auto`: the live bar on a terminal, plain lines elsewhere."""
     if mode is ProgressMode.auto:
         mode = ProgressMode.bar if sys.stderr.isatty() else ProgressMode.plain
-    if mode is ProgressMode.bar:
-        return BarView()
-    if mode is ProgressMode.plain:
-        return PlainView()
-    return SilentView()
-
+    views = {ProgressMode.bar: BarView, ProgressMode.plain: PlainView,
+             ProgressMode.jsonl: JsonlView}
+    return views.get(mode, SilentView)()
 
 
 def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnapshot:
@@ -164,7 +252,7 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
             try:
                 view.update(updates.get(timeout=poll))
             except queue.Empty:
-                continue
+                view.tick(manager.snapshot(task_id))
         final = run.wait()
         assert final is not None
         return final

@@ -70,6 +70,22 @@ class TaskSnapshot:
     cancel_requested: bool = False
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    # what made this snapshot: task_created, task_started, segment_started, chunk,
+    # segment_done, segment_failed, segment_skipped, cancel_requested, task_finished
+    event: str = "task_created"
+    chunk: int = 0  # chunk k of `chunks` of the segment in hand is rendering
+    chunks: int = 0
+    segment_started: float | None = None
+    first_chunk_at: float | None = None  # after the model load, for x real time
+    last_audio_seconds: float = 0.0  # the segment that just ended
+    last_wall_seconds: float = 0.0
+    last_render_seconds: float = 0.0
+    render_seconds: float = 0.0  # time spent rendering, model load excluded
+
+    @property
+    def x_real_time(self) -> float | None:
+        """Seconds of audio per second of rendering, model load excluded."""
+        return self.audio_seconds / self.render_seconds if self.render_seconds else None
 
     @property
     def done(self) -> bool:
@@ -97,6 +113,7 @@ class TaskSnapshot:
             "lang": self.lang,
             "audio_seconds": round(self.audio_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),
+            "x_real_time": round(self.x_real_time, 3) if self.x_real_time else None,
             "error": self.error,
             "error_kind": self.error_kind,
             "errors": [vars(e) for e in self.errors],
@@ -154,20 +171,23 @@ class TaskManager:
         self._mirror = mirror
         self._mirror_lock = threading.Lock()
 
-    def _set(self, task_id: str, **changes: object) -> TaskSnapshot:
-        return self._update(task_id, lambda _snap: changes)
+    def _set(self, task_id: str, event: str, **changes: object) -> TaskSnapshot:
+        return self._update(task_id, event, lambda _snap: changes)
 
     def _update(
-        self, task_id: str, change: Callable[[TaskSnapshot], dict[str, object]]
+        self, task_id: str, event: str, change: Callable[[TaskSnapshot], dict[str, object]],
+        save: bool = True,
     ) -> TaskSnapshot:
-        """Apply `change` to the current snapshot atomically, then publish the result."""
+        """Apply `change` to the current snapshot atomically, then publish the result
+        (and write it out, unless `save` is false)."""
         with self._lock:
             current = self._tasks[task_id]
-            snap = replace(current, **change(current))  # type: ignore[arg-type]
+            snap = replace(current, event=event, **change(current))  # type: ignore[arg-type]
             self._tasks[task_id] = snap
             for q in self._subscribers.get(task_id, []):
                 q.put(snap)
-        self._save(task_id)
+        if save:
+            self._save(task_id)
         return snap
 
     def _save(self, task_id: str) -> None:
@@ -197,32 +217,48 @@ class TaskManager:
             return self._tasks[task_id]
 
     def start(self, task_id: str) -> TaskSnapshot:
-        return self._set(task_id, status=TaskStatus.RUNNING)
+        return self._set(task_id, "task_started", status=TaskStatus.RUNNING)
 
     def update_task_progress(
         self, task_id: str, current: int, segment_id: int, sequence_index: int, text: str
     ) -> TaskSnapshot:
         """Record the segment about to be rendered (before rendering it)."""
         return self._set(
-            task_id, current=current, current_segment_id=segment_id,
-            current_index=sequence_index, current_text=text,
+            task_id, "segment_started", current=current, current_segment_id=segment_id,
+            current_index=sequence_index, current_text=text, chunk=0, chunks=0,
+            segment_started=time.monotonic(), first_chunk_at=None,
         )
 
+    def chunk_started(self, task_id: str, chunk: int, chunks: int) -> TaskSnapshot:
+        """Chunk `chunk` of `chunks` of the segment in hand starts (not written out)."""
+        return self._update(task_id, "chunk", lambda snap: {
+            "chunk": chunk, "chunks": chunks,
+            "first_chunk_at": snap.first_chunk_at or time.monotonic(),
+        }, save=False)
+
+    def _segment_ended(self, snap: TaskSnapshot) -> dict[str, object]:
+        now = time.monotonic()
+        began = snap.segment_started or now
+        render = now - (snap.first_chunk_at or began)
+        return {"last_wall_seconds": now - began, "last_render_seconds": render,
+                "render_seconds": snap.render_seconds + render}
+
     def record_success(self, task_id: str, audio_seconds: float) -> TaskSnapshot:
-        return self._update(task_id, lambda snap: {
+        return self._update(task_id, "segment_done", lambda snap: self._segment_ended(snap) | {
             "processed": snap.processed + 1, "audio_seconds": snap.audio_seconds + audio_seconds,
+            "last_audio_seconds": audio_seconds,
         })
 
     def add_error(self, task_id: str, failure: SegmentFailure) -> TaskSnapshot:
         if self._mirror:
             self._mirror.add_error(task_id, failure)
-        return self._update(task_id, lambda snap: {
+        return self._update(task_id, "segment_failed", lambda snap: self._segment_ended(snap) | {
             "failed": snap.failed + 1, "errors": (*snap.errors, failure),
         })
 
     def record_skip(self, task_id: str, reason: str) -> TaskSnapshot:
         """A segment the worker found changed since planning (locked now, removed...)."""
-        return self._update(task_id, lambda snap: {
+        return self._update(task_id, "segment_skipped", lambda snap: {
             "skipped_during_run": snap.skipped_during_run
             | {reason: snap.skipped_during_run.get(reason, 0) + 1},
         })
@@ -234,7 +270,7 @@ class TaskManager:
         """End the task, once: a task already ended keeps how it ended. The state is set
         before it is written out: if the file cannot take the write, the task has still
         ended for this process."""
-        return self._update(task_id, lambda snap: {} if snap.done else {
+        return self._update(task_id, "task_finished", lambda snap: {} if snap.done else {
             "status": status, "error": error, "error_kind": error_kind,
             "finished": time.monotonic(),
         })
@@ -247,7 +283,7 @@ class TaskManager:
             status = TaskStatus.FAILED if not snap.done else snap.status
             snap = replace(
                 snap, status=status, error=str(error), error_kind=type(error).__name__,
-                finished=snap.finished or time.monotonic(),
+                finished=snap.finished or time.monotonic(), event="task_finished",
             )
             self._tasks[task_id] = snap
             for q in self._subscribers.get(task_id, []):
@@ -264,7 +300,7 @@ class TaskManager:
             self._abort[task_id].set()
         # the worker meets any storage failure on its own next write and stops on it
         with contextlib.suppress(Exception):
-            self._set(task_id, cancel_requested=True)
+            self._set(task_id, "cancel_requested", cancel_requested=True)
 
     def is_cancelled(self, task_id: str) -> bool:
         return self._cancel[task_id].is_set()
