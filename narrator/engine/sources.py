@@ -93,8 +93,29 @@ def hf_cache_folder() -> Path | None:
     return Path(cached).parent if isinstance(cached, str) else None
 
 
-def locate_model(model_dir: str | Path | None = None, offline: bool = False) -> ModelLocation:
-    """Look for a model in resolution order, without loading or downloading anything."""
+def hf_unreachable(timeout: float = 3.0) -> str | None:
+    """Why Hugging Face cannot deliver the model right now (None: it answered), found out
+    with one request bounded by `timeout`."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/models/{REPO_ID}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        return None if exc.code < 500 else f"Hugging Face answered {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"Hugging Face is unreachable ({reason})"
+    return None
+
+
+def locate_model(
+    model_dir: str | Path | None = None, offline: bool = False, probe: bool = False
+) -> ModelLocation:
+    """Look for a model in resolution order, without loading or downloading anything.
+    `probe`: ask Hugging Face (briefly) whether a download could work."""
     explicit = model_dir or os.environ.get("NARRATOR_MODEL_DIR")
     if explicit:
         # An explicit folder is the only candidate: falling back would hide a typo.
@@ -106,12 +127,13 @@ def locate_model(model_dir: str | Path | None = None, offline: bool = False) -> 
     candidates.append(
         Candidate("hf-cache", cache, folder_problem(cache) if cache else "not in the cache")
     )
-    candidates.append(
-        Candidate(
-            "download", None,
-            "offline (HF_HUB_OFFLINE or --offline)" if is_offline(offline) else None,
-        )
-    )
+    if is_offline(offline):
+        download = "offline (HF_HUB_OFFLINE or --offline)"
+    elif probe and not any(c.problem is None for c in candidates):
+        download = hf_unreachable()
+    else:
+        download = None
+    candidates.append(Candidate("download", None, download))
     return ModelLocation(tuple(candidates))
 
 

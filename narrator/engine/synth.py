@@ -24,7 +24,7 @@ from narrator.engine.sources import (
     locate_model,
     voices_in,
 )
-from narrator.engine.voices import VoicePart, parse_voice
+from narrator.engine.voices import VoicePart, did_you_mean, parse_voice
 from narrator.errors import BadInput, ModelUnavailable
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -150,8 +150,9 @@ class KokoroSynthesizer:
         missing = [p.name for p in parts if not p.is_file and p.name not in present]
         if missing:
             raise BadInput(
-                f"voice {', '.join(missing)} is not in the model at {folder}; "
-                f"it has {', '.join(present)} (use --voice, or `narrator model pull`)"
+                f"voice {', '.join(missing)}{did_you_mean(missing[0], present)} is not in the "
+                f"model at {folder}; it has {', '.join(present)} (choose one with --voice, or "
+                "`narrator model pull --voice NAME` where Hugging Face is reachable)"
             )
         pick_device(self.device)
         check_g2p(lang, self.g2p_backend)
