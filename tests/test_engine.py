@@ -164,3 +164,12 @@ def test_same_audio_from_a_copy_of_the_model(tiny_model: Path, tmp_path: Path) -
     render(clone(tiny_model, tmp_path / "m2"), "Where the model lives does not matter.",
            tmp_path / "2.wav")
     assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()
+
+
+def test_malloc_threshold_is_pinned_before_the_model_loads() -> None:
+    """glibc's dynamic mmap threshold made RSS grow to GiBs (bench/memory.py)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    assert synth_module.limit_heap_growth() is True

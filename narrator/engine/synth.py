@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -15,10 +17,10 @@ from narrator.engine import SynthesisError
 from narrator.engine.g2p import CHUNK_TARGET, check_g2p, chunk_phonemes, phonemize
 from narrator.engine.sources import (
     CONFIG,
-    ModelLocation,
     REPO_ID,
     VOICES,
     WEIGHTS,
+    ModelLocation,
     download_model,
     folder_problem,
     locate_model,
@@ -69,9 +71,31 @@ _render_lock = threading.Lock()
 LOADS: list[tuple[Path, str]] = []  # every model load in this process, for tests and doctor
 
 
+# glibc's mallopt() parameter for the size above which malloc maps memory of its own
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def limit_heap_growth() -> bool:
+    """Pin glibc malloc's mmap threshold at its initial 128 KiB. Left alone, glibc raises
+    it (up to 32 MiB) the first time a large block is freed; Kokoro's decoder then takes
+    its large tensors, a different size for every chunk, from the heap, which fragments and
+    never shrinks: peak RSS grew to 4-6 GiB over a few dozen segments. Pinned, such tensors
+    are mapped and unmapped, and RSS stays flat (bench/memory.py). Same samples either way.
+    Does nothing off glibc; True when it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # musl or another libc
+        return False
+
+
 def _load_kmodel(folder: Path, device: str) -> Any:
     from kokoro import KModel
 
+    limit_heap_growth()
     LOADS.append((folder, device))
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
@@ -149,8 +173,9 @@ class KokoroSynthesizer:
         present = voices_in(folder)
         missing = [p.name for p in parts if not p.is_file and p.name not in present]
         if missing:
+            hint = did_you_mean(missing[0], present, catalogue=False)
             raise BadInput(
-                f"voice {', '.join(missing)}{did_you_mean(missing[0], present)} is not in the "
+                f"voice {', '.join(missing)}{hint} is not in the "
                 f"model at {folder}; it has {', '.join(present)} (choose one with --voice, or "
                 "`narrator model pull --voice NAME` where Hugging Face is reachable)"
             )

@@ -68,11 +68,11 @@ def describe(voice_id: str) -> tuple[str, str]:
     return LANGUAGES[voice_id[0]][1], {"f": "female", "m": "male"}[voice_id[1]]
 
 
-def did_you_mean(name: str, present: Sequence[str] = ()) -> str:
-    """" (did you mean af_bella?)": the closest voices the model here has, else the
-    closest in Kokoro's catalogue; "" when none is close."""
+def did_you_mean(name: str, present: Sequence[str] = (), catalogue: bool = True) -> str:
+    """" (did you mean af_bella?)": the closest voices the model here has, else (with
+    `catalogue`) the closest in Kokoro's catalogue; "" when none is close."""
     close = difflib.get_close_matches(name, present, n=2, cutoff=0.6) or (
-        difflib.get_close_matches(name, VOICES, n=2, cutoff=0.6))
+        difflib.get_close_matches(name, VOICES, n=2, cutoff=0.6) if catalogue else [])
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
