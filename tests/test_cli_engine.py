@@ -118,6 +118,7 @@ def test_dry_run_fails_as_the_run_would(
     assert (dry.exit_code, dry.stderr) == (real.exit_code, real.stderr)
     assert dry.exit_code == code and words in dry.stderr, dry.stderr
     assert dry.stdout == "" and not (tmp_path / "book_audio").exists()
+    assert "pass --model-dir" not in dry.stderr  # advice that fits what was given
 
 
 def test_single_generate(runner: CliRunner, model_env: Path, tmp_path: Path) -> None:
@@ -228,3 +229,20 @@ def test_settings_warns_about_a_voice_this_model_lacks(
     assert typo.exit_code == 2 and "did you mean af_sky" in typo.stderr
     clean = invoke(runner, "settings", "book.db", "--voice", "af_sky")
     assert clean.exit_code == 0 and clean.stderr == ""
+
+
+def test_download_failure_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from narrator.engine import synth
+    from narrator.engine.synth import KokoroSynthesizer
+    from narrator.errors import ModelUnavailable
+
+    def refused(voices: list[str]) -> Path:
+        raise OSError("connection refused\nsecond line")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(synth, "download_model", refused)
+    with pytest.raises(ModelUnavailable) as caught:
+        KokoroSynthesizer().folder()
+    message = str(caught.value)
+    assert "download: connection refused)" in message and message.endswith("--model-dir")
+    assert "\n" not in message and message.count("(") == message.count(")")
