@@ -2,6 +2,8 @@
 #   make demo   build the example project and render it
 #   make test   run the test suite
 VENV ?= .venv
+# e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for the CPU build
+TORCH_PIP_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -10,9 +12,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, so that kokoro's plain `torch` requirement takes the CPU build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,pypi,quality]'
+	# torch first, so that kokoro's plain `torch` requirement takes this build
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e '.[test,pypi,quality,epub]'
 	touch $@
 
 setup: $(STAMP)

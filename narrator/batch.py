@@ -36,6 +36,7 @@ from narrator.models import Segment
 from narrator.planning import Plan, Rules, SegmentState, Why, decide, fingerprint, plan_generation
 from narrator.project import (
     Settings,
+    chapter_at,
     read_settings,
     recorded_files,
     segment_state,
@@ -313,9 +314,10 @@ def render_segment(
     failure, the model failing, or a stop-now request ends the batch."""
     with store.session() as session:
         state = state_by_id(session, store, segment_id)
+        chapter = chapter_at(session, store, state.sequence_index) if state else None
     index = state.sequence_index if state else -1
     manager.update_task_progress(job.task_id, position, segment_id, index,
-                                 state.text if state else "")
+                                 state.text if state else "", chapter)
     skip = _why_not(state, None, job)
     if skip is None:
         assert state is not None

@@ -23,10 +23,12 @@ EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.BadInput: 2,
     errors.AmbiguousProject: 2,
     errors.SegmentLocked: 65,
+    errors.BadDocument: 65,
     errors.ProjectNotFound: 66,
     errors.NotAProject: 66,
     errors.ProjectDamaged: 66,
     errors.ModelUnavailable: 69,
+    errors.MissingExtra: 69,
     errors.ProjectExists: 73,
     errors.CannotWrite: 73,
     errors.ProjectBusy: 75,
@@ -108,7 +110,16 @@ SplitOpt = Annotated[
 FromOpt = Annotated[
     Path | None,
     typer.Option("--from", metavar="FILE",
-        help="A UTF-8 text or Markdown file to import ('-': stdin)."),
+        help="A UTF-8 text, Markdown or EPUB file to import ('-': stdin)."),
+]
+ChapterPatternOpt = Annotated[
+    str | None, typer.Option("--chapter-pattern", metavar="REGEX",
+        help="Lines of a text file matching this are chapter headings "
+             "(default for .txt: CHAPTER/BOOK/PART lines).")
+]
+KeepMarkupOpt = Annotated[
+    bool, typer.Option("--keep-markup",
+        help="Keep [Illustration], sidenotes, _emphasis_ marks and rows of asterisks.")
 ]
 IndicesArg = Annotated[list[int], typer.Argument(metavar="INDEX",
     help="Segment indices (see `segments`).")]
@@ -198,21 +209,25 @@ def new(
         help="Project name (default: file stem).")] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
+    chapter_pattern: ChapterPatternOpt = None,
+    keep_markup: KeepMarkupOpt = False,
 ) -> None:
-    """Create a project file, optionally importing a document as segments.
+    """Create a project file, optionally importing a document (text, Markdown or EPUB)
+    as segments, its chapter titles as headings.
 
     Example:
 
-        narrator new book.db --from chapter1.md
+        narrator new alice.db --from alice.txt --chapter-pattern '^CHAPTER'
     """
     from narrator.project import add_segments
     from narrator.splitting import split_document
     from narrator.store import create_project
 
-    texts = split_document(source, split) if source else []
+    blocks = split_document(source, split, chapter_pattern, keep_markup) if source else []
     store = create_project(project, name or project.stem)
-    add_segments(store, texts)
-    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(texts))}")
+    add_segments(store, blocks)
+    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(blocks))}"
+               + _headings_note(blocks))
 
 
 @app.command()
@@ -224,6 +239,8 @@ def add(
     ] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
+    chapter_pattern: ChapterPatternOpt = None,
+    keep_markup: KeepMarkupOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
     """Append segments: texts given as arguments, a document, or standard input.
@@ -233,19 +250,25 @@ def add(
         pdftotext book.pdf - | narrator add book.db -
     """
     from narrator.project import add_segments
-    from narrator.splitting import read_document, split_document, split_text
+    from narrator.splitting import Block, read_document, split_document, split_text
 
     store = _open(project, project_id)
-    segments: list[str] = []
+    segments: list[Block] = []
     for text in texts or []:
-        segments += split_text(read_document("-"), split) if text == "-" else [text]
+        segments += split_text(read_document("-"), split, chapter_pattern=chapter_pattern,
+                               clean=not keep_markup) if text == "-" else [Block(text)]
     if source:
-        segments += split_document(source, split)
+        segments += split_document(source, split, chapter_pattern, keep_markup)
     if not segments:
         raise errors.BadInput("nothing to add; give texts, --from FILE, or - for stdin")
     indices = add_segments(store, segments)
     where = f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else f"{indices[0]}"
-    typer.echo(f"Added {_count(len(indices))} ({where})")
+    typer.echo(f"Added {_count(len(indices))} ({where})" + _headings_note(segments))
+
+
+def _headings_note(blocks: list) -> str:  # noqa: ANN001 - splitting.Block
+    headings = sum(1 for b in blocks if b.heading_level)
+    return f", {_count(headings, 'heading')}" if headings else ""
 
 
 @app.command()
@@ -316,6 +339,28 @@ def unlock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = 
     _set_locked(project, indices, project_id, False)
 
 
+@app.command()
+def heading(
+    project: ProjectArg,
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="The segment's index.")],
+    level: Annotated[int, typer.Option("--level", min=1, max=6, metavar="N",
+                                       help="1 (a chapter) to 6.")] = 1,
+    clear: Annotated[bool, typer.Option("--clear", help="Make it an ordinary segment.")] = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Mark a segment as a heading (it starts a chapter), or --clear the mark.
+
+    Example:
+
+        narrator heading book.db 12 --level 1
+    """
+    from narrator.project import set_heading
+
+    set_heading(_open(project, project_id), index, None if clear else level)
+    typer.echo(f"Segment {index} is " + ("no longer a heading" if clear else f"a level {level} "
+                                         "heading"))
+
+
 def _duration(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.1f}s"
 
@@ -337,13 +382,14 @@ def segments(
         _print_json([row.as_dict() for row in rows])
         return
     cells = [
-        (str(row.sequence_index), str(row.id), "locked" if row.is_locked else "",
+        (str(row.sequence_index), str(row.id), f"h{row.heading_level}" if row.heading_level else "",
+         "locked" if row.is_locked else "",
          (Path(row.audio_file).name if row.audio_file else "") + (" (stale)" if row.stale else ""),
          _duration(row.audio_duration), _preview(row.text_content))
         for row in rows
     ]
     title = f"{project} ({len(rows)} segments)"
-    headers = ("#", "id", "lock", "audio", "dur", "text")
+    headers = ("#", "id", "head", "lock", "audio", "dur", "text")
     if len(cells) > RICH_TABLE_LIMIT:
         # Rich lays out about 4,000 rows a second: long projects get aligned plain lines
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
@@ -793,6 +839,8 @@ def status(
         f"task {snap['task_id']}: {snap['status']}",
         f"progress: {snap['processed']} of {snap['segments_to_process']} rendered, "
         f"{snap['failed']} failed" + (f"; at position {snap['current']}"
+                                      + (f", in {snap['current_chapter']}"
+                                         if snap["current_chapter"] else "")
                                       if snap["status"] == "RUNNING" else ""),
         f"skipped: {describe_skips(snap['skipped'])}"
         + (f"; during the run: {during}" if during else ""),

@@ -29,6 +29,14 @@ class BadInput(NarratorError):
     """A value given by the user is not acceptable (index, voice, speed, file)."""
 
 
+class BadDocument(NarratorError):
+    """A document to import cannot be read as what it claims to be (or is DRM-protected)."""
+
+
+class MissingExtra(NarratorError):
+    """A feature needs an optional dependency that is not installed."""
+
+
 class SegmentLocked(NarratorError):
     """The segment is locked and the command refuses to change it."""
 

@@ -36,6 +36,8 @@ class Segment(SQLModel, table=True):
     audio_duration: float | None = None
     # What the audio was made from (text, voice, speed, lang): tells stale audio apart.
     audio_fingerprint: str | None = None
+    # 1-6 when the segment is a heading: spoken like any segment, and it starts a chapter.
+    heading_level: int | None = None
 
 
 class GlobalSettings(SQLModel, table=True):
@@ -59,6 +61,7 @@ class BatchTask(SQLModel, table=True):
     failed: int = 0
     current: int = 0
     current_segment_id: int | None = None
+    current_chapter: str | None = None
     voice: str
     speed: float
     lang: str

@@ -78,7 +78,10 @@ class PlainView:
     def update(self, snap: TaskSnapshot) -> None:
         head = f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index}"
         if snap.event == "segment_started":
-            self._print(f"{head}: {_preview(snap.current_text)}")
+            chapter = snap.current_chapter
+            inside = chapter and chapter != snap.current_text
+            where = f" ({_preview(chapter, 30)})" if inside else ""
+            self._print(f"{head}{where}: {_preview(snap.current_text)}")
         elif snap.event == "segment_done":
             speed = _speed(snap.last_audio_seconds, snap.last_render_seconds)
             self._print(
@@ -135,7 +138,8 @@ class JsonlView:
         else:
             record |= {"position": snap.current, "of": snap.segments_to_process,
                        "segment_id": snap.current_segment_id,
-                       "sequence_index": snap.current_index}
+                       "sequence_index": snap.current_index,
+                       "chapter": snap.current_chapter}
             if snap.event == "chunk":
                 record |= {"chunk": snap.chunk, "chunks": snap.chunks}
             elif snap.event == "segment_done":

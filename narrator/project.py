@@ -14,6 +14,7 @@ from narrator.engine.voices import canonical_voice, check_speed, language_of, no
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
 from narrator.planning import SegmentState, fingerprint
+from narrator.splitting import Block
 from narrator.store import ProjectStore
 
 
@@ -42,6 +43,7 @@ class SegmentRow:
     audio_file: str | None
     audio_duration: float | None
     stale: bool
+    heading_level: int | None
 
     def as_dict(self) -> dict[str, object]:
         return dict(vars(self))
@@ -105,6 +107,7 @@ def _segment_columns(
     query = select(
         Segment.id, Segment.sequence_index, Segment.text_content, Segment.is_locked,
         Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
+        Segment.heading_level,
     ).where(Segment.project_id == store.project_id)
     if index is not None:
         query = query.where(Segment.sequence_index == index)
@@ -120,7 +123,7 @@ def _states(store: ProjectStore, rows: list[Any]) -> list[SegmentState]:
             audio_exists=bool(audio) and audio_path(store, audio).is_file(),
             audio_fingerprint=stamp,
         )
-        for id_, index, text, locked, audio, _, stamp in rows
+        for id_, index, text, locked, audio, _, stamp, _ in rows
     ]
 
 
@@ -152,8 +155,9 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
             audio_file=audio, audio_duration=duration,
             stale=bool(audio)
             and stamp != fingerprint(text, settings.voice_id, settings.speed, settings.lang),
+            heading_level=level,
         )
-        for id_, index, text, locked, audio, duration, stamp in rows
+        for id_, index, text, locked, audio, duration, stamp, level in rows
     ]
 
 
@@ -165,8 +169,9 @@ def segment_state(store: ProjectStore, index: int) -> SegmentState:
     return found[0]
 
 
-def add_segments(store: ProjectStore, texts: Iterable[str]) -> list[int]:
-    """Append segments after the last one; return their sequence indices."""
+def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]:
+    """Append segments (texts, or blocks that may be headings) after the last one;
+    return their sequence indices."""
     with store.writing() as session:
         last = session.exec(
             select(func.max(Segment.sequence_index)).where(
@@ -175,10 +180,11 @@ def add_segments(store: ProjectStore, texts: Iterable[str]) -> list[int]:
         ).one()
         start = (last or 0) + 1
         indices = []
-        for offset, text in enumerate(texts):
+        for offset, item in enumerate(texts):
+            block = Block(item) if isinstance(item, str) else item
             session.add(
                 Segment(project_id=store.project_id, sequence_index=start + offset,
-                        text_content=text)
+                        text_content=block.text, heading_level=block.heading_level)
             )
             indices.append(start + offset)
         session.commit()
@@ -256,3 +262,27 @@ def set_locked(store: ProjectStore, indices: Sequence[int], locked: bool) -> int
         session.commit()
         return len(segments)
 
+
+
+HEADING_LEVELS = range(1, 7)
+
+
+def set_heading(store: ProjectStore, index: int, level: int | None) -> None:
+    """Make a segment a heading of `level` (1-6), or an ordinary segment (None)."""
+    if level is not None and level not in HEADING_LEVELS:
+        raise BadInput(f"heading level {level} is outside 1-6; 1 is a chapter")
+    with store.writing() as session:
+        (segment,) = _by_index(session, store, [index])
+        segment.heading_level = level
+        session.add(segment)
+        session.commit()
+
+
+def chapter_at(session: Session, store: ProjectStore, index: int) -> str | None:
+    """The text of the last heading at or before `index`: the chapter it belongs to."""
+    return session.exec(
+        select(Segment.text_content).where(
+            Segment.project_id == store.project_id, col(Segment.heading_level).isnot(None),
+            Segment.sequence_index <= index,
+        ).order_by(col(Segment.sequence_index).desc()).limit(1)
+    ).first()

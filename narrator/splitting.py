@@ -1,4 +1,5 @@
-"""Turning a text or Markdown document into segment texts."""
+"""Turning a text, Markdown or EPUB document into segments (blocks of text, some of them
+headings), with the markup of scanned books (Project Gutenberg's) taken out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import unicodedata
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from narrator.errors import BadInput
 
@@ -17,9 +19,28 @@ class Split(StrEnum):
     sentence = "sentence"
 
 
+class Block(NamedTuple):
+    """One segment to be: its text, and its level when it is a heading (1-6)."""
+
+    text: str
+    heading_level: int | None = None
+
+
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
+EPUB_SUFFIXES = {".epub"}
 _BLANK_LINES = re.compile(r"\n\s*\n")
 _SPACES = re.compile(r"\s+")
+# A chapter line of a plain-text book ("CHAPTER IV.", "Chapter 12: The Storm", "BOOK II"),
+# when it stands as a short paragraph of its own: ordinary prose never looks like that.
+DEFAULT_CHAPTER_PATTERN = (
+    r"^(?:CHAPTER|Chapter|BOOK|Book|PART|Part)\s+(?:[IVXLCDM]+|\d+|[A-Z][a-z]+)\b"
+)
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M)
+_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M)
+_ILLUSTRATION = re.compile(r"\[Illustration[^\]]*\]", re.S)
+_SIDENOTE = re.compile(r"\[Sidenote:\s*([^\]]*)\]", re.S)
+_EMPHASIS = re.compile(r"(?<![\w*_])([_*])(?=\S)(.+?)(?<=\S)\1(?![\w*_])", re.S)
+_SCENE_BREAK = re.compile(r"^[\s*]*\*[\s*]*$")
 
 
 def normalise(text: str) -> str:
@@ -33,24 +54,74 @@ def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _markdown_blocks(text: str) -> list[str]:
-    """Paragraphs of a Markdown document as plain text; a thematic break (`* * *`)
-    becomes an empty block so that a scene break stays in the narration's order."""
+def _markdown_blocks(text: str) -> list[Block]:
+    """Headings and paragraphs of a Markdown document as plain text; a thematic break
+    (`* * *`) becomes an empty block so that a scene break stays in the narration's order."""
     from markdown_it import MarkdownIt
 
-    blocks: list[str] = []
+    blocks: list[Block] = []
+    level = None
     for token in MarkdownIt("commonmark").parse(text):
-        if token.type == "hr":
-            blocks.append("")
+        if token.type == "heading_open":
+            level = int(token.tag[1])
+        elif token.type == "heading_close":
+            level = None
+        elif token.type == "hr":
+            blocks.append(Block(""))
         elif token.type == "inline":
             parts = [
                 child.content if child.type in ("text", "code_inline") else " "
                 for child in token.children or []
                 if child.type in ("text", "code_inline", "softbreak", "hardbreak")
             ]
-            blocks.append(_one_line("".join(parts)))
+            blocks.append(Block(_one_line("".join(parts)), level))
         elif token.type in ("fence", "code_block"):
-            blocks.append(_one_line(token.content))
+            blocks.append(Block(_one_line(token.content)))
+    return blocks
+
+
+def _without_book_markup(text: str) -> str:
+    """A scanned book's text without what is not read aloud: Project Gutenberg's header
+    and licence, [Illustration] notes, and _emphasis_ / *emphasis* markers. Sidenotes
+    stay, marked, for _text_blocks to place."""
+    if start := _GUTENBERG_START.search(text):
+        text = text[start.end():]
+    if end := _GUTENBERG_END.search(text):
+        text = text[: end.start()]
+    text = _ILLUSTRATION.sub("", text)
+    return _EMPHASIS.sub(r"\2", text)
+
+
+def _paragraph_text(paragraph: str) -> str:
+    """Hard-wrapped lines joined; verse (every line indented) kept as lines."""
+    lines = [line for line in paragraph.split("\n") if line.strip()]
+    if len(lines) > 1 and all(line[:1].isspace() for line in lines):
+        return "\n".join(_one_line(line) for line in lines)
+    return _one_line(paragraph)
+
+
+def _text_blocks(text: str, chapter: re.Pattern[str] | None, clean: bool) -> list[Block]:
+    """Paragraphs of a plain-text book: a short paragraph matching `chapter` is a level-1
+    heading; with `clean`, a row of asterisks is a scene break (an empty block) and a
+    sidenote right after a heading becomes its subtitle (elsewhere it is dropped)."""
+    if clean:
+        text = _without_book_markup(text)
+    blocks: list[Block] = []
+    for paragraph in _BLANK_LINES.split(text):
+        if not paragraph.strip():
+            continue
+        if clean and _SCENE_BREAK.match(paragraph):
+            blocks.append(Block(""))
+            continue
+        if clean and (note := _SIDENOTE.fullmatch(paragraph.strip())):
+            if blocks and blocks[-1].heading_level:
+                blocks[-1] = Block(f"{blocks[-1].text.rstrip('.')}: {_one_line(note[1])}", 1)
+            continue
+        if clean:
+            paragraph = _SIDENOTE.sub("", paragraph)
+        line = _one_line(paragraph)
+        is_heading = chapter is not None and len(line) <= 100 and chapter.search(line)
+        blocks.append(Block(line, 1) if is_heading else Block(_paragraph_text(paragraph)))
     return blocks
 
 
@@ -68,18 +139,32 @@ def sentences(paragraph: str) -> list[str]:
     return [s.text.strip() for s in _sentencizer()(paragraph).sents if s.text.strip()]
 
 
-def split_text(text: str, split: Split = Split.paragraph, markdown: bool = False) -> list[str]:
-    """Split a document into segment texts, in order."""
+def split_text(
+    text: str, split: Split = Split.paragraph, markdown: bool = False,
+    chapter_pattern: str | None = None, clean: bool = True,
+) -> list[Block]:
+    """Split a document into blocks, in order. Headings stay whole whatever `split` says."""
     text = normalise(text)
+    chapter = _compile(chapter_pattern)
     if split is Split.line:
-        return [line.strip() for line in text.split("\n") if line.strip()]
-    if markdown:
-        paragraphs = _markdown_blocks(text)
-    else:
-        paragraphs = [_one_line(p) for p in _BLANK_LINES.split(text) if p.strip()]
+        lines = (line.strip() for line in text.split("\n") if line.strip())
+        return [Block(line, 1 if chapter and chapter.search(line) else None) for line in lines]
+    blocks = _markdown_blocks(text) if markdown else _text_blocks(text, chapter, clean)
     if split is Split.sentence:
-        return [s for p in paragraphs for s in (sentences(p) if p else [p])]
-    return paragraphs
+        return [piece for b in blocks for piece in (
+            [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
+        )]
+    return blocks
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern, re.M)
+    except re.error as exc:
+        raise BadInput(f"--chapter-pattern {pattern!r} is not a valid regular expression "
+                       f"({exc}); e.g. '^CHAPTER [IVXLC]+'") from exc
 
 
 def read_document(path: str | Path) -> str:
@@ -104,6 +189,18 @@ def read_document(path: str | Path) -> str:
         ) from exc
 
 
-def split_document(path: str | Path, split: Split = Split.paragraph) -> list[str]:
-    markdown = Path(str(path)).suffix.lower() in MARKDOWN_SUFFIXES
-    return split_text(read_document(path), split, markdown=markdown)
+def split_document(
+    path: str | Path, split: Split = Split.paragraph, chapter_pattern: str | None = None,
+    keep_markup: bool = False,
+) -> list[Block]:
+    """Blocks of a text, Markdown or EPUB file, by its suffix. Plain text finds chapter
+    lines by DEFAULT_CHAPTER_PATTERN unless `chapter_pattern` says otherwise."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in EPUB_SUFFIXES:
+        from narrator.epub import epub_blocks
+
+        return epub_blocks(Path(path), split)
+    if suffix in MARKDOWN_SUFFIXES:
+        return split_text(read_document(path), split, markdown=True)
+    return split_text(read_document(path), split, chapter_pattern=chapter_pattern or (
+        DEFAULT_CHAPTER_PATTERN if suffix == ".txt" else None), clean=not keep_markup)

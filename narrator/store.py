@@ -54,9 +54,15 @@ def _v2_identity_and_task_outcome(conn: Connection) -> None:
     )
 
 
+def _v3_headings(conn: Connection) -> None:
+    """A segment may be a heading (level 1-6): it starts a chapter."""
+    conn.exec_driver_sql("ALTER TABLE segment ADD COLUMN heading_level INTEGER")
+    conn.exec_driver_sql("ALTER TABLE batchtask ADD COLUMN current_chapter VARCHAR")
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
-UPGRADES: list[Callable[[Connection], None]] = [_v2_identity_and_task_outcome]
+UPGRADES: list[Callable[[Connection], None]] = [_v2_identity_and_task_outcome, _v3_headings]
 
 
 def schema_version() -> int:

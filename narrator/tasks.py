@@ -59,6 +59,7 @@ class TaskSnapshot:
     current_segment_id: int | None = None
     current_index: int | None = None
     current_text: str = ""
+    current_chapter: str | None = None  # the last heading at or before the segment in hand
     processed: int = 0
     failed: int = 0
     audio_seconds: float = 0.0
@@ -106,6 +107,7 @@ class TaskSnapshot:
             "skipped_during_run": dict(self.skipped_during_run),
             "current": self.current,
             "current_index": self.current_index,
+            "current_chapter": self.current_chapter,
             "processed": self.processed,
             "failed": self.failed,
             "voice": self.voice,
@@ -140,6 +142,7 @@ class TaskMirror:
             row.status = snap.status.value
             row.current = snap.current
             row.current_segment_id = snap.current_segment_id
+            row.current_chapter = snap.current_chapter
             row.processed = snap.processed
             row.failed = snap.failed
             row.audio_seconds = snap.audio_seconds
@@ -220,12 +223,14 @@ class TaskManager:
         return self._set(task_id, "task_started", status=TaskStatus.RUNNING)
 
     def update_task_progress(
-        self, task_id: str, current: int, segment_id: int, sequence_index: int, text: str
+        self, task_id: str, current: int, segment_id: int, sequence_index: int, text: str,
+        chapter: str | None = None,
     ) -> TaskSnapshot:
         """Record the segment about to be rendered (before rendering it)."""
         return self._set(
             task_id, "segment_started", current=current, current_segment_id=segment_id,
-            current_index=sequence_index, current_text=text, chunk=0, chunks=0,
+            current_index=sequence_index, current_text=text, current_chapter=chapter,
+            chunk=0, chunks=0,
             segment_started=time.monotonic(), first_chunk_at=None,
         )
 
@@ -342,7 +347,8 @@ def _from_row(row: BatchTask, errors: list[BatchError], running: bool | None) ->
         skipped={"locked": row.skipped_locked, "has_audio": row.skipped_has_audio,
                  "empty": row.skipped_empty},
         voice=row.voice, speed=row.speed, lang=row.lang, current=row.current,
-        current_segment_id=row.current_segment_id, processed=row.processed, failed=row.failed,
+        current_segment_id=row.current_segment_id, current_chapter=row.current_chapter,
+        processed=row.processed, failed=row.failed,
         audio_seconds=row.audio_seconds, error=error, error_kind=row.error_kind,
         skipped_during_run=dict(row.skipped_during_run or {}),
         errors=tuple(SegmentFailure(e.segment_id, e.sequence_index, e.message) for e in errors),

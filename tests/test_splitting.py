@@ -3,34 +3,38 @@ from pathlib import Path
 import pytest
 
 from narrator.errors import BadInput
-from narrator.splitting import Split, split_document, split_text
+from narrator.splitting import Block, Split, split_document, split_text
+
+
+def texts(blocks: list[Block]) -> list[str]:
+    return [b.text for b in blocks]
 
 
 def test_paragraphs_with_crlf_bom_trailing_spaces_and_blank_lines() -> None:
     text = "\ufeffFirst line  \r\nstill first.\r\n\r\n\r\n\r\n  Second.   \r\n\n\n"
-    assert split_text(text) == ["First line still first.", "Second."]
+    assert texts(split_text(text)) == ["First line still first.", "Second."]
 
 
 def test_lines() -> None:
-    assert split_text("a\n\n b \nc", Split.line) == ["a", "b", "c"]
+    assert texts(split_text("a\n\n b \nc", Split.line)) == ["a", "b", "c"]
 
 
 def test_sentences_keep_abbreviations() -> None:
     text = "Dr. Smith came at 3 p.m. on Monday. He left! Did he?\n\nNew one."
-    assert split_text(text, Split.sentence) == [
+    assert texts(split_text(text, Split.sentence)) == [
         "Dr. Smith came at 3 p.m. on Monday.", "He left!", "Did he?", "New one.",
     ]
 
 
 def test_unicode_is_normalised() -> None:
     decomposed = "Cafe\u0301 «déjà vu» — 東京"
-    assert split_text(decomposed) == ["Café «déjà vu» — 東京"]
+    assert texts(split_text(decomposed)) == ["Café «déjà vu» — 東京"]
 
 
 def test_markdown_blocks_and_scene_break(tmp_path: Path) -> None:
     doc = tmp_path / "c.md"
     doc.write_text("# Chapter *One*\n\nA [link](http://x) and `code`.\n\n* * *\n\n- item\n")
-    assert split_document(doc) == ["Chapter One", "A link and code.", "", "item"]
+    assert texts(split_document(doc)) == ["Chapter One", "A link and code.", "", "item"]
 
 
 def test_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
