@@ -260,13 +260,15 @@ def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer) -> 
     try:
         store = open_project(job.db_path, job.project_id)
         manager.start(job.task_id)
+        status = TaskStatus.COMPLETED
         for position, segment_id in enumerate(job.segment_ids, start=1):
             if manager.is_cancelled(job.task_id):
                 status = TaskStatus.CANCELLED
                 break
             render_segment(store, job, manager, synthesizer, position, segment_id)
-        else:
-            status = TaskStatus.COMPLETED
+            if manager.must_stop_now(job.task_id):  # the segment in hand was abandoned
+                status = TaskStatus.CANCELLED
+                break
         manager.finish(job.task_id, status)
     except Exception as exc:
         _end_with_error(job, manager, exc)
@@ -276,16 +278,14 @@ def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None
     """The batch stopped outside the per-segment rules: storage refused a write (the run
     stops, what was recorded stays), the model failed, or narrator crashed (FAILED)."""
     problem = storage_error(exc, job.db_path)
-    if problem is None and not isinstance(exc, NarratorError):
-        error, kind = f"{type(exc).__name__}: {exc}", None
-    else:
-        problem = problem or exc
-        error, kind = str(problem), type(problem).__name__
     try:
-        if problem is not None and kind != ModelUnavailable.__name__:
-            manager.fail_storage(job.task_id, problem)  # type: ignore[arg-type]
+        if problem is not None:
+            manager.fail_storage(job.task_id, problem)
+        elif isinstance(exc, NarratorError):  # the model failed to load (exit 69)
+            manager.finish(job.task_id, TaskStatus.FAILED, error=str(exc),
+                           error_kind=type(exc).__name__)
         else:
-            manager.finish(job.task_id, TaskStatus.FAILED, error=error, error_kind=kind)
+            manager.finish(job.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     except Exception as again:  # the file cannot take even that: say why, in memory
         manager.fail_storage(job.task_id, storage_error(again, job.db_path) or again)
 

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from narrator import errors
-from narrator.progress import ProgressMode
+from narrator.progress import ProgressMode, preview
 from narrator.splitting import Split
 
 # sysexits where one fits; the README's table says the same. A subclass takes its
@@ -385,7 +385,7 @@ def segments(
         (str(row.sequence_index), str(row.id), f"h{row.heading_level}" if row.heading_level else "",
          "locked" if row.is_locked else "",
          (Path(row.audio_file).name if row.audio_file else "") + (" (stale)" if row.stale else ""),
-         _duration(row.audio_duration), _preview(row.text_content))
+         _duration(row.audio_duration), preview(row.text_content, 60))
         for row in rows
     ]
     title = f"{project} ({len(rows)} segments)"
@@ -406,11 +406,6 @@ def segments(
     for line in cells:
         table.add_row(*line)
     _stdout().print(table)
-
-
-def _preview(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()
@@ -710,9 +705,9 @@ def generate_all_command(
             ]
         _print_json(head) if as_json else _print_plan(head, dry_run)
         return
-    if progress is not ProgressMode.jsonl:
-        typer.echo(f"{run.task_id}: {run.message}", err=True)
     try:
+        if progress is not ProgressMode.jsonl:
+            typer.echo(f"{run.task_id}: {run.message}", err=True)
         final = follow_run(run, make_view(progress))
     except Halted:
         assert run.manager is not None and run.task_id is not None
@@ -721,7 +716,7 @@ def generate_all_command(
         sys.stdout.flush()
         os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
     except BaseException:
-        run.cancel()  # never leave a worker rendering behind a command that has failed
+        run.cancel(now=True)  # never leave a worker rendering behind a failed command
         run.wait()
         raise
     _report_batch(head, final, run.message, as_json)

@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from narrator.errors import BadDocument, MissingExtra
-from narrator.splitting import Block, Split, sentences
+from narrator.errors import BadDocument, BadInput, MissingExtra
+from narrator.splitting import Block, Split, one_line, sentences
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
@@ -26,13 +26,6 @@ _UNSPOKEN_TYPES = {"noteref", "footnote", "endnote", "rearnote", "pagebreak", "a
                    "doc-noteref", "doc-footnote", "doc-endnote", "doc-pagebreak"}
 _UNSPOKEN_TAGS = ("script", "style", "img", "svg", "math", "audio", "video", "object", "head")
 _NOTE_MARK = re.compile(r"[*†‡§¶]+")  # a bare number may be an exponent: it stays
-_SPACES = re.compile(r"\s+")
-
-
-def _one_line(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
-
-
 def _check_not_encrypted(path: Path) -> None:
     """DRM: content documents listed as encrypted (font obfuscation alone is fine)."""
     with zipfile.ZipFile(path) as archive:
@@ -56,7 +49,7 @@ def _toc_titles(toc: Any, found: dict[str, str] | None = None) -> dict[str, str]
     for entry in toc:
         link, children = (entry[0], entry[1]) if isinstance(entry, tuple) else (entry, [])
         href = getattr(link, "href", None)
-        title = _one_line(getattr(link, "title", "") or "")
+        title = one_line(getattr(link, "title", "") or "")
         if href and title:
             found.setdefault(href.split("#")[0], title)
         _toc_titles(children, found)
@@ -89,7 +82,7 @@ def _chapter_blocks(root: HtmlElement, title: str | None, split: Split) -> list[
     for element in root.iter(*_BLOCKS):
         if any(a.tag in _BLOCKS for a in element.iterancestors()):
             continue  # a paragraph inside a list item or quotation: read with it
-        text = _one_line(element.text_content())
+        text = one_line(element.text_content())
         if text:
             texts.append((text, _HEADINGS.get(element.tag)))
     if not texts:
@@ -124,7 +117,7 @@ def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
     except BadDocument:
         raise
     except FileNotFoundError as exc:
-        raise BadDocument(f"cannot read {path}: no such file") from exc
+        raise BadInput(f"cannot read {path}: no such file; check the path") from exc
     except Exception as exc:  # zipfile, XML and ebooklib errors alike: not a usable EPUB
         raise BadDocument(f"{path} is not a readable EPUB ({type(exc).__name__}: {exc}); "
                           "check the file, or convert it with Calibre") from exc

@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 SKIP_REASONS = ("locked", "has_audio", "empty")
-# What the worker finds when it re-checks a segment during the run: the plan's reasons,
-# plus a segment removed since planning and one whose text changed while it rendered.
-RUN_SKIP_REASONS = (*SKIP_REASONS, "removed", "edited")
 
 
 class Why(StrEnum):

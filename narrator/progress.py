@@ -28,7 +28,8 @@ class ProgressMode(StrEnum):
 HEARTBEAT_S = 30.0
 
 
-def _preview(text: str, width: int = 40) -> str:
+def preview(text: str, width: int = 40) -> str:
+    """The text on one line, cut to `width` characters."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -80,8 +81,8 @@ class PlainView:
         if snap.event == "segment_started":
             chapter = snap.current_chapter
             inside = chapter and chapter != snap.current_text
-            where = f" ({_preview(chapter, 30)})" if inside else ""
-            self._print(f"{head}{where}: {_preview(snap.current_text)}")
+            where = f" ({preview(chapter, 30)})" if inside else ""
+            self._print(f"{head}{where}: {preview(snap.current_text)}")
         elif snap.event == "segment_done":
             speed = _speed(snap.last_audio_seconds, snap.last_render_seconds)
             self._print(
@@ -122,12 +123,11 @@ class JsonlView:
         print(json.dumps(record, ensure_ascii=False), file=self._stream, flush=True)
 
     def update(self, snap: TaskSnapshot) -> None:
-        if not self._started:  # the first snapshot may already be past the start
+        if not self._started:  # subscribed late: the first snapshot may be past the start
             self._started = True
-            self._emit({"event": "task_started", "time": round(time.time(), 3)}
-                       | snap.as_dict())
-            if snap.event in ("task_created", "task_started"):
-                return
+            if snap.event not in ("task_created", "task_started"):
+                self._emit({"event": "task_started", "time": round(time.time(), 3)}
+                           | snap.as_dict())
         record: dict[str, object] = {
             "event": snap.event, "task_id": snap.task_id, "time": round(time.time(), 3),
         }
@@ -192,15 +192,16 @@ class BarView:
     def update(self, snap: TaskSnapshot) -> None:
         speed = f" {snap.x_real_time:.2f}x real time" if snap.x_real_time else ""
         segment = (
-            f"#{snap.current_index} {_preview(snap.current_text, 30)}"
+            f"#{snap.current_index} {preview(snap.current_text, 30)}"
             if snap.current_index is not None else "starting"
         )
         if snap.chunks > 1:
             segment += f" ({snap.chunk}/{snap.chunks})"
         if snap.cancel_requested and not snap.done:
             segment = f"cancelling: finishing #{snap.current_index}"
+        done = snap.processed + snap.failed + sum(snap.skipped_during_run.values())
         self._progress.update(
-            self._task, total=snap.segments_to_process, completed=snap.processed + snap.failed,
+            self._task, total=snap.segments_to_process, completed=done,
             description=segment, audio=f"{snap.audio_seconds:.1f}s audio{speed}",
         )
 

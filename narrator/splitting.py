@@ -50,7 +50,8 @@ def normalise(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """All whitespace runs as one space, trimmed."""
     return _SPACES.sub(" ", text).strip()
 
 
@@ -74,9 +75,9 @@ def _markdown_blocks(text: str) -> list[Block]:
                 for child in token.children or []
                 if child.type in ("text", "code_inline", "softbreak", "hardbreak")
             ]
-            blocks.append(Block(_one_line("".join(parts)), level))
+            blocks.append(Block(one_line("".join(parts)), level))
         elif token.type in ("fence", "code_block"):
-            blocks.append(Block(_one_line(token.content)))
+            blocks.append(Block(one_line(token.content)))
     return blocks
 
 
@@ -96,8 +97,8 @@ def _paragraph_text(paragraph: str) -> str:
     """Hard-wrapped lines joined; verse (every line indented) kept as lines."""
     lines = [line for line in paragraph.split("\n") if line.strip()]
     if len(lines) > 1 and all(line[:1].isspace() for line in lines):
-        return "\n".join(_one_line(line) for line in lines)
-    return _one_line(paragraph)
+        return "\n".join(one_line(line) for line in lines)
+    return one_line(paragraph)
 
 
 def _text_blocks(text: str, chapter: re.Pattern[str] | None, clean: bool) -> list[Block]:
@@ -115,14 +116,19 @@ def _text_blocks(text: str, chapter: re.Pattern[str] | None, clean: bool) -> lis
             continue
         if clean and (note := _SIDENOTE.fullmatch(paragraph.strip())):
             if blocks and blocks[-1].heading_level:
-                blocks[-1] = Block(f"{blocks[-1].text.rstrip('.')}: {_one_line(note[1])}", 1)
+                blocks[-1] = Block(f"{blocks[-1].text.rstrip('.')}: {one_line(note[1])}", 1)
             continue
         if clean:
             paragraph = _SIDENOTE.sub("", paragraph)
-        line = _one_line(paragraph)
-        is_heading = chapter is not None and len(line) <= 100 and chapter.search(line)
-        blocks.append(Block(line, 1) if is_heading else Block(_paragraph_text(paragraph)))
+        line = one_line(paragraph)
+        blocks.append(Block(line, 1) if _is_chapter(line, chapter)
+                      else Block(_paragraph_text(paragraph)))
     return blocks
+
+
+def _is_chapter(line: str, chapter: re.Pattern[str] | None) -> bool:
+    """A chapter line: short, and matching the pattern."""
+    return chapter is not None and len(line) <= 100 and bool(chapter.search(line))
 
 
 @lru_cache(maxsize=1)
@@ -147,8 +153,10 @@ def split_text(
     text = normalise(text)
     chapter = _compile(chapter_pattern)
     if split is Split.line:
+        if clean and not markdown:
+            text = _without_book_markup(text)
         lines = (line.strip() for line in text.split("\n") if line.strip())
-        return [Block(line, 1 if chapter and chapter.search(line) else None) for line in lines]
+        return [Block(line, 1 if _is_chapter(line, chapter) else None) for line in lines]
     blocks = _markdown_blocks(text) if markdown else _text_blocks(text, chapter, clean)
     if split is Split.sentence:
         return [piece for b in blocks for piece in (

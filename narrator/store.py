@@ -178,8 +178,9 @@ def run_lock_path(path: Path) -> Path:
 def take_run_lock(path: Path) -> FileLock | None:
     """The run lock, held, or None when another process holds it. The OS drops it if
     the process dies."""
-    # not thread-local: a run may release it from another thread than the one that took it
-    lock = FileLock(run_lock_path(path), timeout=0, thread_local=False)
+    # not thread-local: a run may release it from another thread than the one that took it;
+    # a short wait lets a `status` that is looking at the lock step aside
+    lock = FileLock(run_lock_path(path), timeout=0.5, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
@@ -189,12 +190,13 @@ def take_run_lock(path: Path) -> FileLock | None:
 
 def run_in_progress(path: Path) -> bool | None:
     """Whether some process holds the run lock now (None when it cannot be told)."""
+    lock = FileLock(run_lock_path(path), timeout=0, thread_local=False)
     try:
-        lock = take_run_lock(path)
-    except OSError:
-        return None
-    if lock is None:
+        lock.acquire()
+    except Timeout:
         return True
+    except OSError:  # e.g. a read-only folder: cannot tell
+        return None
     lock.release()
     return False
 
@@ -236,6 +238,9 @@ def _check_file(path: Path) -> None:
 
 
 def _upgrade(engine: Engine) -> None:
+    with engine.connect() as conn:  # most opens need no upgrade: read without the lock
+        if conn.exec_driver_sql("PRAGMA user_version").scalar_one() == schema_version():
+            return
     with engine.execution_options(begin="IMMEDIATE").begin() as conn:
         version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
         for upgrade in UPGRADES[version - 1 :]:

@@ -283,16 +283,10 @@ class TaskManager:
     def fail_storage(self, task_id: str, error: Exception) -> TaskSnapshot:
         """Storage refused a write: the run stops. Kept in memory only, since writing it
         out is what failed; a task never finished on disk shows as interrupted."""
-        with self._lock:
-            snap = self._tasks[task_id]
-            status = TaskStatus.FAILED if not snap.done else snap.status
-            snap = replace(
-                snap, status=status, error=str(error), error_kind=type(error).__name__,
-                finished=snap.finished or time.monotonic(), event="task_finished",
-            )
-            self._tasks[task_id] = snap
-            for q in self._subscribers.get(task_id, []):
-                q.put(snap)
+        snap = self._update(task_id, "task_finished", lambda snap: {
+            "status": snap.status if snap.done else TaskStatus.FAILED, "error": str(error),
+            "error_kind": type(error).__name__, "finished": snap.finished or time.monotonic(),
+        }, save=False)
         with contextlib.suppress(Exception):  # the disk may have room again, or not
             self._save(task_id)
         return snap

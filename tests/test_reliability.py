@@ -5,6 +5,7 @@ CliRunner; the real-process cases are in test_signals.py)."""
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import sqlite3
 import subprocess
@@ -245,6 +246,11 @@ def test_busy_past_the_timeout_is_75(
 
 def test_read_only_project_file_is_73(runner: CliRunner, store: ProjectStore) -> None:
     invoke(runner, "segments", "book.db")  # the WAL and its index exist, as after any use
+    # No connection of this process may stay open across the change: SQLite hands a new
+    # connection a file descriptor an old one left open, read-write (another process, as
+    # a real `narrator add` is, has none).
+    gc.collect()
+    store.engine.dispose()
     done = subprocess.run(["chattr", "+i", str(store.path)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"chattr +i is not available here: {done.stderr.decode().strip()}")
@@ -436,3 +442,13 @@ def test_cannot_write_is_what_storage_errors_become() -> None:
     busy.sqlite_errorcode = sqlite3.SQLITE_BUSY_SNAPSHOT
     assert isinstance(store_module.storage_error(busy), ProjectBusy)
     assert store_module.storage_error(ValueError("x")) is None
+
+
+def test_stop_now_during_the_last_segment_is_still_cancelled(tmp_path: Path) -> None:
+    store = make_project(tmp_path / "one.db", ["Only one."])
+    holder: dict = {}
+    synth = FakeSynthesizer(on_render=lambda _text: holder["run"].cancel(now=True), chunks=3)
+    holder["run"] = generate_all(store, GenerateOptions(), synth)
+    final = holder["run"].wait(timeout=30)
+    assert final.status is TaskStatus.CANCELLED and final.processed == 0
+    assert recorded(store)[1] is None
