@@ -322,7 +322,8 @@ class TaskManager:
 
     def halt(self, task_id: str, timeout: float = 5.0) -> bool:
         """Stop at once: wait for a recording in progress, then keep the worker from
-        starting another. True when no recording can be half done."""
+        starting another, or another segment. True when no recording can be half done."""
+        self._cancel[task_id].set()
         self._abort[task_id].set()
         return self._recording[task_id].acquire(timeout=timeout)
 
