@@ -29,3 +29,12 @@ def test_exit_codes_match_the_cli() -> None:
 
     table = {int(c) for c in re.findall(r"^\| (\d+) \|", README.read_text(), re.M)}
     assert table == {0, 1, EX_SOFTWARE, EX_INTERRUPTED, *EXIT_CODES.values()}
+
+
+def test_documents_cited_in_messages_exist() -> None:
+    root = Path(__file__).parent.parent
+    cited = {
+        name for path in (root / "narrator").rglob("*.py")
+        for name in re.findall(r"\b([\w./-]+\.md)\b", path.read_text(encoding="utf-8"))
+    }
+    assert all((root / name).is_file() for name in cited), cited
