@@ -109,6 +109,18 @@ def _ours(store: ProjectStore) -> re.Pattern[str]:
     )
 
 
+# what narrator named renders before projects had a uid
+_LEGACY_RENDER = re.compile(r"^\d{4,}-s\d+-[0-9a-f]{8}\.wav$")
+
+
+def may_remove(store: ProjectStore, audio_file: str) -> bool:
+    """Whether this project made the recorded file `audio_file`, so that replacing or
+    removing its segment may delete it: a copy of the project file never deletes what
+    the original records."""
+    name = Path(audio_file).name
+    return bool(_ours(store).match(name) or _LEGACY_RENDER.match(name))
+
+
 def check_writable(store: ProjectStore, folder: Path, dry_run: bool = False) -> None:
     """Create the folder if needed and prove a file can be written and removed there.
     `dry_run`: change nothing; judge by the folder, or the nearest one that exists."""

@@ -16,6 +16,7 @@ from narrator.audiofiles import (
     audio_folder,
     audio_path,
     check_writable,
+    may_remove,
     publish,
     recorded_name,
     render_target,
@@ -385,7 +386,7 @@ def record_render(
                     raise
         finally:
             tmp.unlink(missing_ok=True)
-    if old and old != name:
+    if old and old != name and may_remove(store, old):
         audio_path(store, old).unlink(missing_ok=True)
     return None
 

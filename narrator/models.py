@@ -21,6 +21,8 @@ class Project(SQLModel, table=True):
     # Names this project's audio files, so that projects sharing a folder never touch
     # each other's files.
     uid: str = ""
+    # st_dev:st_ino of the file the uid belongs to: a copy of the file gets its own uid.
+    file_identity: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
 

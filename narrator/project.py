@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from narrator.audiofiles import audio_path
+from narrator.audiofiles import audio_path, may_remove
 from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
@@ -248,7 +248,8 @@ def remove_segments(store: ProjectStore, indices: Sequence[int], force: bool = F
             session.exec(select(Segment.audio_file).where(col(Segment.audio_file).in_(files)))
         )
     for name in files - still_used:
-        audio_path(store, name).unlink(missing_ok=True)
+        if may_remove(store, name):
+            audio_path(store, name).unlink(missing_ok=True)
     return len(doomed)
 
 

@@ -46,6 +46,9 @@ def _v2_identity_and_task_outcome(conn: Connection) -> None:
     """A uid per project (audio file names say which project made them); a task's error
     kind and what it skipped during the run."""
     conn.exec_driver_sql("ALTER TABLE project ADD COLUMN uid VARCHAR NOT NULL DEFAULT ''")
+    conn.exec_driver_sql(
+        "ALTER TABLE project ADD COLUMN file_identity VARCHAR NOT NULL DEFAULT ''"
+    )
     for (project_id,) in conn.exec_driver_sql("SELECT id FROM project").fetchall():
         conn.exec_driver_sql("UPDATE project SET uid = ? WHERE id = ?", (new_uid(), project_id))
     conn.exec_driver_sql("ALTER TABLE batchtask ADD COLUMN error_kind VARCHAR")
@@ -275,7 +278,38 @@ def open_project(path: str | Path, project_id: int | None = None) -> ProjectStor
     elif project_id not in ids:
         listed = ", ".join(str(i) for i in ids) or "none"
         raise ProjectNotFound(f"{path} has no project {project_id} (projects: {listed})")
-    return ProjectStore(path=path, project_id=project_id, engine=engine, uid=projects[project_id])
+    uid = _claim_uid(engine, path, project_id, projects[project_id])
+    return ProjectStore(path=path, project_id=project_id, engine=engine, uid=uid)
+
+
+def _file_identity(path: Path) -> str:
+    info = path.stat()
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str) -> str:
+    """The project's uid, for this very file. A copy of a project file (another inode:
+    `cp`, a restored backup) takes a uid of its own the first time it is opened, so it
+    never sweeps, replaces or removes the files the original records. A read-only copy
+    keeps the uid: it writes and removes nothing."""
+    identity = _file_identity(path)
+    with Session(engine) as session:
+        if session.exec(select(Project.file_identity).where(Project.id == project_id)).one() \
+                == identity:
+            return uid
+    try:
+        with Session(engine.execution_options(begin="IMMEDIATE")) as session:
+            project = session.get(Project, project_id)
+            assert project is not None
+            if project.file_identity != identity:  # nobody claimed it in the meantime
+                if project.file_identity:
+                    project.uid = new_uid()
+                project.file_identity = identity
+                session.add(project)
+                session.commit()
+            return project.uid
+    except (CannotWrite, ProjectBusy):
+        return uid
 
 
 def create_project(path: str | Path, name: str) -> ProjectStore:
@@ -296,7 +330,7 @@ def create_project(path: str | Path, name: str) -> ProjectStore:
     engine = _engine(path)
     SQLModel.metadata.create_all(engine)
     with Session(engine) as session:
-        project = Project(name=name, uid=new_uid())
+        project = Project(name=name, uid=new_uid(), file_identity=_file_identity(path))
         session.add(project)
         session.add(GlobalSettings())
         session.commit()

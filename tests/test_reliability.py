@@ -419,6 +419,7 @@ def test_a_version_1_file_upgrades_in_place(tmp_path: Path) -> None:
     make_project(path, TEXTS)
     con = sqlite3.connect(path)  # back to what the first release wrote
     con.execute("ALTER TABLE project DROP COLUMN uid")
+    con.execute("ALTER TABLE project DROP COLUMN file_identity")
     con.execute("ALTER TABLE batchtask DROP COLUMN error_kind")
     con.execute("ALTER TABLE batchtask DROP COLUMN skipped_during_run")
     con.execute("ALTER TABLE segment DROP COLUMN heading_level")
@@ -452,3 +453,25 @@ def test_stop_now_during_the_last_segment_is_still_cancelled(tmp_path: Path) -> 
     final = holder["run"].wait(timeout=30)
     assert final.status is TaskStatus.CANCELLED and final.processed == 0
     assert recorded(store)[1] is None
+
+
+def test_a_copied_project_file_never_deletes_the_originals_audio(tmp_path: Path) -> None:
+    import shutil
+
+    original = make_project(tmp_path / "book.db", TEXTS)
+    run(original, FakeSynthesizer())
+    files = {audio_path(original, n) for n in recorded(original).values()}
+    for suffix in ("", "-wal"):  # what `cp book.db* ` copies while nothing runs
+        if (tmp_path / f"book.db{suffix}").exists():
+            shutil.copy(tmp_path / f"book.db{suffix}", tmp_path / f"backup.db{suffix}")
+    copy = open_project(tmp_path / "backup.db")
+    assert copy.uid != original.uid and open_project(tmp_path / "book.db").uid == original.uid
+    final = run(copy, FakeSynthesizer(), force=True)  # renders into backup_audio/
+    assert final.processed == 3
+    remove_segments(copy, [1])
+    assert all(path.is_file() for path in files)  # what book.db records is all still there
+    moved = tmp_path / "moved.db"
+    for suffix in ("", "-wal", "-shm"):  # `mv book.db* ` while nothing runs
+        if (tmp_path / f"book.db{suffix}").exists():
+            (tmp_path / f"book.db{suffix}").rename(tmp_path / f"moved.db{suffix}")
+    assert open_project(moved).uid == original.uid
