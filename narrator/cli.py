@@ -671,7 +671,8 @@ def generate_all_command(
     """Render every segment that needs audio, in one worker thread, with progress.
 
     Skips locked segments, segments with audio (unless --force) and empty ones. Ctrl-C
-    finishes the segment in hand and stops (exit 130); a second Ctrl-C stops at once.
+    finishes the segment in hand and stops (exit 130); SIGTERM or a second Ctrl-C stops
+    at once.
 
     Example:
 

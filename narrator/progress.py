@@ -226,9 +226,10 @@ def make_view(mode: ProgressMode) -> ProgressView:
 
 def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnapshot:
     """Draw a running batch until it ends. A first SIGINT lets the segment in hand finish;
-    a first SIGTERM (what CI sends before a kill) abandons it at the next chunk boundary;
-    a second signal of either kind stops at once. Every path ends CANCELLED, with only
-    recorded files in the audio folder."""
+    SIGTERM (what CI sends before a kill), or a second signal of either kind, stops at
+    once: the segment in hand is abandoned wherever its render is (a recording under way
+    completes first). Every path ends CANCELLED, with only recorded files in the audio
+    folder."""
     assert run.manager is not None and run.task_id is not None and run.future is not None
     manager, task_id, future = run.manager, run.task_id, run.future
     received: list[int] = []
@@ -244,16 +245,11 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
         while not future.done() or not updates.empty():
             if len(received) > handled:
                 handled = len(received)
-                if handled > 1:
+                if handled > 1 or received[0] == signal.SIGTERM:
+                    view.note("Stopping now: the segment in hand is abandoned")
                     _stop_at_once(run, view)
-                if received[0] == signal.SIGTERM:
-                    run.cancel(now=True)
-                    view.note("Cancelling: stopping inside the segment in hand "
-                              "(signal again: stop now)")
-                else:
-                    run.cancel()
-                    view.note("Cancelling: the segment in hand will finish "
-                              "(Ctrl-C again: stop now)")
+                run.cancel()
+                view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
             try:
                 view.update(updates.get(timeout=poll))
             except queue.Empty:
@@ -274,6 +270,6 @@ class Halted(Exception):
 
 
 def _stop_at_once(run: BatchRun, view: ProgressView) -> NoReturn:
-    run.halt("stopped at once by a second signal")
+    run.halt("stopped at once by a signal")
     view.close()
     raise Halted
