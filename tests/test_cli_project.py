@@ -64,17 +64,21 @@ def test_remove_deletes_audio_only_it_used(runner: CliRunner, tmp_path: Path) ->
     store = make_project(tmp_path / "p.db", ["a", "b"])
     from narrator.models import Segment
 
+    from narrator.audiofiles import render_target
+
     audio = tmp_path / "p_audio"
     audio.mkdir()
-    (audio / "a.wav").write_bytes(b"x")
-    (audio / "shared.wav").write_bytes(b"x")
-    with store.session() as session:
+    own, shared = (render_target(store, audio, i, i, "0badc0de" * 8) for i in (1, 2))
+    for path in (own, shared):
+        path.write_bytes(b"x")
+    with store.writing() as session:
         first, second = session.get(Segment, 1), session.get(Segment, 2)
-        first.audio_file, second.audio_file = "p_audio/a.wav", "p_audio/shared.wav"
+        first.audio_file = f"p_audio/{own.name}"
+        second.audio_file = f"p_audio/{shared.name}"
         session.add_all([first, second])
         session.commit()
     assert invoke(runner, "remove", "p.db", "1").exit_code == 0
-    assert not (audio / "a.wav").exists() and (audio / "shared.wav").exists()
+    assert not own.exists() and shared.exists()
 
 
 def test_settings(runner: CliRunner, tmp_path: Path) -> None:
