@@ -384,7 +384,7 @@ def segments(
     cells = [
         (str(row.sequence_index), str(row.id), f"h{row.heading_level}" if row.heading_level else "",
          "locked" if row.is_locked else "",
-         (Path(row.audio_file).name if row.audio_file else "") + (" (stale)" if row.stale else ""),
+         "stale" if row.stale else ("yes" if row.audio_file else ""),
          _duration(row.audio_duration), preview(row.text_content, 60))
         for row in rows
     ]

@@ -62,9 +62,8 @@ def test_bad_index_changes_nothing(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_remove_deletes_audio_only_it_used(runner: CliRunner, tmp_path: Path) -> None:
     store = make_project(tmp_path / "p.db", ["a", "b"])
-    from narrator.models import Segment
-
     from narrator.audiofiles import render_target
+    from narrator.models import Segment
 
     audio = tmp_path / "p_audio"
     audio.mkdir()
