@@ -1,13 +1,15 @@
 """Peak memory of `narrator generate-all` on the real weights against the number of segments,
 with narrator's malloc setting (engine.synth.limit_heap_growth) and without it.
 
-Each run is a fresh process rendering the first N sentences of bench/data/prose.txt (public
-domain: Austen, Dickens and others) with jm_kumo reading English. Prints, per run: segments,
+Each run is a fresh process rendering the first N sentences (or paragraphs) of
+bench/data/prose.txt (public domain: Austen, Dickens and others) with jm_kumo reading
+English. Prints, per run: segments,
 seconds of audio, wall time, x real time, peak RSS, minor page faults, CPU time in the
 kernel. Usage:
 
     .venv/bin/python bench/memory.py                 # N = 30 and 150, both variants
     .venv/bin/python bench/memory.py --segments 30 150 600 --variants narrator
+    .venv/bin/python bench/memory.py --segments 20 --unit paragraphs
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ PROSE = Path(__file__).parent / "data" / "prose.txt"
 CHILD = """
 import sys, re
 from pathlib import Path
-n, db, variant = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, db, variant, unit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[5]
 import narrator.engine.synth as synth
 if variant == "glibc-default":
     synth.limit_heap_growth = lambda: False
 from narrator.project import add_segments
 from narrator.store import create_project
 text = Path(sys.argv[4]).read_text()
-sentences = [s.strip() for s in re.split(r"(?<=[.!?])\\s+", " ".join(text.split())) if s.strip()]
-sentences = (sentences * (n // len(sentences) + 1))[:n]
+if unit == "paragraphs":
+    pieces = [" ".join(p.split()) for p in text.split("\\n\\n") if p.strip()]
+else:
+    pieces = [s.strip() for s in re.split(r"(?<=[.!?])\\s+", " ".join(text.split())) if s.strip()]
+pieces = (pieces * (n // len(pieces) + 1))[:n]
 store = create_project(Path(db), "bench")
-add_segments(store, sentences)
+add_segments(store, pieces)
 from narrator.cli import main
 sys.argv = ["narrator", "generate-all", db, "--voice", "jm_kumo", "--lang", "en-us",
             "--progress", "none", "--json"]
@@ -46,12 +51,12 @@ main()
 """
 
 
-def measure(n: int, variant: str) -> dict[str, object]:
+def measure(n: int, variant: str, unit: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as scratch:
         db = str(Path(scratch) / "bench.db")
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(n), db, variant, str(PROSE)],
+            [sys.executable, "-c", CHILD, str(n), db, variant, str(PROSE), unit],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=os.environ | {"HF_HUB_OFFLINE": "1"},
         )
@@ -61,7 +66,7 @@ def measure(n: int, variant: str) -> dict[str, object]:
     result = json.loads(out) if out.strip() else {}
     audio = float(result.get("audio_seconds") or 0)
     return {
-        "variant": variant, "segments": n, "exit": os.waitstatus_to_exitcode(status),
+        "variant": variant, "segments": f"{n} {unit}", "exit": os.waitstatus_to_exitcode(status),
         "audio_s": round(audio, 1), "wall_s": round(wall, 1),
         "x_real_time": round(audio / wall, 3) if wall else None,
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
@@ -75,13 +80,15 @@ def main() -> None:
     parser.add_argument("--segments", type=int, nargs="+", default=[30, 150])
     parser.add_argument("--variants", nargs="+", default=["narrator", "glibc-default"],
                         choices=["narrator", "glibc-default"])
+    parser.add_argument("--unit", choices=["sentences", "paragraphs"], default="sentences",
+                        help="segments of one sentence, or of one paragraph (long inputs)")
     args = parser.parse_args()
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(PROSE.read_text().split()))
     print(f"# {len(sentences)} sentences in {PROSE.name}; repeated when N is larger")
     header = None
     for n in args.segments:
         for variant in args.variants:  # interleaved, so machine load hits both alike
-            row = measure(n, variant)
+            row = measure(n, variant, args.unit)
             if header is None:
                 header = list(row)
                 print("\t".join(header))
