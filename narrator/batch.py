@@ -79,6 +79,16 @@ class GenerateOptions:
 
 
 @dataclass(frozen=True)
+class RenderSpec:
+    """What segments are rendered with, and the rules that let a segment be rendered."""
+
+    voice: str
+    speed: float
+    lang: str
+    rules: Rules
+
+
+@dataclass(frozen=True)
 class BatchJob:
     """Everything the worker needs, as plain values: no ORM object crosses threads."""
 
@@ -86,11 +96,8 @@ class BatchJob:
     project_id: int
     task_id: str
     segment_ids: tuple[int, ...]
-    voice: str
-    speed: float
-    lang: str
     audio_dir: str
-    rules: Rules
+    spec: RenderSpec
 
 
 @dataclass
@@ -242,8 +249,8 @@ def generate_all(
         )
         job = BatchJob(
             db_path=str(store.path), project_id=store.project_id, task_id=run.task_id,
-            segment_ids=tuple(plan.to_process), voice=voice, speed=speed, lang=lang,
-            audio_dir=str(folder), rules=options.rules,
+            segment_ids=tuple(plan.to_process), audio_dir=str(folder),
+            spec=RenderSpec(voice, speed, lang, options.rules),
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
         run.future = pool.submit(run_batch, job, manager, synthesizer)
@@ -291,14 +298,14 @@ def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None
         manager.fail_storage(job.task_id, storage_error(again, job.db_path) or again)
 
 
-def _why_not(now: SegmentState | None, rendered: str | None, job: BatchJob) -> str | None:
+def _why_not(now: SegmentState | None, rendered: str | None, spec: RenderSpec) -> str | None:
     """The plan's rules, asked again of the segment as it is now: None to go ahead, or
     why to skip it. `rendered`: the text just rendered, which must still be its text."""
     if now is None:
         return Why.removed.value
     if rendered is not None and now.text != rendered:
         return Why.edited.value
-    decision = decide(now, job.voice, job.speed, job.lang, job.rules)
+    decision = decide(now, spec.voice, spec.speed, spec.lang, spec.rules)
     return None if decision.render else decision.why.value
 
 
@@ -319,7 +326,8 @@ def render_segment(
     index = state.sequence_index if state else -1
     manager.update_task_progress(job.task_id, position, segment_id, index,
                                  state.text if state else "", chapter)
-    skip = _why_not(state, None, job)
+    spec = job.spec
+    skip = _why_not(state, None, spec)
     if skip is None:
         assert state is not None
 
@@ -329,10 +337,10 @@ def render_segment(
             manager.chunk_started(job.task_id, chunk, chunks)
 
         try:
-            samples = synthesizer.render(state.text, job.voice, job.speed, job.lang,
+            samples = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
                                          on_chunk=between_chunks)
             skip = record_render(
-                store, Path(job.audio_dir), state, samples, job,
+                store, Path(job.audio_dir), state, samples, spec,
                 manager.recording(job.task_id),
             )
         except StopNow:
@@ -354,20 +362,20 @@ def render_segment(
 
 def record_render(
     store: ProjectStore, folder: Path, state: SegmentState, samples: np.ndarray,
-    job: BatchJob, gate: AbstractContextManager[object],
+    spec: RenderSpec, gate: AbstractContextManager[object],
 ) -> str | None:
     """Write a render beside its target, then in one write transaction: ask the plan's
     rules again of the segment as it is now; if it may still be rendered, move the file
     into place and record it, then drop the file it replaces. Returns why it was not
     recorded (the render is then discarded), or None."""
-    stamp = fingerprint(state.text, job.voice, job.speed, job.lang)
+    stamp = fingerprint(state.text, spec.voice, spec.speed, spec.lang)
     target = render_target(store, folder, state.sequence_index, state.id, stamp)
     name = recorded_name(store, target)
     with gate:
         tmp = write_temp_wav(target, samples)
         try:
             with store.writing() as session:
-                why = _why_not(state_by_id(session, store, state.id), state.text, job)
+                why = _why_not(state_by_id(session, store, state.id), state.text, spec)
                 if why is not None:
                     return why
                 segment = session.get(Segment, state.id)
@@ -402,21 +410,17 @@ def generate_one(
     state = segment_state(store, index)
     lock = run_lock(store)
     try:
-        job = BatchJob(
-            db_path=str(store.path), project_id=store.project_id, task_id="", segment_ids=(),
-            voice=voice, speed=speed, lang=lang,
-            audio_dir=str(audio_folder(store, settings.audio_dir)), rules=options.rules,
-        )
-        why = _why_not(state, None, job)
+        spec = RenderSpec(voice, speed, lang, options.rules)
+        why = _why_not(state, None, spec)
         if why == Why.has_audio.value:
             return state.id, None
         _refuse(index, why)
         synthesizer.check(voice, lang)
-        folder = Path(job.audio_dir)
+        folder = audio_folder(store, settings.audio_dir)
         _tidy(store, folder)
         check_writable(store, folder)
         samples = synthesizer.render(state.text, voice, speed, lang)
-        _refuse(index, record_render(store, folder, state, samples, job, nullcontext()))
+        _refuse(index, record_render(store, folder, state, samples, spec, nullcontext()))
         return state.id, seconds_of(samples)
     finally:
         lock.release()

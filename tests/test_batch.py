@@ -11,7 +11,7 @@ from sqlalchemy.exc import SAWarning
 from sqlmodel import Session, SQLModel
 
 from narrator import batch as batch_module
-from narrator.batch import GenerateOptions, generate_all, generate_one, run_lock
+from narrator.batch import GenerateOptions, RenderSpec, generate_all, generate_one, run_lock
 from narrator.errors import (
     AudioDirUnwritable,
     ModelUnavailable,
@@ -157,8 +157,10 @@ def test_worker_gets_plain_values_only(
     (args,) = submitted
     job = args[0]
     for value in vars(job).values():
-        if isinstance(value, Rules):  # a frozen record of the seed's three options
-            assert all(isinstance(v, bool) for v in vars(value).values())
+        if isinstance(value, RenderSpec):  # frozen plain values, and the seed's three options
+            assert isinstance(value.voice, str) and isinstance(value.speed, float)
+            assert isinstance(value.rules, Rules)
+            assert all(isinstance(v, bool) for v in vars(value.rules).values())
             continue
         assert isinstance(value, (int, float, str, tuple)), value
     assert all(isinstance(i, int) for i in job.segment_ids)
