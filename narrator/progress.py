@@ -241,12 +241,14 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     updates = manager.subscribe(task_id)
     handled = 0
+    halted = False
     try:
         while not future.done() or not updates.empty():
             if len(received) > handled:
                 handled = len(received)
                 if handled > 1 or received[0] == signal.SIGTERM:
                     view.note("Stopping now: the segment in hand is abandoned")
+                    halted = True
                     _stop_at_once(run, view)
                 run.cancel()
                 view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
@@ -260,13 +262,13 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
     finally:
         for sig, handler in previous.items():
             # once halted, the process is ending: later signals must not interrupt that
-            signal.signal(sig, signal.SIG_IGN if len(received) > 1 else handler)
+            signal.signal(sig, signal.SIG_IGN if halted else handler)
         view.close()
 
 
 class Halted(Exception):
-    """A second signal halted the worker where it was: the caller must end the process
-    without waiting for it. Further signals are only counted."""
+    """A signal halted the worker where it was: the caller must end the process without
+    waiting for it. Further signals are ignored."""
 
 
 def _stop_at_once(run: BatchRun, view: ProgressView) -> NoReturn:
