@@ -178,12 +178,12 @@ def run_lock_path(path: Path) -> Path:
     return real.with_name(real.name + ".lock")
 
 
-def take_run_lock(path: Path) -> FileLock | None:
+def take_run_lock(path: Path, wait: float = 0.5) -> FileLock | None:
     """The run lock, held, or None when another process holds it. The OS drops it if
-    the process dies."""
-    # not thread-local: a run may release it from another thread than the one that took it;
-    # a short wait lets a `status` that is looking at the lock step aside
-    lock = FileLock(run_lock_path(path), timeout=0.5, thread_local=False)
+    the process dies. The short default wait lets a `status` that is looking at the lock
+    step aside."""
+    # not thread-local: a run may release it from another thread than the one that took it
+    lock = FileLock(run_lock_path(path), timeout=wait, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
@@ -193,13 +193,12 @@ def take_run_lock(path: Path) -> FileLock | None:
 
 def run_in_progress(path: Path) -> bool | None:
     """Whether some process holds the run lock now (None when it cannot be told)."""
-    lock = FileLock(run_lock_path(path), timeout=0, thread_local=False)
     try:
-        lock.acquire()
-    except Timeout:
-        return True
+        lock = take_run_lock(path, wait=0)
     except OSError:  # e.g. a read-only folder: cannot tell
         return None
+    if lock is None:
+        return True
     lock.release()
     return False
 
@@ -252,10 +251,13 @@ def _upgrade(engine: Engine) -> None:
             conn.exec_driver_sql(f"PRAGMA user_version={schema_version()}")
 
 
-def _projects(engine: Engine) -> dict[int, str]:
-    """Each project's id and uid."""
+def _projects(engine: Engine) -> dict[int, tuple[str, str]]:
+    """Each project's id -> (uid, the file identity the uid belongs to)."""
     with Session(engine) as session:
-        return dict(session.exec(select(Project.id, Project.uid).order_by(Project.id)).all())
+        rows = session.exec(
+            select(Project.id, Project.uid, Project.file_identity).order_by(Project.id)
+        )
+        return {id_: (uid, identity) for id_, uid, identity in rows}
 
 
 def open_project(path: str | Path, project_id: int | None = None) -> ProjectStore:
@@ -278,7 +280,7 @@ def open_project(path: str | Path, project_id: int | None = None) -> ProjectStor
     elif project_id not in ids:
         listed = ", ".join(str(i) for i in ids) or "none"
         raise ProjectNotFound(f"{path} has no project {project_id} (projects: {listed})")
-    uid = _claim_uid(engine, path, project_id, projects[project_id])
+    uid = _claim_uid(engine, path, project_id, *projects[project_id])
     return ProjectStore(path=path, project_id=project_id, engine=engine, uid=uid)
 
 
@@ -287,16 +289,14 @@ def _file_identity(path: Path) -> str:
     return f"{info.st_dev}:{info.st_ino}"
 
 
-def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str) -> str:
+def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: str) -> str:
     """The project's uid, for this very file. A copy of a project file (another inode:
     `cp`, a restored backup) takes a uid of its own the first time it is opened, so it
     never sweeps, replaces or removes the files the original records. A read-only copy
-    keeps the uid: it writes and removes nothing."""
+    keeps the uid: it writes and removes nothing. `claimed`: the identity on record."""
     identity = _file_identity(path)
-    with Session(engine) as session:
-        if session.exec(select(Project.file_identity).where(Project.id == project_id)).one() \
-                == identity:
-            return uid
+    if claimed == identity:
+        return uid
     try:
         with Session(engine.execution_options(begin="IMMEDIATE")) as session:
             project = session.get(Project, project_id)
