@@ -100,17 +100,18 @@ def render_target(
     return folder / f"{index:04d}-s{segment_id}-{stamp[:8]}-{store.uid}.wav"
 
 
+# render_target's name before the uid: index, segment id, fingerprint
+_RENDER_STEM = r"\d{4,}-s\d+-[0-9a-f]{8}"
+# what narrator named renders before projects had a uid
+_LEGACY_RENDER = re.compile(rf"^{_RENDER_STEM}\.wav$")
+
+
 def _ours(store: ProjectStore) -> re.Pattern[str]:
     """Names this project gives: its renders, and temporary files of renders or probes."""
     uid = re.escape(store.uid)
     return re.compile(
-        rf"^(?:\d{{4,}}-s\d+-[0-9a-f]{{8}}|probe)-{uid}\.wav"
-        rf"(?:\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)})?$"
+        rf"^(?:{_RENDER_STEM}|probe)-{uid}\.wav(?:\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)})?$"
     )
-
-
-# what narrator named renders before projects had a uid
-_LEGACY_RENDER = re.compile(r"^\d{4,}-s\d+-[0-9a-f]{8}\.wav$")
 
 
 def may_remove(store: ProjectStore, audio_file: str) -> bool:
