@@ -82,8 +82,10 @@ def _describe_error(exc: Exception) -> tuple[str, int]:
         return str(problem), exit_code(type(problem))
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}; check the path and try again", 73
-    return f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it", 70
+        return (f"{exc.strerror or exc}{where}; check the path and try again",
+                exit_code(errors.CannotWrite))
+    return (f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it",
+            EX_SOFTWARE)
 
 
 app = typer.Typer(
@@ -431,12 +433,13 @@ def settings(
     """
     from narrator.audiofiles import audio_folder
     from narrator.engine.doctor import voice_problem
+    from narrator.engine.sources import locate_model
     from narrator.engine.voices import LANGUAGES, parse_voice
     from narrator.project import update_settings
 
     store = _open(project, project_id)
     if voice is not None:  # a typo is suggested from the voices the model here has
-        parse_voice(voice, present=_voices_here())
+        parse_voice(voice, present=locate_model(offline=True).voices)
     values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
     if voice is not None or lang is not None:
         problem = voice_problem(values.voice_id, values.lang)
@@ -455,14 +458,6 @@ def settings(
 
 
 # ------------------------------------------------------------------------------- engine
-
-
-def _voices_here() -> list[str]:
-    """The voices of the model found here (none when there is no local model)."""
-    from narrator.engine.sources import locate_model, voices_in
-
-    found = locate_model(offline=True).found
-    return voices_in(found.folder) if found and found.folder else []
 
 
 def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: ANN202
@@ -522,11 +517,11 @@ def voices(
 
         narrator voices --json
     """
-    from narrator.engine.sources import locate_model, voices_in
+    from narrator.engine.sources import locate_model
     from narrator.engine.voices import VOICES, describe
 
-    found = locate_model(model_dir, offline).found
-    present = set(voices_in(found.folder)) if found and found.folder else set()
+    location = locate_model(model_dir, offline)
+    found, present = location.found, set(location.voices)
     rows = [
         {"id": v, "language": describe(v)[0], "gender": describe(v)[1], "present": v in present}
         for v in VOICES

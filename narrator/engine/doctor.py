@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from narrator.engine.g2p import SPACY_ENGLISH, backend_for, check_g2p, english_backend
-from narrator.engine.sources import SOURCE, is_offline, locate_model, voices_in
+from narrator.engine.sources import SOURCE, is_offline, locate_model
 from narrator.engine.voices import LANGUAGES
 from narrator.errors import BadInput, ModelUnavailable, NarratorError
 
@@ -65,7 +65,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict
         "offline": is_offline(offline),
         "model": f"{found.name}: {folder or 'will download from Hugging Face'}" if found else None,
         "model_source": provenance,
-        "voices": ", ".join(voices_in(folder)) if folder else "",
+        "voices": ", ".join(location.voices),
         "g2p_english": g2p + ("" if g2p == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
         "g2p_languages": g2p_languages(),
         "problem": None if found else location.explain(),

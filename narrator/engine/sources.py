@@ -68,6 +68,12 @@ class ModelLocation:
     def found(self) -> Candidate | None:
         return next((c for c in self.candidates if c.problem is None), None)
 
+    @property
+    def voices(self) -> list[str]:
+        """The voices of the local model found (none before a download)."""
+        found = self.found
+        return voices_in(found.folder) if found and found.folder else []
+
     def explain(self, failure: str | None = None) -> str:
         """One line: every place looked at and why it was not used (and how a download
         failed), then the fix."""
