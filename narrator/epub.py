@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from narrator.errors import BadDocument, BadInput, MissingExtra
-from narrator.splitting import Block, Split, one_line, sentences
+from narrator.splitting import Block, Split, by_sentence, one_line
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
@@ -77,7 +77,7 @@ def _same_title(a: str, b: str) -> bool:
     return a in b or b in a
 
 
-def _chapter_blocks(root: HtmlElement, title: str | None, split: Split) -> list[Block]:
+def _chapter_blocks(root: HtmlElement, title: str | None) -> list[Block]:
     texts: list[tuple[str, int | None]] = []
     for element in root.iter(*_BLOCKS):
         if any(a.tag in _BLOCKS for a in element.iterancestors()):
@@ -92,14 +92,7 @@ def _chapter_blocks(root: HtmlElement, title: str | None, split: Split) -> list[
         title = title or first  # the chapter opens with its own title: said once
         texts = texts[1:]
     blocks = [Block(title, 1)] if title else []
-    for text, level in texts:
-        if level is not None:
-            blocks.append(Block(text, max(level, 2)))
-        elif split is Split.sentence:
-            blocks += [Block(s) for s in sentences(text)]
-        else:
-            blocks.append(Block(text))
-    return blocks
+    return blocks + [Block(text, max(level, 2) if level else None) for text, level in texts]
 
 
 def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
@@ -134,7 +127,7 @@ def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
                               f"({exc}); check the file") from exc
         name = item.get_name()
         title = titles.get(name) or titles.get(PurePosixPath(name).name)
-        blocks += _chapter_blocks(_spoken(root), title, split)
+        blocks += _chapter_blocks(_spoken(root), title)
     if not blocks:
         raise BadDocument(f"{path} has no text to read (images only?)")
-    return blocks
+    return by_sentence(blocks) if split is Split.sentence else blocks

@@ -158,11 +158,14 @@ def split_text(
         lines = (line.strip() for line in text.split("\n") if line.strip())
         return [Block(line, 1 if _is_chapter(line, chapter) else None) for line in lines]
     blocks = _markdown_blocks(text) if markdown else _text_blocks(text, chapter, clean)
-    if split is Split.sentence:
-        return [piece for b in blocks for piece in (
-            [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
-        )]
-    return blocks
+    return by_sentence(blocks) if split is Split.sentence else blocks
+
+
+def by_sentence(blocks: list[Block]) -> list[Block]:
+    """Each paragraph cut into its sentences; headings and scene breaks stay whole."""
+    return [piece for b in blocks for piece in (
+        [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
+    )]
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
