@@ -76,8 +76,12 @@ class PlainView:
         print(line, file=self._stream, flush=True)
         self._last_line = time.monotonic()
 
+    @staticmethod
+    def _head(snap: TaskSnapshot) -> str:
+        return f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index}"
+
     def update(self, snap: TaskSnapshot) -> None:
-        head = f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index}"
+        head = self._head(snap)
         if snap.event == "segment_started":
             chapter = snap.current_chapter
             inside = chapter and chapter != snap.current_text
@@ -100,10 +104,8 @@ class PlainView:
         now = time.monotonic()
         if now - self._last_line >= self._heartbeat:
             where = f"chunk {snap.chunk} of {snap.chunks}" if snap.chunks else "starting"
-            self._print(
-                f"[{snap.current}/{snap.segments_to_process}] segment {snap.current_index} "
-                f"still rendering: {where}, {now - snap.segment_started:.0f}s so far"
-            )
+            self._print(f"{self._head(snap)} still rendering: {where}, "
+                        f"{now - snap.segment_started:.0f}s so far")
 
     def note(self, message: str) -> None:
         self._print(message)

@@ -281,8 +281,8 @@ class TaskManager:
         })
 
     def fail_storage(self, task_id: str, error: Exception) -> TaskSnapshot:
-        """Storage refused a write: the run stops. Kept in memory only, since writing it
-        out is what failed; a task never finished on disk shows as interrupted."""
+        """Storage refused a write: the run stops. Set in memory first, then written out
+        if the file will take it; a task never finished on disk shows as interrupted."""
         snap = self._update(task_id, "task_finished", lambda snap: {
             "status": snap.status if snap.done else TaskStatus.FAILED, "error": str(error),
             "error_kind": type(error).__name__, "finished": snap.finished or time.monotonic(),
