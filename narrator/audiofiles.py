@@ -9,12 +9,14 @@ import os
 import re
 import uuid
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from narrator.engine import SAMPLE_RATE
 from narrator.errors import AudioDirUnwritable
 from narrator.store import ProjectStore
+
+if TYPE_CHECKING:  # numpy is for writing audio: listing commands never need it
+    import numpy as np
 
 TEMP_SUFFIX = ".partial"
 
@@ -27,6 +29,7 @@ def temp_path(target: Path) -> Path:
 def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """Write mono 16-bit PCM to a synced temporary file beside `target`; return its path.
     `publish` moves it into place."""
+    import numpy as np
     import soundfile
 
     samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
@@ -64,7 +67,7 @@ def write_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> flo
 
 
 def seconds_of(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
-    return np.asarray(samples).size / rate
+    return samples.size / rate
 
 
 # ------------------------------------------------------------------ a project's files

@@ -8,8 +8,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from filelock import FileLock
 
 from narrator.audiofiles import (
@@ -56,6 +56,9 @@ from narrator.tasks import (
     active_task,
     mark_interrupted,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NOTHING_TO_DO = "No segments to process"
 SKIP_WORDS = {"locked": "locked", "has_audio": "with audio", "empty": "empty",
