@@ -8,14 +8,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from filelock import FileLock, Timeout
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, select
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 from narrator.errors import (
     AmbiguousProject,
@@ -182,6 +185,8 @@ def take_run_lock(path: Path, wait: float = 0.5) -> FileLock | None:
     """The run lock, held, or None when another process holds it. The OS drops it if
     the process dies. The short default wait lets a `status` that is looking at the lock
     step aside."""
+    from filelock import FileLock, Timeout  # only commands that run take it
+
     # not thread-local: a run may release it from another thread than the one that took it
     lock = FileLock(run_lock_path(path), timeout=wait, thread_local=False)
     try:
