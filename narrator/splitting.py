@@ -140,9 +140,23 @@ def _sentencizer():  # noqa: ANN202 - spaCy's Language, imported lazily
     return nlp
 
 
+# An opening quote or bracket the sentencizer left at the end of the previous sentence.
+_OPENING_LEFT_BEHIND = re.compile(r"\s+([\"“‘(\[]+)$")
+
+
 def sentences(paragraph: str) -> list[str]:
-    """Split one paragraph into sentences with spaCy's rule-based sentencizer."""
-    return [s.text.strip() for s in _sentencizer()(paragraph).sents if s.text.strip()]
+    """Split one paragraph into sentences with spaCy's rule-based sentencizer; an opening
+    quote goes with the sentence it opens."""
+    found: list[str] = []
+    carried = ""
+    for sent in _sentencizer()(paragraph).sents:
+        text = carried + sent.text.strip()
+        left = _OPENING_LEFT_BEHIND.search(text)
+        carried = left.group(1) if left else ""
+        text = text[: left.start()] if left else text
+        if text.strip():
+            found.append(text)
+    return found + [carried] if carried else found
 
 
 def split_text(

@@ -26,6 +26,13 @@ def test_sentences_keep_abbreviations() -> None:
     ]
 
 
+def test_an_opening_quote_goes_with_the_sentence_it_opens() -> None:
+    text = 'Nobody slept so well in years. "You can hear a lamp," he said. "Don\'t ask."'
+    assert texts(split_text(text, Split.sentence)) == [
+        "Nobody slept so well in years.", '"You can hear a lamp," he said.', '"Don\'t ask."',
+    ]
+
+
 def test_unicode_is_normalised() -> None:
     decomposed = "Cafe\u0301 «déjà vu» — 東京"
     assert texts(split_text(decomposed)) == ["Café «déjà vu» — 東京"]
