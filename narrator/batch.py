@@ -8,7 +8,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
@@ -24,7 +23,7 @@ from narrator.audiofiles import (
     sweep,
     write_temp_wav,
 )
-from narrator.engine import Synthesizer
+from narrator.engine import Speech, Synthesizer
 from narrator.engine.voices import check_speed, language_of, parse_voice
 from narrator.errors import (
     BadInput,
@@ -56,9 +55,6 @@ from narrator.tasks import (
     active_task,
     mark_interrupted,
 )
-
-if TYPE_CHECKING:
-    import numpy as np
 
 NOTHING_TO_DO = "No segments to process"
 SKIP_WORDS = {"locked": "locked", "has_audio": "with audio", "empty": "empty",
@@ -340,10 +336,10 @@ def render_segment(
             manager.chunk_started(job.task_id, chunk, chunks)
 
         try:
-            samples = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
-                                         on_chunk=between_chunks)
+            speech = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
+                                        on_chunk=between_chunks)
             skip = record_render(
-                store, Path(job.audio_dir), state, samples, spec,
+                store, Path(job.audio_dir), state, speech, spec,
                 manager.recording(job.task_id),
             )
         except StopNow:
@@ -358,13 +354,13 @@ def render_segment(
             manager.add_error(job.task_id, SegmentFailure(segment_id, index, message))
             return
         if skip is None:
-            manager.record_success(job.task_id, seconds_of(samples))
+            manager.record_success(job.task_id, seconds_of(speech.samples))
             return
     manager.record_skip(job.task_id, skip)
 
 
 def record_render(
-    store: ProjectStore, folder: Path, state: SegmentState, samples: np.ndarray,
+    store: ProjectStore, folder: Path, state: SegmentState, speech: Speech,
     spec: RenderSpec, gate: AbstractContextManager[object],
 ) -> str | None:
     """Write a render beside its target, then in one write transaction: ask the plan's
@@ -375,7 +371,7 @@ def record_render(
     target = render_target(store, folder, state.sequence_index, state.id, stamp)
     name = recorded_name(store, target)
     with gate:
-        tmp = write_temp_wav(target, samples)
+        tmp = write_temp_wav(target, speech.samples)
         try:
             with store.writing() as session:
                 why = _why_not(state_by_id(session, store, state.id), state.text, spec)
@@ -387,8 +383,9 @@ def record_render(
                 publish(tmp, target)
                 try:
                     segment.audio_file, segment.audio_duration, segment.audio_fingerprint = (
-                        name, seconds_of(samples), stamp,
+                        name, seconds_of(speech.samples), stamp,
                     )
+                    segment.audio_cues = [list(cue) for cue in speech.cues]
                     session.add(segment)
                     session.commit()
                 except BaseException:
@@ -422,9 +419,9 @@ def generate_one(
         folder = audio_folder(store, settings.audio_dir)
         _tidy(store, folder)
         check_writable(store, folder)
-        samples = synthesizer.render(state.text, voice, speed, lang)
-        _refuse(index, record_render(store, folder, state, samples, spec, nullcontext()))
-        return state.id, seconds_of(samples)
+        speech = synthesizer.render(state.text, voice, speed, lang)
+        _refuse(index, record_render(store, folder, state, speech, spec, nullcontext()))
+        return state.id, seconds_of(speech.samples)
     finally:
         lock.release()
 

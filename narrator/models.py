@@ -40,6 +40,9 @@ class Segment(SQLModel, table=True):
     audio_fingerprint: str | None = None
     # 1-6 when the segment is a heading: spoken like any segment, and it starts a chapter.
     heading_level: int | None = None
+    # Where each sentence lies in the audio, [[first sample, samples, text], ...], recorded
+    # with the audio: export times captions from it.
+    audio_cues: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class GlobalSettings(SQLModel, table=True):

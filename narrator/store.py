@@ -66,9 +66,16 @@ def _v3_headings(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE batchtask ADD COLUMN current_chapter VARCHAR")
 
 
+def _v4_sentence_timings(conn: Connection) -> None:
+    """Each recording keeps where its sentences lie, for captions."""
+    conn.exec_driver_sql("ALTER TABLE segment ADD COLUMN audio_cues JSON")
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
-UPGRADES: list[Callable[[Connection], None]] = [_v2_identity_and_task_outcome, _v3_headings]
+UPGRADES: list[Callable[[Connection], None]] = [
+    _v2_identity_and_task_outcome, _v3_headings, _v4_sentence_timings,
+]
 
 
 def schema_version() -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from narrator.engine import SAMPLE_RATE, SynthesisError
+from narrator.engine import SAMPLE_RATE, Speech, SynthesisError
 from narrator.errors import ModelUnavailable
 
 
@@ -34,8 +34,9 @@ class FakeSynthesizer:
     def render(
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """10 ms of tone per character, in `chunks` pieces."""
+    ) -> Speech:
+        """10 ms of tone per character, in `chunks` pieces; a cue per sentence (cut after
+        '. '), each as long as its share of the characters."""
         self.threads.add(threading.current_thread().name)
         if self.on_render:
             self.on_render(text)
@@ -48,4 +49,12 @@ class FakeSynthesizer:
             n = int(SAMPLE_RATE * 0.01 * len(text)) // self.chunks
             pieces.append(0.1 * np.sin(np.arange(n) / 10))
         self.rendered.append(text)
-        return np.concatenate(pieces).astype(np.float32)
+        samples = np.concatenate(pieces).astype(np.float32)
+        cues, at = [], 0
+        said = [s for s in text.replace(". ", ".\n").split("\n") if s.strip()]
+        for k, sentence in enumerate(said):
+            share = samples.size * len(sentence) // len(text)
+            end = samples.size if k == len(said) - 1 else at + share
+            cues.append((at, end - at, sentence.strip()))
+            at = end
+        return Speech(samples, cues)

@@ -27,7 +27,8 @@ def clone(model: Path, folder: Path) -> Path:
 
 
 def render(tiny_model: Path, text: str, out: Path, voice: str = "af_heart") -> float:
-    return write_wav(out, KokoroSynthesizer(model_dir=tiny_model).render(text, voice, 1.0, "a"))
+    speech = KokoroSynthesizer(model_dir=tiny_model).render(text, voice, 1.0, "a")
+    return write_wav(out, speech.samples)
 
 
 def test_short_text_is_a_24khz_wav(tiny_model: Path, tmp_path: Path) -> None:
@@ -173,3 +174,19 @@ def test_malloc_threshold_is_pinned_before_the_model_loads() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt is Linux-only")
     assert synth_module.limit_heap_growth() is True
+
+
+@pytest.mark.parametrize("chunk_limit", [250, 12])
+def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int) -> None:
+    """Cues follow the sentences, tile the audio without gaps or overlaps, and hold when
+    a sentence is cut across chunks."""
+    synth = KokoroSynthesizer(model_dir=tiny_model, chunk_limit=chunk_limit)
+    text = 'First one here. "Second, a rather longer sentence," she said. Third?'
+    speech = synth.render(text, "af_heart", 1.0, "a")
+    assert [c[2] for c in speech.cues] == [
+        "First one here.", '"Second, a rather longer sentence," she said.', "Third?"]
+    assert speech.cues[0][0] == 0
+    for (start, length, _), (after, _, _) in zip(speech.cues, speech.cues[1:], strict=False):
+        assert length > 0 and start + length == after
+    last_start, last_length, _ = speech.cues[-1]
+    assert last_start + last_length == speech.samples.size

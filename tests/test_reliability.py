@@ -424,6 +424,7 @@ def test_a_version_1_file_upgrades_in_place(tmp_path: Path) -> None:
     con.execute("ALTER TABLE batchtask DROP COLUMN skipped_during_run")
     con.execute("ALTER TABLE segment DROP COLUMN heading_level")
     con.execute("ALTER TABLE batchtask DROP COLUMN current_chapter")
+    con.execute("ALTER TABLE segment DROP COLUMN audio_cues")
     con.execute("PRAGMA user_version=1")
     con.commit()
     con.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from narrator.errors import NarratorError
 
@@ -18,6 +18,14 @@ class SynthesisError(NarratorError):
     """One text could not be rendered; the batch records it and goes on."""
 
 
+class Speech(NamedTuple):
+    """A render: mono float32 samples at SAMPLE_RATE, and where each sentence lies in
+    them as (first sample, samples, sentence text), for captions."""
+
+    samples: np.ndarray
+    cues: list[tuple[int, int, str]]
+
+
 class Synthesizer(Protocol):
     """What the batch needs from a text-to-speech engine. It renders; it never writes
     files, so whoever records the audio is the only writer of the audio folder."""
@@ -29,6 +37,6 @@ class Synthesizer(Protocol):
     def render(
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """Speak `text`: mono float32 samples at SAMPLE_RATE. `on_chunk(k, n)` is called
-        before chunk k of n is rendered; an exception it raises stops the render."""
+    ) -> Speech:
+        """Speak `text`. `on_chunk(k, n)` is called before chunk k of n is rendered; an
+        exception it raises stops the render."""

@@ -105,12 +105,28 @@ def _pieces(phonemes: str, limit: int) -> list[str]:
     return [p[i : i + limit] for p in pieces for i in range(0, len(p), limit)]
 
 
+Chunk = list[tuple[int, str]]
+
+
+def chunk_sentences(sentences: list[str], limit: int = MAX_PHONEMES) -> list[Chunk]:
+    """Pack sentences' phonemes into chunks of at most `limit` phonemes, never cutting a
+    word; each chunk lists its pieces as (sentence number, phonemes)."""
+    chunks: list[Chunk] = []
+    for number, sentence in enumerate(sentences):
+        for part in _pieces(sentence, limit):
+            if not part.strip():
+                continue
+            if chunks and len(chunk_text(chunks[-1])) + 1 + len(part) <= limit:
+                chunks[-1].append((number, part))
+            else:
+                chunks.append([(number, part)])
+    return chunks
+
+
+def chunk_text(chunk: Chunk) -> str:
+    return " ".join(piece for _, piece in chunk)
+
+
 def chunk_phonemes(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
-    """Pack sentences into chunks of at most `limit` phonemes, never cutting a word."""
-    chunks: list[str] = []
-    for part in _pieces(phonemes, limit):
-        if chunks and len(chunks[-1]) + 1 + len(part) <= limit:
-            chunks[-1] += " " + part
-        else:
-            chunks.append(part)
-    return [c for c in chunks if c.strip()]
+    """Pack one text's phonemes into chunks of at most `limit`, cut at sentence ends."""
+    return [chunk_text(chunk) for chunk in chunk_sentences([phonemes], limit)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import json
 import sys
 import threading
@@ -13,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from narrator.engine import SynthesisError
-from narrator.engine.g2p import CHUNK_TARGET, check_g2p, chunk_phonemes, phonemize
+from narrator.engine import Speech, SynthesisError
+from narrator.engine.g2p import (
+    CHUNK_TARGET,
+    Chunk,
+    check_g2p,
+    chunk_sentences,
+    chunk_text,
+    phonemize,
+)
 from narrator.engine.sources import (
     CONFIG,
     REPO_ID,
@@ -28,6 +36,7 @@ from narrator.engine.sources import (
 )
 from narrator.engine.voices import VoicePart, did_you_mean, parse_voice
 from narrator.errors import BadInput, ModelUnavailable
+from narrator.splitting import sentences
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -210,28 +219,62 @@ class KokoroSynthesizer:
     def render(
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
-    ) -> Any:
-        """Speak `text` as float32 samples; the same input gives the same samples."""
+    ) -> Speech:
+        """Speak `text` sentence by sentence, packed into chunks; the same input gives the
+        same samples."""
         import numpy as np
         import torch
 
-        phonemes = phonemize(text, lang, self.g2p_backend)
-        if not phonemes:
+        said = [(s, phonemize(s, lang, self.g2p_backend)) for s in sentences(text)]
+        said = [(s, p) for s, p in said if p]
+        if not said:
             raise SynthesisError("nothing speakable in the text (no words after G2P)")
-        chunks = chunk_phonemes(phonemes, self.chunk_limit)
+        chunks = chunk_sentences([p for _, p in said], self.chunk_limit)
         device = pick_device(self.device)
         model = shared_model(self.folder(), device)
         pack = self._voice_pack(voice)
-        seed = render_seed(phonemes, voice, speed, lang, self.model_id())
+        seed = render_seed(" ".join(p for _, p in said), voice, speed, lang, self.model_id())
         pieces = []
+        spans: dict[int, tuple[int, int]] = {}
+        done = 0
         with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
             torch.manual_seed(seed)
             for number, chunk in enumerate(chunks, start=1):
                 if on_chunk is not None:
                     on_chunk(number, len(chunks))
-                audio = model(chunk, pack[len(chunk) - 1].to(device), speed)
-                pieces.append(audio.float().numpy())
+                phonemes = chunk_text(chunk)
+                out = model(phonemes, pack[len(phonemes) - 1].to(device), speed,
+                            return_output=True)
+                audio = out.audio.float().numpy()
+                for (sentence, _), (a, b) in zip(
+                    chunk, _piece_spans(chunk, out.pred_dur.tolist(), audio.size, model.vocab),
+                    strict=True,
+                ):
+                    first, _ = spans.get(sentence, (done + a, 0))
+                    spans[sentence] = (first, done + b)
+                pieces.append(audio)
+                done += audio.size
         samples = np.concatenate(pieces)
         if not np.isfinite(samples).all():
             raise SynthesisError("the model produced invalid samples (NaN); check the weights")
-        return samples
+        cues = [(a, b - a, " ".join(said[n][0].split())) for n, (a, b) in sorted(spans.items())]
+        return Speech(samples, cues)
+
+
+def _piece_spans(
+    chunk: Chunk, durations: list[int], samples: int, vocab: dict[str, int],
+) -> list[tuple[int, int]]:
+    """Where each piece of a chunk lies in its audio (samples), from the model's predicted
+    duration of each token: the model drops phonemes outside its vocabulary and adds a
+    boundary token at each end, which go to the first and last piece."""
+    ends = []
+    token = 1
+    for k, (_, piece) in enumerate(chunk):
+        token += sum(1 for ch in piece + (" " if k < len(chunk) - 1 else "") if ch in vocab)
+        ends.append(token)
+    ends[-1] = len(durations)
+    elapsed = list(itertools.accumulate(durations, initial=0))
+    scale = samples / max(elapsed[-1], 1)
+    edges = [0] + [round(elapsed[end] * scale) for end in ends]
+    edges[-1] = samples
+    return list(itertools.pairwise(edges))
