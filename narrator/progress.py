@@ -277,3 +277,51 @@ def _stop_at_once(run: BatchRun, view: ProgressView) -> NoReturn:
     run.halt("stopped at once by a signal")
     view.close()
     raise Halted
+
+
+class ExportMeter:
+    """An export's progress through its passes over the audio (measuring, limiting,
+    encoding): a Rich bar, plain lines (every tenth, or a heartbeat), JSON lines, or
+    nothing. Call it with (stage, samples done since the last call)."""
+
+    def __init__(self, mode: ProgressMode, seconds: float, rate: int, passes: int = 2,
+                 stream: TextIO | None = None) -> None:
+        if mode is ProgressMode.auto:
+            mode = ProgressMode.bar if sys.stderr.isatty() else ProgressMode.plain
+        self._mode, self._rate = mode, rate
+        self._total = passes * seconds  # each second of audio is read `passes` times
+        self._stream = stream or sys.stderr
+        self._done = self._said = 0.0
+        self._started = self._last_line = time.monotonic()
+        self._bar = None
+        if mode is ProgressMode.bar:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description:<9}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+            self._task = self._bar.add_task("measuring", total=self._total)
+            self._bar.start()
+
+    def __call__(self, stage: str, samples: int) -> None:
+        self._done += samples / self._rate
+        now = time.monotonic()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=min(self._done, self._total),
+                             description=stage)
+        elif self._mode is ProgressMode.plain and (
+            self._done - self._said >= self._total / 10 or now - self._last_line >= HEARTBEAT_S
+        ):
+            print(f"{stage}: {100 * self._done / self._total:.0f}% "
+                  f"({_speed(self._done, now - self._started)})", file=self._stream, flush=True)
+            self._said, self._last_line = self._done, now
+        elif self._mode is ProgressMode.jsonl and self._done - self._said >= self._total / 20:
+            print(json.dumps({"event": "export_progress", "stage": stage,
+                              "done": round(self._done / self._total, 3),
+                              "time": round(time.time(), 3)}), file=self._stream, flush=True)
+            self._said = self._done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -88,3 +88,38 @@ def test_generate_all_long_segment_is_complete(
     assert out["processed"] == 2
     durations = [soundfile.info(p).duration for p in sorted((tmp_path / "book_audio").iterdir())]
     assert durations[1] > 6 * durations[0]  # eight sentences, none cut at 510 phonemes
+
+
+def test_caption_cues_hold_their_own_sentences(
+    runner: CliRunner, real_model: Path, tmp_path: Path
+) -> None:
+    """Cut the exported book at its caption cues: each piece, transcribed, is its own
+    sentence and not a neighbour's."""
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    from bench.intelligibility import normalise, transcribe
+
+    voice, lang = english_voice(real_model)
+    said = ["The lighthouse keeper climbed the stairs every night.",
+            "A storm was coming in from the east.",
+            "She lit the lamp and waited for the morning boats."]
+    make_project(tmp_path / "book.db", [" ".join(said)])
+    assert invoke(runner, "settings", "book.db", "--voice", voice, "--lang", lang).exit_code == 0
+    assert invoke(runner, "generate-all", "book.db", "--model-dir", real_model).exit_code == 0
+    result = invoke(runner, "export", "book.db", "-o", "book.wav", "--captions", "srt",
+                    "--progress", "none")
+    assert result.exit_code == 0, result.stderr
+    audio, rate = soundfile.read(tmp_path / "book.wav")
+    cues = (tmp_path / "book.srt").read_text().strip().split("\n\n")
+    assert [c.splitlines()[2] for c in cues] == said
+
+    def seconds(stamp: str) -> float:
+        h, m, s = stamp.replace(",", ".").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    for n, cue in enumerate(cues):
+        start, end = (seconds(t) for t in cue.splitlines()[1].split(" --> "))
+        piece = tmp_path / f"cue{n}.wav"
+        soundfile.write(piece, audio[round(start * rate):round(end * rate)], rate)
+        heard = set(normalise(transcribe(piece)).split())
+        overlap = [len(heard & set(normalise(s).split())) for s in said]
+        assert overlap.index(max(overlap)) == n, (n, heard)

@@ -1,0 +1,596 @@
+"""Export: a project's recorded audio as a finished book (one file, or one per chapter)
+with pauses, chapter marks, tags, a cover, one loudness gain per file and caption
+sidecars. It reads recorded audio only and never renders. Two streaming passes per file
+(measure, then gain and encode), so memory stays flat however long the book is."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlmodel import col, select
+
+from narrator.audiofiles import audio_path, publish, temp_path
+from narrator.encode import (
+    FORMATS,
+    Format,
+    Levels,
+    LoudnessMeter,
+    Mark,
+    cover_kind,
+    encode,
+    finish,
+    limited,
+    metered,
+)
+from narrator.engine import SAMPLE_RATE
+from narrator.errors import BadDocument, BadInput, CannotWrite, NotReady
+from narrator.models import Project, Segment
+from narrator.planning import fingerprint
+from narrator.project import read_settings
+from narrator.store import ProjectStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Samples per block streamed through the passes: ~2.7 s, a few hundred KB.
+BLOCK = 1 << 16
+# How many gap indices an error lists before it counts the rest.
+LISTED = 10
+
+
+@dataclass(frozen=True)
+class Pauses:
+    """Seconds of silence: between segments, at a scene break (an empty segment), and
+    before a heading."""
+
+    segment: float = 0.75
+    scene: float = 2.0
+    heading: float = 2.0
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: Path | None = None
+    format: str | None = None
+    pauses: Pauses = Pauses()
+    split_chapters: bool = False
+    loudness: float = -18.0
+    peak: float = -3.0
+    title: str | None = None
+    author: str | None = None
+    narrator: str | None = None
+    year: str | None = None
+    genre: str | None = None
+    cover: Path | None = None
+    captions: str | None = None
+    allow_missing: bool = False
+    bit_rate: int | None = None
+    # Room tone (silence) at the head and tail of each file, in seconds.
+    head: float = 0.0
+    tail: float = 0.0
+    profile: str | None = None  # "acx"
+    # Bring peaks above `peak` down with a look-ahead limiter, so the gain can reach the
+    # loudness target; without it the ceiling holds the gain back.
+    limit: bool = False
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A run of samples in an output file: a segment's audio, or silence (path None)."""
+
+    path: Path | None
+    frames: int
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A caption: where a sentence lies in an output file (samples) and what it says."""
+
+    start: int
+    frames: int
+    text: str
+
+
+@dataclass
+class Part:
+    """One output file: its clips in order, chapter marks and captions."""
+
+    path: Path
+    title: str
+    number: int = 0  # with --split chapters, the chapter's number; else 0
+    clips: list[Clip] = field(default_factory=list)
+    chapters: list[Mark] = field(default_factory=list)
+    cues: list[Cue] = field(default_factory=list)
+    frames: int = 0
+
+    def add(self, clip: Clip) -> int:
+        """Append a clip; return the sample it starts at."""
+        start = self.frames
+        if clip.frames:
+            self.clips.append(clip)
+            self.frames += clip.frames
+        return start
+
+
+@dataclass
+class Gap:
+    """A segment the export lacks or that is stale: why, and whether it was left out."""
+
+    index: int
+    why: str  # "no audio", "stale audio", "locked without audio"
+
+
+@dataclass
+class Book:
+    """What an export writes, decided before any audio is read."""
+
+    format: str
+    parts: list[Part]
+    gaps: list[Gap]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Written:
+    """One file written: where, its chapters, and its levels before and after the gain."""
+
+    path: Path
+    seconds: float
+    chapters: list[Mark]
+    measured: Levels
+    gain: float
+    levels: Levels
+    captions: Path | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path), "duration": round(self.seconds, 3),
+            "chapters": [{"title": m.title, "start": round(m.start / SAMPLE_RATE, 3),
+                          "duration": round(m.frames / SAMPLE_RATE, 3)} for m in self.chapters],
+            "loudness": _round(self.levels.loudness), "peak": _round(self.levels.peak),
+            "rms": _round(self.levels.rms), "gain": round(self.gain, 2),
+            "measured_loudness": _round(self.measured.loudness),
+            "captions": str(self.captions) if self.captions else None,
+        }
+
+
+def _round(value: float) -> float | None:
+    return round(value, 2) if math.isfinite(value) else None
+
+
+def slug(title: str, limit: int = 40) -> str:
+    """A file-name-safe ASCII slug of a title: 'Down the Rabbit-Hole' -> down-the-rabbit-hole."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return words[:limit].rstrip("-") or "chapter"
+
+
+def output_format(output: Path, fmt: str | None) -> str:
+    """The format asked for, else the output's suffix; BadInput for one we cannot write."""
+    name = (fmt or output.suffix.lstrip(".")).lower()
+    if name not in FORMATS:
+        raise BadInput(f"cannot export to {name or output.name!r}; choose one of "
+                       f"{', '.join(FORMATS)} (--format or the output's suffix)")
+    return name
+
+
+def _frames(seconds: float) -> int:
+    return round(seconds * SAMPLE_RATE)
+
+
+def _wav_frames(path: Path, index: int) -> int:
+    import soundfile
+
+    info = soundfile.info(str(path))
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+        raise BadDocument(
+            f"segment {index}'s audio {path.name} is not narrator's {SAMPLE_RATE} Hz mono "
+            f"WAV; render it again with `narrator generate PROJECT {index} --force`"
+        )
+    return info.frames
+
+
+def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) -> Book:
+    """Read the project: which file gets which audio, pauses, chapters and captions, and
+    which segments are missing or stale. Refuses (NotReady) unless allow_missing."""
+    settings = read_settings(store)
+    output = options.output or store.path.with_suffix(f".{options.format or 'm4b'}")
+    fmt = output_format(output, options.format)
+    check_options(options, fmt)
+    output = output if output.suffix.lower() == f".{fmt}" else output.with_name(
+        f"{output.name}.{fmt}")
+    title = options.title or project_name
+    with store.session() as session:
+        rows = session.exec(
+            select(Segment.sequence_index, Segment.text_content, Segment.is_locked,
+                   Segment.audio_file, Segment.audio_fingerprint, Segment.heading_level,
+                   Segment.audio_cues)
+            .where(Segment.project_id == store.project_id)
+            .order_by(col(Segment.sequence_index))
+        ).all()
+    gaps: list[Gap] = []
+    parts: list[Part] = []
+    part: Part | None = None
+    pause = 0.0  # the pause owed before the next audio in this part
+    chapter: str = title
+    pending_chapter = True  # the next audio starts a chapter
+    for index, text, locked, audio, stamp, level, cues in rows:
+        if level is not None:
+            chapter, pending_chapter = " ".join(text.split()) or title, True
+            pause = max(pause, options.pauses.heading)
+            if options.split_chapters:
+                part = None
+        if not text.strip():
+            pause = max(pause, options.pauses.scene)
+            continue
+        path = audio_path(store, audio) if audio else None
+        if path is None or not path.is_file():
+            gaps.append(Gap(index, "locked without audio" if locked else "no audio"))
+            continue
+        if not locked and stamp != fingerprint(text, settings.voice_id, settings.speed,
+                                               settings.lang):
+            gaps.append(Gap(index, "stale audio"))
+        if part is None:
+            number = len(parts) + 1 if options.split_chapters else 0
+            name = (output.with_name(f"{output.stem}-{number:02d}-{slug(chapter)}{output.suffix}")
+                    if options.split_chapters else output)
+            part = Part(name, chapter if options.split_chapters else title, number)
+            parts.append(part)
+            part.add(Clip(None, _room_tone(options.head, path, at_end=False)))
+        elif part.cues:  # audio before this in the file: pause
+            part.add(Clip(None, _frames(max(pause, options.pauses.segment))))
+        if pending_chapter:
+            part.chapters.append(Mark(chapter, part.frames, 0))
+            pending_chapter = False
+        frames = _wav_frames(path, index)
+        start = part.add(Clip(path, frames))
+        part.cues.extend(_cues(cues, text, start, frames))
+        pause = 0.0
+    for part in parts:
+        last = next(c.path for c in reversed(part.clips) if c.path is not None)
+        part.add(Clip(None, _room_tone(options.tail, last, at_end=True)))
+        part.chapters = _closed(part.chapters, part.frames, part.title)
+    if gaps and not options.allow_missing:
+        raise NotReady(_not_ready(gaps, store.path))
+    if not parts:
+        raise NotReady(f"{store.path} has no recorded audio to export; render it first with "
+                       f"`narrator generate-all {store.path}`")
+    seconds = sum(p.frames for p in parts) / SAMPLE_RATE
+    return Book(fmt, parts, gaps, seconds)
+
+
+def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
+    """Samples of silence to add at a file's head or tail so that, with the quiet the
+    recording itself starts or ends with, there are `seconds` before speech."""
+    if not seconds:
+        return 0
+    import numpy as np
+    import soundfile
+
+    with soundfile.SoundFile(str(path)) as f:
+        window = min(f.frames, _frames(seconds))
+        if at_end:
+            f.seek(f.frames - window)
+        edge = f.read(window, dtype="float32")
+    loud = np.flatnonzero(np.abs(edge) > 10 ** (SPEECH_DBFS / 20))
+    quiet = window if not loud.size else (window - 1 - loud[-1] if at_end else loud[0])
+    return max(0, _frames(seconds) - int(quiet))
+
+
+def _closed(marks: list[Mark], end: int, title: str) -> list[Mark]:
+    """Each chapter runs to the next one's start (the first from the file's start)."""
+    if not marks:
+        return [Mark(title, 0, end)]
+    starts = [0] + [m.start for m in marks[1:]] + [end]
+    return [Mark(m.title, starts[i], starts[i + 1] - starts[i]) for i, m in enumerate(marks)]
+
+
+def _cues(recorded: list | None, text: str, start: int, frames: int) -> list[Cue]:
+    """The segment's sentence timings, recorded at render time, placed in the file; a
+    segment rendered before timings were recorded is one cue."""
+    if not recorded:
+        return [Cue(start, frames, " ".join(text.split()))]
+    return [Cue(start + min(at, frames), min(length, frames - min(at, frames)), words)
+            for at, length, words in recorded]
+
+
+def _not_ready(gaps: list[Gap], project: Path) -> str:
+    by_why: dict[str, list[int]] = {}
+    for gap in gaps:
+        by_why.setdefault(gap.why, []).append(gap.index)
+    listed = "; ".join(
+        f"{why}: {', '.join(map(str, indices[:LISTED]))}"
+        + (f" and {len(indices) - LISTED} more" if len(indices) > LISTED else "")
+        for why, indices in by_why.items()
+    )
+    fix = f"`narrator generate-all {project} --changed`"
+    if "locked without audio" in by_why:
+        fix += " (unlock the locked ones first, or render them with --no-skip-locked)"
+    return (f"{len(gaps)} segment{'s' if len(gaps) != 1 else ''} not ready to export "
+            f"({listed}); run {fix}, or export what there is with --allow-missing")
+
+
+def _blocks(part: Part, gain_db: float = 0.0) -> Iterator[np.ndarray]:
+    """The part's samples as float32 blocks, gain applied and clipped to full scale."""
+    import numpy as np
+    import soundfile
+
+    gain = 10 ** (gain_db / 20)
+    for clip in part.clips:
+        if clip.path is None:
+            for done in range(0, clip.frames, BLOCK):
+                yield np.zeros(min(BLOCK, clip.frames - done), dtype=np.float32)
+            continue
+        with soundfile.SoundFile(str(clip.path)) as f:
+            for block in f.blocks(BLOCK, dtype="float32"):
+                yield np.clip(block * gain, -1.0, 1.0, dtype=np.float32) if gain != 1 else block
+
+
+Progress = Callable[[str, int], None]
+
+
+def write_book(
+    book: Book, options: ExportOptions, tags: dict[str, str], on_progress: Progress,
+) -> list[Written]:
+    """Measure and write each part: a temporary file beside the target, renamed into
+    place when complete. `on_progress(stage, samples)` follows both passes."""
+    fmt = ACX_FORMAT if options.profile == "acx" else FORMATS[book.format]
+    if options.bit_rate:
+        fmt = fmt._replace(bit_rate=options.bit_rate)
+    written = []
+    for part in book.parts:
+        tmp = _claim_temp(part.path)
+        try:
+            measured = _measured(_blocks(part), "measuring", on_progress)
+            gain = _gain(measured, options)
+            if options.limit:  # the limiter takes a little loudness: measure it, make it up
+                trial = _measured(limited(_blocks(part, gain), options.peak), "limiting",
+                                  on_progress)
+                gain += _gain(trial, options)
+            after = LoudnessMeter()
+            out = _blocks(part, gain)
+            if options.limit:
+                out = limited(out, options.peak)
+            part_tags = tags | ({"title": part.title, "track": f"{part.number}/{len(book.parts)}"}
+                                if part.number else {})
+            encode(tmp, fmt, metered(out, after, lambda n: on_progress("encoding", n)),
+                   part_tags, part.chapters)
+            finish(tmp, fmt, part.chapters, options.cover)
+            captions = _write_captions(part, options.captions) if options.captions else None
+            _sync(tmp)
+            publish(tmp, part.path)
+        except OSError as exc:
+            raise CannotWrite(f"cannot write {part.path}: {exc.strerror or exc}; free some "
+                              "space or choose another place with -o") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(Written(part.path, part.frames / SAMPLE_RATE, part.chapters,
+                               measured, gain, after.levels(), captions))
+    return written
+
+
+def passes(options: ExportOptions) -> int:
+    """How many times an export reads its audio: measure, (limit,) encode."""
+    return 3 if options.limit or options.profile == "acx" else 2
+
+
+def _measured(blocks: Iterator[np.ndarray], stage: str, on_progress: Progress) -> Levels:
+    meter = LoudnessMeter()
+    for _ in metered(blocks, meter, lambda n: on_progress(stage, n)):
+        pass
+    return meter.levels()
+
+
+def _gain(levels: Levels, options: ExportOptions) -> float:
+    """One gain (dB) for a whole file: to the loudness target (ACX: the RMS target),
+    held back so no peak passes the ceiling unless a limiter takes the peaks."""
+    if not math.isfinite(levels.peak):
+        return 0.0  # silence: nothing to bring up
+    if options.profile == "acx":
+        wanted = ACX_RMS_TARGET - levels.rms
+    else:
+        wanted = options.loudness - levels.loudness
+    return wanted if options.limit else min(wanted, options.peak - levels.peak)
+
+
+def _claim_temp(target: Path) -> Path:
+    """Create the temporary file now, so an unwritable folder fails before any work."""
+    tmp = temp_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch(exist_ok=False)
+    except OSError as exc:
+        raise CannotWrite(f"cannot write {target}: {exc.strerror}; choose another place "
+                          "with -o") from exc
+    return tmp
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _timestamp(frames: int, separator: str) -> str:
+    ms = round(frames * 1000 / SAMPLE_RATE)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    seconds, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{ms:03d}"
+
+
+def captions_text(cues: list[Cue], kind: str) -> str:
+    """SRT or WebVTT: one cue per sentence."""
+    separator = "," if kind == "srt" else "."
+    blocks = [
+        (f"{n}\n" if kind == "srt" else "")
+        + f"{_timestamp(c.start, separator)} --> {_timestamp(c.start + c.frames, separator)}\n"
+        + c.text
+        for n, c in enumerate(cues, start=1)
+    ]
+    head = ["WEBVTT"] if kind == "vtt" else []
+    return "\n\n".join(head + blocks) + "\n"
+
+
+def _write_captions(part: Part, kind: str) -> Path:
+    target = part.path.with_suffix(f".{kind}")
+    tmp = _claim_temp(target)
+    try:
+        tmp.write_text(captions_text(part.cues, kind), encoding="utf-8")
+        _sync(tmp)
+        publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
+    """The tags every file carries (FFmpeg's names: it maps them to each format's own)."""
+    tags = {
+        "title": title, "album": title, "artist": options.author, "album_artist": options.author,
+        "composer": options.narrator or voice, "date": options.year,
+        "genre": options.genre or "Audiobook",
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def check_options(options: ExportOptions, fmt: str) -> None:
+    """Refuse options that cannot work, before anything is read."""
+    for name, seconds in vars(options.pauses).items():
+        if not 0 <= seconds <= 60:
+            raise BadInput(f"the {name} pause must be 0-60 seconds, not {seconds}")
+    if not -40 <= options.loudness <= -5:
+        raise BadInput(f"--loudness {options.loudness} is outside -40..-5 LUFS; "
+                       "spoken word is usually -18 to -16")
+    if not -20 <= options.peak <= 0:
+        raise BadInput(f"--peak {options.peak} is outside -20..0 dBFS")
+    if options.captions not in (None, "srt", "vtt"):
+        raise BadInput(f"--captions {options.captions}: choose srt or vtt")
+    if options.cover is not None:
+        if FORMATS[fmt].muxer == "wav":
+            raise BadInput("WAV files hold no cover; choose m4b, mp3, flac or opus")
+        cover_kind(options.cover)
+
+
+# ------------------------------------------------------------------------------- ACX
+
+# ACX's audio submission requirements: https://www.acx.com/help/acx-audio-submission-requirements/201456300
+ACX_FORMAT = Format("mp3", "libmp3lame", 192_000, 44_100)
+ACX_RMS = (-23.0, -18.0)
+ACX_PEAK = -3.0
+ACX_HEAD = (0.5, 1.0)
+ACX_TAIL = (1.0, 5.0)
+ACX_MINUTES = 120
+# Aim for the middle of ACX's RMS window, and keep peaks clear of -3 dB: MP3 encoding
+# overshoots the source's peaks a little.
+ACX_RMS_TARGET = -20.0
+ACX_PEAK_TARGET = -3.5
+# A sample below this is room tone, not speech.
+SPEECH_DBFS = -50.0
+
+
+def acx_options(options: ExportOptions) -> ExportOptions:
+    """Everything ACX asks of the files: MP3 44.1 kHz 192 kbps CBR mono, one per chapter,
+    0.75 s of room tone at the head and 2 s at the tail."""
+    return replace(options, format="mp3", split_chapters=True, head=0.75, tail=2.0,
+                   peak=ACX_PEAK_TARGET, limit=True,
+                   output=options.output.with_suffix(".mp3") if options.output else None)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One ACX requirement, measured on a written file."""
+
+    name: str
+    value: str
+    wanted: str
+    ok: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+def acx_checks(path: Path) -> list[Check]:
+    """Measure a written MP3 against ACX's numbers: decode it, and read its header with
+    mutagen (an independent reader)."""
+    import numpy as np
+    from mutagen.mp3 import MP3, BitrateMode
+
+    from narrator.encode import db, decode
+
+    info = MP3(path).info
+    stream, blocks = decode(path)
+    rate, bit_rate = stream.rate, stream.codec_context.bit_rate  # the frame headers' rate
+    squares, peak, frames = 0.0, 0.0, 0
+    first = last = None  # the first and last sample of speech
+    threshold = 10 ** (SPEECH_DBFS / 20)
+    for block in blocks:
+        loud = np.flatnonzero(np.abs(block) > threshold)
+        if loud.size:
+            first = frames + int(loud[0]) if first is None else first
+            last = frames + int(loud[-1])
+        squares += float(np.dot(block, block))
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        frames += block.size
+    rms = db(math.sqrt(squares / frames)) if frames else -math.inf
+    head = (first if first is not None else frames) / rate
+    tail = (frames - 1 - last if last is not None else frames) / rate
+    cbr = info.bitrate_mode in (BitrateMode.CBR, BitrateMode.UNKNOWN) and not getattr(
+        info, "sketchy", False)
+    return [
+        Check("format", f"MP3 {info.sample_rate} Hz, {info.channels} ch, "
+              f"{bit_rate // 1000} kbps {'CBR' if cbr else 'VBR'}",
+              "MP3 44100 Hz, 1 ch, 192 kbps CBR",
+              info.sample_rate == 44_100 and info.channels == 1
+              and bit_rate == 192_000 and cbr),
+        Check("rms", f"{rms:.1f} dB", "-23 to -18 dB", ACX_RMS[0] <= rms <= ACX_RMS[1]),
+        Check("peak", f"{db(peak):.1f} dB", "at most -3 dB", db(peak) <= ACX_PEAK),
+        Check("head", f"{head:.2f} s", "0.5-1 s of room tone",
+              ACX_HEAD[0] <= head <= ACX_HEAD[1]),
+        Check("tail", f"{tail:.2f} s", "1-5 s of room tone", ACX_TAIL[0] <= tail <= ACX_TAIL[1]),
+        Check("length", f"{frames / rate / 60:.1f} min", f"at most {ACX_MINUTES} min",
+              frames / rate <= ACX_MINUTES * 60),
+    ]
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclass
+class Exported:
+    book: Book
+    files: list[Written]
+    acx: dict[Path, list[Check]]
+
+    @property
+    def acx_passed(self) -> bool:
+        return all(c.ok for checks in self.acx.values() for c in checks)
+
+
+def export_project(
+    store: ProjectStore, options: ExportOptions, on_progress: Progress,
+    on_plan: Callable[[Book], None] = lambda book: None,
+) -> Exported:
+    """Plan the book, write its files (and captions), and with the ACX profile measure
+    each file against ACX's numbers."""
+    if options.profile == "acx":
+        options = acx_options(options)
+    with store.session() as session:
+        project = session.get(Project, store.project_id)
+        assert project is not None
+        name = project.name
+    book = plan_book(store, options, name)
+    on_plan(book)
+    tags = book_tags(options, options.title or name, read_settings(store).voice_id)
+    files = write_book(book, options, tags, on_progress)
+    acx = {w.path: acx_checks(w.path) for w in files} if options.profile == "acx" else {}
+    return Exported(book, files, acx)
