@@ -38,6 +38,7 @@ def main() -> None:
 
     import jiwer
 
+    from narrator.audiofiles import write_wav
     from narrator.engine.sources import locate_model, voices_in
     from narrator.engine.synth import KokoroSynthesizer
 
@@ -48,13 +49,13 @@ def main() -> None:
     print(f"model {found.folder}; voice {voice}; {len(PARAGRAPHS)} paragraphs")
     warm = KokoroSynthesizer(model_dir=found.folder)
     with tempfile.TemporaryDirectory() as tmp:
-        warm.render("Warm up.", voice, 1.0, "a", Path(tmp) / "warm.wav")
+        warm.render("Warm up.", voice, 1.0, "a")
         for label, limit in LIMITS.items():
             synth = KokoroSynthesizer(model_dir=found.folder, chunk_limit=limit)
             audio, refs, hyps, start = 0.0, [], [], time.perf_counter()
             for i, text in enumerate(PARAGRAPHS):
                 wav = Path(tmp) / f"{limit}-{i}.wav"
-                audio += synth.render(text, voice, 1.0, "a", wav)
+                audio += write_wav(wav, synth.render(text, voice, 1.0, "a").samples)
                 refs.append(normalise(text))
                 hyps.append(normalise(transcribe(wav)))
             took = time.perf_counter() - start

@@ -82,6 +82,7 @@ def main() -> None:
 
     import jiwer
 
+    from narrator.audiofiles import write_wav
     from narrator.engine.g2p import backends_available
     from narrator.engine.sources import locate_model, voices_in
     from narrator.engine.synth import KokoroSynthesizer
@@ -100,7 +101,7 @@ def main() -> None:
                 refs, hyps, start, audio = [], [], time.perf_counter(), 0.0
                 for i, text in enumerate(texts):
                     wav = Path(tmp) / f"{backend}-{voice}-{i}.wav"
-                    audio += synth.render(text, voice, 1.0, "a", wav)
+                    audio += write_wav(wav, synth.render(text, voice, 1.0, "a").samples)
                     refs.append(normalise(text))
                     hyps.append(normalise(transcribe(wav)))
                 wer = jiwer.wer(refs, hyps)

@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import Rows  # noqa: E402
+
 PROSE = Path(__file__).parent / "data" / "prose.txt"
 
 # The child: build a project of the first N sentences, then run the CLI on it.
@@ -85,14 +88,11 @@ def main() -> None:
     args = parser.parse_args()
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(PROSE.read_text().split()))
     print(f"# {len(sentences)} sentences in {PROSE.name}; repeated when N is larger")
-    header = None
+    rows = Rows()
     for n in args.segments:
         for variant in args.variants:  # interleaved, so machine load hits both alike
             row = measure(n, variant, args.unit)
-            if header is None:
-                header = list(row)
-                print("\t".join(header))
-            print("\t".join(str(row[k]) for k in header), flush=True)
+            rows.print(row)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -343,3 +346,24 @@ def test_without_pyav_export_says_what_to_install(
     monkeypatch.setitem(sys.modules, "av", None)
     result = export(runner, book)
     assert result.exit_code == 69 and "pip install 'narrator[export]'" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_export_leaves_no_file_behind(tmp_path: Path, sig: int) -> None:
+    from bench.export import build
+
+    clip = tmp_path / "clip.wav"
+    noise = np.random.default_rng(0).normal(0, 0.05, 60 * SAMPLE_RATE).astype(np.float32)
+    soundfile.write(clip, noise, SAMPLE_RATE, subtype="PCM_16")
+    (tmp_path / "long").mkdir()
+    db = build(tmp_path / "long", 300, [clip])  # five hours
+    proc = subprocess.Popen([sys.executable, "-m", "narrator", "export", str(db), "-o",
+                             "out.m4b", "--progress", "jsonl"], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"export_progress"' in line:
+            break
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav", "long"]

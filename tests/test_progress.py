@@ -13,7 +13,7 @@ from fakes import FakeSynthesizer
 from typer.testing import CliRunner
 
 from narrator.batch import GenerateOptions, generate_all
-from narrator.progress import JsonlView, PlainView, follow_run
+from narrator.progress import JsonlView, PlainView, ProgressMode, follow_run
 
 
 class SlowChunks(FakeSynthesizer):
@@ -86,3 +86,21 @@ def test_jsonl_view_reports_a_run_already_under_way() -> None:
     view.update(updates.get())
     kinds = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert kinds == ["task_started", "segment_started"]
+
+
+def test_export_meter_plain_lines_every_tenth_and_jsonl_events() -> None:
+    from narrator.progress import ExportMeter
+
+    plain, jsonl = io.StringIO(), io.StringIO()
+    meters = [ExportMeter(ProgressMode.plain, 100.0, 10, stream=plain),
+              ExportMeter(ProgressMode.jsonl, 100.0, 10, stream=jsonl)]
+    for meter in meters:
+        for stage in ("measuring", "encoding"):
+            for _ in range(100):
+                meter(stage, 10)  # a second of audio at a rate of 10
+        meter.close()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("measuring: 10% (") and lines[-1].startswith("encoding: 100% (")
+    events = [json.loads(line) for line in jsonl.getvalue().splitlines()]
+    assert len(events) == 20 and events[-1]["done"] == 1.0 and events[0]["stage"] == "measuring"
