@@ -95,22 +95,37 @@ def build(folder: Path, segments: int, sources: list[Path]) -> Path:
     return db
 
 
+# The child: the CLI, then its own peak RSS (VmHWM: the high-water mark of this process's
+# memory since its exec; wait4's ru_maxrss would carry the parent's over the fork).
+CHILD = """
+import atexit, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            print("VmHWM", line.split()[1], file=sys.stderr)
+atexit.register(peak)
+from narrator.cli import main
+sys.argv = ["narrator", *sys.argv[1:]]
+main()
+"""
+
+
 def run(db: Path, fmt: str, extra: list[str]) -> dict[str, object]:
-    narrator = Path(sys.executable).parent / "narrator"
     out = db.with_suffix(f".{fmt}")
     started = time.monotonic()
-    proc = subprocess.Popen([str(narrator), "export", str(db), "-o", str(out), "--progress",
-                             "none", "--json", *extra], stdout=subprocess.PIPE, text=True)
-    stdout = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", CHILD, "export", str(db), "-o", str(out),
+                           "--progress", "none", "--json", *extra],
+                          capture_output=True, text=True)
     wall = time.monotonic() - started
-    manifest = json.loads(stdout) if stdout.strip() else {"files": []}
+    manifest = json.loads(proc.stdout) if proc.stdout.strip() else {"files": []}
+    peak_kib = [int(line.split()[1]) for line in proc.stderr.splitlines()
+                if line.startswith("VmHWM")]
     audio = sum(f["duration"] for f in manifest["files"])
     chapters = sum(len(f["chapters"]) for f in manifest["files"])
-    return {"exit": os.waitstatus_to_exitcode(status), "audio_h": round(audio / 3600, 2),
+    return {"exit": proc.returncode, "audio_h": round(audio / 3600, 2),
             "chapters": chapters, "wall_s": round(wall, 1),
             "x_real_time": round(audio / wall, 1) if wall else None,
-            "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            "peak_rss_mib": round(peak_kib[0] / 1024) if peak_kib else None,
             "loudness": manifest["files"][0]["loudness"] if manifest["files"] else None,
             "size_mib": round(out.stat().st_size / 2**20, 1) if out.exists() else None}
 
@@ -120,6 +135,7 @@ def main() -> None:
     parser.add_argument("--segments", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--format", default="m4b")
     parser.add_argument("--limit", action="store_true", help="pass --limit to export")
+    parser.add_argument("--captions", action="store_true", help="pass --captions srt")
     parser.add_argument("--model-dir", default=os.environ.get("NARRATOR_MODEL_DIR"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -131,8 +147,8 @@ def main() -> None:
         for n in args.segments:
             folder = Path(scratch) / f"n{n}"
             folder.mkdir()
-            row = {"segments": n} | run(build(folder, n, sources), args.format,
-                                         ["--limit"] if args.limit else [])
+            extra = ["--limit"] * args.limit + ["--captions", "srt"] * args.captions
+            row = {"segments": n} | run(build(folder, n, sources), args.format, extra)
             rows.print(row)
 
 

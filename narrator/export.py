@@ -354,14 +354,14 @@ def write_book(
                 trial = _measured(limited(_blocks(part, gain), options.peak), "limiting",
                                   on_progress)
                 gain += _gain(trial, options)
-            after = LoudnessMeter()
             out = _blocks(part, gain)
-            if options.limit:
-                out = limited(out, options.peak)
+            after = LoudnessMeter() if options.limit else None
+            if after is not None:  # what the limiter leaves is measured on its way out
+                out = metered(limited(out, options.peak), after)
             part_tags = tags | ({"title": part.title, "track": f"{part.number}/{len(book.parts)}"}
                                 if part.number else {})
-            encode(tmp, fmt, metered(out, after, lambda n: on_progress("encoding", n)),
-                   part_tags, part.chapters)
+            encode(tmp, fmt, _counted(out, lambda n: on_progress("encoding", n)), part_tags,
+                   part.chapters)
             finish(tmp, fmt, part.chapters, options.cover)
             captions = _write_captions(part, options.captions) if options.captions else None
             _sync(tmp)
@@ -371,9 +371,17 @@ def write_book(
                               "space or choose another place with -o") from exc
         finally:
             tmp.unlink(missing_ok=True)
+        levels = after.levels() if after is not None else measured.gained(gain)
         written.append(Written(part.path, part.frames / SAMPLE_RATE, part.chapters,
-                               measured, gain, after.levels(), captions))
+                               measured, gain, levels, captions))
     return written
+
+
+def _counted(blocks: Iterator[np.ndarray], on_block: Callable[[int], None],
+             ) -> Iterator[np.ndarray]:
+    for block in blocks:
+        on_block(block.size)
+        yield block
 
 
 def passes(options: ExportOptions) -> int:
@@ -383,7 +391,7 @@ def passes(options: ExportOptions) -> int:
 
 def _measured(blocks: Iterator[np.ndarray], stage: str, on_progress: Progress) -> Levels:
     meter = LoudnessMeter()
-    for _ in metered(blocks, meter, lambda n: on_progress(stage, n)):
+    for _ in _counted(metered(blocks, meter), lambda n: on_progress(stage, n)):
         pass
     return meter.levels()
 
