@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import col, select
 
 from narrator.audiofiles import audio_path, publish, temp_path
+from narrator.batch import run_lock
 from narrator.encode import (
     FORMATS,
     Format,
@@ -589,16 +590,21 @@ def export_project(
     on_plan: Callable[[Book], None] = lambda book: None,
 ) -> Exported:
     """Plan the book, write its files (and captions), and with the ACX profile measure
-    each file against ACX's numbers."""
+    each file against ACX's numbers. Holds the project's run lock throughout, so no run
+    replaces audio under it (ProjectBusy, exit 75, while one renders)."""
     if options.profile == "acx":
         options = acx_options(options)
     with store.session() as session:
         project = session.get(Project, store.project_id)
         assert project is not None
         name = project.name
-    book = plan_book(store, options, name)
-    on_plan(book)
-    tags = book_tags(options, options.title or name, read_settings(store).voice_id)
-    files = write_book(book, options, tags, on_progress)
+    lock = run_lock(store)
+    try:
+        book = plan_book(store, options, name)
+        on_plan(book)
+        tags = book_tags(options, options.title or name, read_settings(store).voice_id)
+        files = write_book(book, options, tags, on_progress)
+    finally:
+        lock.release()
     acx = {w.path: acx_checks(w.path) for w in files} if options.profile == "acx" else {}
     return Exported(book, files, acx)

@@ -29,7 +29,7 @@ from narrator.engine import SAMPLE_RATE
 from narrator.export import acx_checks
 from narrator.project import add_segments, edit_segment, segment_states
 from narrator.splitting import Block
-from narrator.store import ProjectStore, create_project
+from narrator.store import ProjectStore, create_project, take_run_lock
 from tests.conftest import invoke
 from tests.fakes import FakeSynthesizer
 
@@ -273,6 +273,15 @@ def test_an_unwritable_place_is_73_before_any_work(runner, book) -> None:  # noq
     Path("a-file").write_text("not a folder")
     result = export(runner, book, "-o", "a-file/out.m4b")
     assert result.exit_code == 73 and "choose another place with -o" in result.stderr
+
+
+def test_export_waits_for_no_run_it_refuses_while_one_renders(runner, book) -> None:  # noqa: ANN001
+    lock = take_run_lock(book.path)
+    try:
+        result = export(runner, book, "-o", "out.m4b")
+    finally:
+        lock.release()
+    assert result.exit_code == 75 and not Path("out.m4b").exists()
 
 
 def test_same_project_same_bytes(runner, book) -> None:  # noqa: ANN001
