@@ -222,43 +222,72 @@ class KokoroSynthesizer:
     ) -> Speech:
         """Speak `text` sentence by sentence, packed into chunks; the same input gives the
         same samples."""
-        import numpy as np
         import torch
 
-        said = [(s, phonemize(s, lang, self.g2p_backend)) for s in sentences(text)]
-        said = [(s, p) for s, p in said if p]
-        if not said:
-            raise SynthesisError("nothing speakable in the text (no words after G2P)")
-        chunks = chunk_sentences([p for _, p in said], self.chunk_limit)
+        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         device = pick_device(self.device)
         model = shared_model(self.folder(), device)
         pack = self._voice_pack(voice)
-        seed = render_seed(" ".join(p for _, p in said), voice, speed, lang, self.model_id())
-        pieces = []
-        spans: dict[int, tuple[int, int]] = {}
-        done = 0
+        seed = render_seed(script.phonemes, voice, speed, lang, self.model_id())
+
+        def run(phonemes: str) -> tuple[Any, list[int]]:
+            out = model(phonemes, pack[len(phonemes) - 1].to(device), speed,
+                        return_output=True)
+            return out.audio.float().numpy(), out.pred_dur.tolist()
+
         with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
             torch.manual_seed(seed)
-            for number, chunk in enumerate(chunks, start=1):
-                if on_chunk is not None:
-                    on_chunk(number, len(chunks))
-                phonemes = chunk_text(chunk)
-                out = model(phonemes, pack[len(phonemes) - 1].to(device), speed,
-                            return_output=True)
-                audio = out.audio.float().numpy()
-                for (sentence, _), (a, b) in zip(
-                    chunk, _piece_spans(chunk, out.pred_dur.tolist(), audio.size, model.vocab),
-                    strict=True,
-                ):
-                    first, _ = spans.get(sentence, (done + a, 0))
-                    spans[sentence] = (first, done + b)
-                pieces.append(audio)
-                done += audio.size
-        samples = np.concatenate(pieces)
-        if not np.isfinite(samples).all():
-            raise SynthesisError("the model produced invalid samples (NaN); check the weights")
-        cues = [(a, b - a, " ".join(said[n][0].split())) for n, (a, b) in sorted(spans.items())]
-        return Speech(samples, cues)
+            return perform(script, run, model.vocab, on_chunk)
+
+
+@dataclass(frozen=True)
+class Script:
+    """What a text becomes before any model runs: its spoken sentences, their phonemes
+    joined, and the chunks those are packed into (pieces as (sentence number, phonemes))."""
+
+    sentences: list[str]
+    phonemes: str
+    chunks: list[Chunk]
+
+
+def write_script(text: str, lang: str, backend: str | None, limit: int) -> Script:
+    """Sentences, phonemized one at a time, packed into chunks of at most `limit`."""
+    said = [(s, phonemize(s, lang, backend)) for s in sentences(text)]
+    said = [(s, p) for s, p in said if p]
+    if not said:
+        raise SynthesisError("nothing speakable in the text (no words after G2P)")
+    return Script([" ".join(s.split()) for s, _ in said], " ".join(p for _, p in said),
+                  chunk_sentences([p for _, p in said], limit))
+
+
+def perform(
+    script: Script, run: Callable[[str], tuple[Any, list[int]]], vocab: dict[str, int],
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> Speech:
+    """Render each chunk with `run(phonemes) -> (float32 samples, token durations)` and
+    place every sentence in the whole from the durations: the part every engine shares.
+    `vocab`: the model's phoneme vocabulary (it skips phonemes outside it)."""
+    import numpy as np
+
+    pieces = []
+    spans: dict[int, tuple[int, int]] = {}
+    done = 0
+    for number, chunk in enumerate(script.chunks, start=1):
+        if on_chunk is not None:
+            on_chunk(number, len(script.chunks))
+        audio, durations = run(chunk_text(chunk))
+        for (sentence, _), (a, b) in zip(
+            chunk, _piece_spans(chunk, durations, audio.size, vocab), strict=True,
+        ):
+            first, _ = spans.get(sentence, (done + a, 0))
+            spans[sentence] = (first, done + b)
+        pieces.append(audio)
+        done += audio.size
+    samples = np.concatenate(pieces)
+    if not np.isfinite(samples).all():
+        raise SynthesisError("the model produced invalid samples (NaN); check the weights")
+    cues = [(a, b - a, script.sentences[n]) for n, (a, b) in sorted(spans.items())]
+    return Speech(samples, cues)
 
 
 def _piece_spans(
