@@ -13,6 +13,7 @@ score 1.00; pocketsphinx is a weak recogniser, so compare figures with each othe
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -78,12 +79,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voice", action="append", help="voices to test (default: all present)")
     parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--engine", action="append", choices=["torch", "onnx"],
+                        help="engines to test (default: torch)")
     args = parser.parse_args()
 
     import jiwer
 
     from narrator.audiofiles import write_wav
     from narrator.engine.g2p import backends_available
+    from narrator.engine.ort import OnnxSynthesizer
     from narrator.engine.sources import locate_model, voices_in
     from narrator.engine.synth import KokoroSynthesizer
 
@@ -95,12 +99,14 @@ def main() -> None:
     texts = [*SENTENCES, PARAGRAPH]
     overall: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in backends_available("a"):
-            synth = KokoroSynthesizer(model_dir=found.folder, g2p_backend=backend)
+        engines = {"torch": KokoroSynthesizer, "onnx": OnnxSynthesizer}
+        for engine, backend in itertools.product(args.engine or ["torch"],
+                                                 backends_available("a")):
+            synth = engines[engine](model_dir=found.folder, g2p_backend=backend)
             for voice in voices:
                 refs, hyps, start, audio = [], [], time.perf_counter(), 0.0
                 for i, text in enumerate(texts):
-                    wav = Path(tmp) / f"{backend}-{voice}-{i}.wav"
+                    wav = Path(tmp) / f"{engine}-{backend}-{voice}-{i}.wav"
                     audio += write_wav(wav, synth.render(text, voice, 1.0, "a").samples)
                     refs.append(normalise(text))
                     hyps.append(normalise(transcribe(wav)))
@@ -108,7 +114,7 @@ def main() -> None:
                 long_wer = jiwer.wer(refs[-1], hyps[-1])
                 overall.append(wer)
                 took = time.perf_counter() - start
-                print(f"g2p {backend:<7} voice {voice:<14} WER {wer:.2f} "
+                print(f"{engine:<5} g2p {backend:<7} voice {voice:<14} WER {wer:.2f} "
                       f"(sentences {jiwer.wer(refs[:-1], hyps[:-1]):.2f}, long paragraph "
                       f"{long_wer:.2f}); {audio:.0f}s audio in {took:.0f}s")
     print(f"overall mean WER {sum(overall) / len(overall):.2f} over {len(overall)} runs of "

@@ -146,6 +146,8 @@ ModelDirOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE",
     help="auto, cpu, cuda or mps.")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
+EngineOpt = Annotated[str, typer.Option("--engine", envvar="NARRATOR_ENGINE", metavar="ENGINE",
+    help="auto (onnx on CPU where its model is here, else torch), torch or onnx.")]
 
 
 
@@ -462,12 +464,11 @@ def settings(
 # ------------------------------------------------------------------------------- engine
 
 
-def _synthesizer(model_dir: Path | None, device: str, offline: bool):  # noqa: ANN202
-    from narrator.engine.synth import DEVICES, KokoroSynthesizer
+def _synthesizer(model_dir: Path | None, device: str, offline: bool,  # noqa: ANN202
+                 engine: str = "auto"):
+    from narrator.engine.engines import make_synthesizer
 
-    if device not in DEVICES:
-        raise errors.BadInput(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    return KokoroSynthesizer(model_dir=model_dir, device=device, offline=offline)
+    return make_synthesizer(engine, model_dir, device, offline)[0]
 
 
 @app.command()
@@ -480,6 +481,7 @@ def say(
     lang: LangOpt = None,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     offline: OfflineOpt = False,
 ) -> None:
     """Speak one text into one WAV file.
@@ -497,7 +499,7 @@ def say(
         text = read_document("-")
     voice = voice or DEFAULT_VOICE
     language = language_of(voice, lang)
-    synth = _synthesizer(model_dir, device, offline)
+    synth = _synthesizer(model_dir, device, offline, engine)
     synth.check(voice, language)
     if output.is_dir() or not output.parent.is_dir():
         raise errors.AudioDirUnwritable(
@@ -552,8 +554,9 @@ def doctor(
     lang: LangOpt = None,
     model_dir: ModelDirOpt = None,
     offline: OfflineOpt = False,
+    engine: EngineOpt = "auto",
 ) -> None:
-    """Versions, device, where the model is (or why not), and the G2P of each language.
+    """Versions, device, engine, where the model is (or why not), and each language's G2P.
 
     Exits 69 when no source can deliver a model (a download is tried for 3 s). With
     --voice (and --lang), also checks that voice the way a run would, with its exit code.
@@ -566,11 +569,11 @@ def doctor(
     from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_VOICE
 
-    report = diagnose(model_dir, offline)
+    report = diagnose(model_dir, offline, engine)
     problem = None
     if voice or lang:
         voice = voice or DEFAULT_VOICE
-        problem = voice_problem(voice, language_of(voice, lang), model_dir, offline)
+        problem = voice_problem(voice, language_of(voice, lang), model_dir, offline, engine)
         report["check"] = {"voice": voice, "lang": lang or "from the voice",
                            "problem": str(problem) if problem else None}
     if as_json:
@@ -662,6 +665,7 @@ def generate_all_command(
     ] = ProgressMode.auto,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     offline: OfflineOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -685,7 +689,7 @@ def generate_all_command(
         skip_locked=skip_locked, force=force, changed=changed, voice=voice, speed=speed,
         lang=lang, audio_dir=audio_dir, dry_run=dry_run,
     )
-    run = generate_all(store, options, _synthesizer(model_dir, device, offline))
+    run = generate_all(store, options, _synthesizer(model_dir, device, offline, engine))
     head = {
         "task_id": run.task_id, "project_id": store.project_id,
         "status": "PENDING" if run.task_id else None, "dry_run": dry_run,
@@ -777,6 +781,7 @@ def generate(
     lang: LangOpt = None,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     offline: OfflineOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -789,7 +794,7 @@ def generate(
     from narrator.batch import generate_one
 
     _, seconds = generate_one(
-        _open(project, project_id), index, _synthesizer(model_dir, device, offline),
+        _open(project, project_id), index, _synthesizer(model_dir, device, offline, engine),
         force=force, voice=voice, speed=speed, lang=lang,
     )
     if seconds is None:

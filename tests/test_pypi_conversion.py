@@ -164,7 +164,7 @@ def test_module_of_node_scopes() -> None:
 
 
 def _fill(folder: Path, skip: str = "") -> Path:
-    names = ["config.json", "kokoro-v1_0.pth", "SOURCE",
+    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", "kokoro-v1.0.int8.onnx",
              *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES)]
     for name in names:
         if name != skip:
@@ -178,6 +178,8 @@ def test_is_complete(tmp_path: Path) -> None:
     assert not is_complete(tmp_path)
     assert not is_complete(_fill(tmp_path / "no-voice", skip="voices/jm_kumo.pt"))
     assert not is_complete(_fill(tmp_path / "no-source", skip="SOURCE"))
+    # a folder pulled before the onnx engine existed is completed by the next pull
+    assert not is_complete(_fill(tmp_path / "no-onnx", skip="kokoro-v1.0.int8.onnx"))
     empty_weights = _fill(tmp_path / "empty-weights")
     (empty_weights / "kokoro-v1_0.pth").write_bytes(b"")
     assert not is_complete(empty_weights)

