@@ -1,5 +1,6 @@
 """Peak memory of `narrator generate-all` on the real weights against the number of segments,
-with narrator's malloc setting (engine.synth.limit_heap_growth) and without it.
+on the torch engine with narrator's malloc setting (engine.synth.limit_heap_growth) and
+without it, and on the onnx engine.
 
 Each run is a fresh process rendering the first N sentences (or paragraphs) of
 bench/data/prose.txt (public domain: Austen, Dickens and others) with jm_kumo reading
@@ -10,6 +11,7 @@ kernel. Usage:
     .venv/bin/python bench/memory.py                 # N = 30 and 150, both variants
     .venv/bin/python bench/memory.py --segments 30 150 600 --variants narrator
     .venv/bin/python bench/memory.py --segments 20 --unit paragraphs
+    .venv/bin/python bench/memory.py --segments 30 150 --variants narrator onnx
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ store = create_project(Path(db), "bench")
 add_segments(store, pieces)
 from narrator.cli import main
 sys.argv = ["narrator", "generate-all", db, "--voice", "jm_kumo", "--lang", "en-us",
-            "--progress", "none", "--json"]
+            "--engine", "onnx" if variant == "onnx" else "torch", "--progress", "none", "--json"]
 main()
 """
 
@@ -82,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, nargs="+", default=[30, 150])
     parser.add_argument("--variants", nargs="+", default=["narrator", "glibc-default"],
-                        choices=["narrator", "glibc-default"])
+                        choices=["narrator", "glibc-default", "onnx"],
+                        help="narrator: the torch engine; glibc-default: torch without "
+                             "narrator's malloc setting; onnx: the onnx engine")
     parser.add_argument("--unit", choices=["sentences", "paragraphs"], default="sentences",
                         help="segments of one sentence, or of one paragraph (long inputs)")
     args = parser.parse_args()
