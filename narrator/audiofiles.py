@@ -5,6 +5,7 @@ carries this project's uid."""
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import uuid
@@ -45,6 +46,27 @@ def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -
     return tmp
 
 
+def claim_temp(target: Path) -> Path:
+    """Create the temporary file for `target` now (and its folder), so that an unwritable
+    place fails before any work; first remove what an earlier writer of `target` that was
+    killed outright left (`.<target>.<rand>.partial`)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for left in target.parent.glob(f".{glob.escape(target.name)}.*{TEMP_SUFFIX}"):
+        left.unlink(missing_ok=True)
+    tmp = temp_path(target)
+    tmp.touch(exist_ok=False)
+    return tmp
+
+
+def sync(path: Path) -> None:
+    """Flush a written file to disk (before `publish` renames it into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Move a written temporary file into place atomically and durably."""
     try:
@@ -52,12 +74,7 @@ def publish(tmp: Path, target: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    # The rename is durable only once the folder's entry is on disk.
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync(target.parent)  # the rename is durable only once the folder's entry is on disk
 
 
 def write_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:

@@ -170,10 +170,9 @@ def run_lock(store: ProjectStore) -> FileLock:
     lock = take_run_lock(store.path)
     if lock is None:
         running = active_task(store)
-        who = f"task {running.task_id} (pid {running.pid})" if running else "another narrator"
-        raise ProjectBusy(
-            f"{who} is rendering {store.path}; wait for it, or see `narrator status`"
-        )
+        who = (f"task {running.task_id} (pid {running.pid}) is rendering" if running
+               else "another narrator command (a run or an export) holds")
+        raise ProjectBusy(f"{who} {store.path}; wait for it, or see `narrator status`")
     return lock
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -894,10 +895,6 @@ class CaptionKind(StrEnum):
     vtt = "vtt"
 
 
-def _seconds(min_: float = 0.0, max_: float = 60.0, **kwargs: Any) -> Any:
-    return typer.Option(min=min_, max=max_, metavar="SECONDS", **kwargs)
-
-
 @app.command()
 def export(
     project: ProjectArg,
@@ -908,15 +905,18 @@ def export(
     ] = None,
     split: Annotated[SplitOutput, typer.Option("--split", metavar="HOW",
         help="chapters: one file per chapter, named NN-slug.")] = SplitOutput.none,
-    pause: Annotated[float, _seconds(help="Silence between segments.")] = 0.75,
-    scene_pause: Annotated[float, _seconds(help="Silence at a scene break (empty segment).")
-    ] = 2.0,
-    heading_pause: Annotated[float, _seconds(help="Silence before a heading.")] = 2.0,
-    loudness: Annotated[float, typer.Option(metavar="LUFS", min=-40, max=-5,
-        help="Integrated loudness to reach (EBU R128), with one gain per file.")] = -18.0,
-    peak: Annotated[float, typer.Option(metavar="DBFS", min=-20, max=0,
-        help="Peak ceiling: the gain stops short of it, or --limit holds peaks to it.")
-    ] = -3.0,
+    pause: Annotated[float, typer.Option(metavar="SECONDS",
+        help="Silence between segments (0-60).")] = 0.75,
+    scene_pause: Annotated[float, typer.Option(metavar="SECONDS",
+        help="Silence at a scene break, an empty segment (0-60).")] = 2.0,
+    heading_pause: Annotated[float, typer.Option(metavar="SECONDS",
+        help="Silence before a heading (0-60).")] = 2.0,
+    loudness: Annotated[float, typer.Option(metavar="LUFS",
+        help="Integrated loudness to reach, EBU R128 (-40 to -5), with one gain per file.")
+    ] = -18.0,
+    peak: Annotated[float, typer.Option(metavar="DBFS",
+        help="Peak ceiling (-20 to 0): the gain stops short of it, or --limit holds peaks "
+             "to it.")] = -3.0,
     limit: Annotated[bool, typer.Option("--limit",
         help="A look-ahead peak limiter at the ceiling, so the gain reaches the loudness.")
     ] = False,
@@ -936,10 +936,11 @@ def export(
         help="Export what there is: leave out segments without audio, keep stale audio.")
     ] = False,
     profile: Annotated[Profile | None, typer.Option(metavar="NAME",
-        help="acx: ACX's numbers (MP3 44.1 kHz 192 kbps, a file per chapter, RMS, peaks, "
-             "room tone), checked after writing.")] = None,
-    bitrate: Annotated[int | None, typer.Option(metavar="KBPS", min=16, max=320,
-        help="Bit rate of lossy formats (default: 64, Opus 48).")] = None,
+        help="acx: ACX's numbers (MP3 44.1 kHz 192 kbps, a file per chapter, its own RMS "
+             "target, peak limit and room tone), checked after writing.")] = None,
+    bitrate: Annotated[int | None, typer.Option(metavar="KBPS",
+        help="Bit rate of lossy formats (default: 64, Opus 48; MP3 up to 160, AAC 144).")
+    ] = None,
     as_json: JsonOpt = False,
     progress: Annotated[ProgressMode, typer.Option("--progress", metavar="MODE",
         help="auto, bar, plain, jsonl or none.")] = ProgressMode.auto,
@@ -958,7 +959,7 @@ def export(
     import signal
 
     from narrator.engine import SAMPLE_RATE
-    from narrator.export import ExportOptions, Pauses, export_project, passes
+    from narrator.export import ExportOptions, Pauses, export_project
     from narrator.progress import ExportMeter
 
     # SIGTERM ends an export like Ctrl-C: temporary files are removed on the way out.
@@ -979,7 +980,7 @@ def export(
             _warn(f"segment {gap.index}: {gap.why}, {left}")
         if book.format == "wav" and any(len(part.chapters) > 1 for part in book.parts):
             _warn("WAV holds no chapter marks: --json lists them, or use --split chapters")
-        meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, passes(options)))
+        meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, book.passes))
 
     try:
         done = export_project(_open(project, project_id), options,
@@ -995,11 +996,14 @@ def export(
         result["acx_passed"] = done.acx_passed
     _print_json(result) if as_json else _print_export(done)
     for w in done.files:
-        if not done.acx and w.levels.loudness < loudness - 1:
+        held_back = w.gain < loudness - w.measured.loudness - 1
+        if held_back and not limit and not done.acx and w.measured.peak > -math.inf:
             _warn(f"{w.path.name} reaches {w.levels.loudness:.1f} LUFS, not {loudness:g}: its "
                   f"peaks would pass {peak:g} dBFS; add --limit to reach it")
     if done.acx and not done.acx_passed:
-        raise typer.Exit(1)
+        failed = sum(not all(c.ok for c in checks) for checks in done.acx.values())
+        fail(f"{_count(failed, 'file')} fail ACX's checks (see the table); adjust the "
+             "project's audio and export again", exit_code(errors.NarratorError))
 
 
 def _warn(message: str) -> None:

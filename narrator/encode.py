@@ -23,27 +23,36 @@ SILENT_LUFS = -70.0
 
 
 class Format(NamedTuple):
-    """How one output format is written: FFmpeg's muxer and encoder, bit rate, rate, and
-    encoder options."""
+    """How one output format is written: FFmpeg's muxer and encoder, bit rate (None:
+    lossless) and the highest the encoder takes at this rate, rate, encoder options."""
 
     muxer: str
     codec: str
     bit_rate: int | None
+    max_bit_rate: int | None = None
     sample_rate: int = SAMPLE_RATE
     options: tuple[tuple[str, str], ...] = ()
 
 
 # FFmpeg's AAC encoder with its fast coder: 2.7x the speed of the default (twoloop) on
 # narrator's speech at 64 kbps, and a higher signal-to-noise ratio (34 dB against 27).
-AAC = Format("ipod", "aac", 64_000, options=(("aac_coder", "fast"),))
+# Mono AAC at 24 kHz carries at most 6,144 bits a frame of 1,024 samples: 144 kbps.
+AAC = Format("ipod", "aac", 64_000, 144_000, options=(("aac_coder", "fast"),))
 FORMATS: dict[str, Format] = {
     "m4b": AAC,
     "m4a": AAC,
-    "mp3": Format("mp3", "libmp3lame", 64_000),
+    "mp3": Format("mp3", "libmp3lame", 64_000, 160_000),  # MPEG-2 layer III at 24 kHz
     "flac": Format("flac", "flac", None),
-    "opus": Format("ogg", "libopus", 48_000),
+    "opus": Format("ogg", "libopus", 48_000, 256_000),
     "wav": Format("wav", "pcm_s16le", None),
 }
+
+
+def clock(frames: int, separator: str = ".") -> str:
+    """HH:MM:SS.mmm of a sample position (SRT wants a comma before the milliseconds)."""
+    ms = round(frames * 1000 / SAMPLE_RATE)
+    return (f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}"
+            f"{separator}{ms % 1000:03d}")
 
 
 def av_module() -> Any:
@@ -222,9 +231,11 @@ def decode(path: Path) -> tuple[Any, Iterable[np.ndarray]]:
 def cover_kind(path: Path) -> str:
     """'jpeg' or 'png' from the file's first bytes; BadInput for anything else."""
     try:
-        head = path.read_bytes()[:8]
+        with path.open("rb") as f:
+            head = f.read(8)
     except OSError as exc:
-        raise BadInput(f"cannot read the cover {path}: {exc.strerror}") from exc
+        raise BadInput(f"cannot read the cover {path}: {exc.strerror}; check --cover's "
+                       "path") from exc
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -240,9 +251,7 @@ def vorbis_chapters(chapters: list[Mark]) -> dict[str, str]:
     """Chapter marks as Vorbis comments, numbered from 000 as FFmpeg writes them in Ogg."""
     comments = {}
     for n, mark in enumerate(chapters):
-        ms = round(mark.start * 1000 / SAMPLE_RATE)
-        comments[f"CHAPTER{n:03d}"] = (f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:"
-                                       f"{ms // 1000 % 60:02d}.{ms % 1000:03d}")
+        comments[f"CHAPTER{n:03d}"] = clock(mark.start)
         comments[f"CHAPTER{n:03d}NAME"] = mark.title
     return comments
 

@@ -6,7 +6,6 @@ sidecars. It reads recorded audio only and never renders. Two streaming passes p
 from __future__ import annotations
 
 import math
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from narrator.audiofiles import audio_path, publish, temp_path
+from narrator.audiofiles import audio_path, claim_temp, publish, sync
 from narrator.batch import run_lock
 from narrator.encode import (
     FORMATS,
@@ -24,6 +23,7 @@ from narrator.encode import (
     Levels,
     LoudnessMeter,
     Mark,
+    clock,
     cover_kind,
     encode,
     finish,
@@ -31,7 +31,7 @@ from narrator.encode import (
     metered,
 )
 from narrator.engine import SAMPLE_RATE
-from narrator.errors import BadDocument, BadInput, CannotWrite, NotReady
+from narrator.errors import BadDocument, BadInput, CannotWrite, NarratorError, NotReady
 from narrator.models import Project, Segment
 from narrator.planning import fingerprint
 from narrator.project import read_settings
@@ -136,6 +136,7 @@ class Book:
     parts: list[Part]
     gaps: list[Gap]
     seconds: float
+    passes: int  # how many times the audio is read: measure, (limit,) encode
 
 
 @dataclass(frozen=True)
@@ -173,27 +174,37 @@ def slug(title: str, limit: int = 40) -> str:
     return words[:limit].rstrip("-") or "chapter"
 
 
-def output_format(output: Path, fmt: str | None) -> str:
-    """The format asked for, else the output's suffix; BadInput for one we cannot write."""
-    name = (fmt or output.suffix.lstrip(".")).lower()
+def output_format(output: Path, fmt: str | None) -> tuple[Path, str]:
+    """The output and its format: the one asked for (the output gains its suffix), else
+    the output's suffix. BadInput for a format we cannot write, or two that disagree."""
+    suffix = output.suffix.lstrip(".").lower()
+    name = (fmt or suffix).lower()
     if name not in FORMATS:
         raise BadInput(f"cannot export to {name or output.name!r}; choose one of "
                        f"{', '.join(FORMATS)} (--format or the output's suffix)")
-    return name
+    if suffix in FORMATS and suffix != name:
+        raise BadInput(f"{output.name} is not a .{name} file; give -o a .{name} name, or "
+                       "leave --format out")
+    return (output if suffix == name else output.with_name(f"{output.name}.{name}")), name
 
 
 def _frames(seconds: float) -> int:
     return round(seconds * SAMPLE_RATE)
 
 
-def _wav_frames(path: Path, index: int) -> int:
+def _wav_frames(path: Path, index: int, project: Path) -> int:
+    """The segment's samples; BadDocument for a file that is not narrator's WAV."""
     import soundfile
 
-    info = soundfile.info(str(path))
-    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+    try:
+        info = soundfile.info(str(path))
+        usable = info.samplerate == SAMPLE_RATE and info.channels == 1
+    except soundfile.SoundFileError:
+        usable = False
+    if not usable:
         raise BadDocument(
-            f"segment {index}'s audio {path.name} is not narrator's {SAMPLE_RATE} Hz mono "
-            f"WAV; render it again with `narrator generate PROJECT {index} --force`"
+            f"segment {index}'s audio {path.name} is damaged or not narrator's {SAMPLE_RATE} "
+            f"Hz mono WAV; render it again with `narrator generate {project} {index} --force`"
         )
     return info.frames
 
@@ -202,11 +213,9 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     """Read the project: which file gets which audio, pauses, chapters and captions, and
     which segments are missing or stale. Refuses (NotReady) unless allow_missing."""
     settings = read_settings(store)
-    output = options.output or store.path.with_suffix(f".{options.format or 'm4b'}")
-    fmt = output_format(output, options.format)
+    output, fmt = output_format(
+        options.output or store.path.with_suffix(f".{options.format or 'm4b'}"), options.format)
     check_options(options, fmt)
-    output = output if output.suffix.lower() == f".{fmt}" else output.with_name(
-        f"{output.name}.{fmt}")
     title = options.title or project_name
     with store.session() as session:
         rows = session.exec(
@@ -232,7 +241,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             pause = max(pause, options.pauses.scene)
             continue
         path = audio_path(store, audio) if audio else None
-        if path is None or not path.is_file():
+        frames = _wav_frames(path, index, store.path) if path and path.is_file() else 0
+        if not frames:
             gaps.append(Gap(index, "locked without audio" if locked else "no audio"))
             continue
         if not locked and stamp != fingerprint(text, settings.voice_id, settings.speed,
@@ -250,7 +260,6 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         if pending_chapter:
             part.chapters.append(Mark(chapter, part.frames, 0))
             pending_chapter = False
-        frames = _wav_frames(path, index)
         start = part.add(Clip(path, frames))
         part.cues.extend(_cues(cues, text, start, frames))
         pause = 0.0
@@ -260,11 +269,13 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         part.chapters = _closed(part.chapters, part.frames, part.title)
     if gaps and not options.allow_missing:
         raise NotReady(_not_ready(gaps, store.path))
+    if not rows:
+        raise NotReady(f"{store.path} has no segments; add text with `narrator add` first")
     if not parts:
         raise NotReady(f"{store.path} has no recorded audio to export; render it first with "
                        f"`narrator generate-all {store.path}`")
     seconds = sum(p.frames for p in parts) / SAMPLE_RATE
-    return Book(fmt, parts, gaps, seconds)
+    return Book(fmt, parts, gaps, seconds, 3 if options.limit else 2)
 
 
 def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
@@ -272,7 +283,6 @@ def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
     recording itself starts or ends with, there are `seconds` before speech."""
     if not seconds:
         return 0
-    import numpy as np
     import soundfile
 
     with soundfile.SoundFile(str(path)) as f:
@@ -280,9 +290,16 @@ def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
         if at_end:
             f.seek(f.frames - window)
         edge = f.read(window, dtype="float32")
-    loud = np.flatnonzero(np.abs(edge) > 10 ** (SPEECH_DBFS / 20))
+    loud = _speech(edge)
     quiet = window if not loud.size else (window - 1 - loud[-1] if at_end else loud[0])
     return max(0, _frames(seconds) - int(quiet))
+
+
+def _speech(block: np.ndarray) -> np.ndarray:
+    """Where in a block the samples are speech, not room tone (indices)."""
+    import numpy as np
+
+    return np.flatnonzero(np.abs(block) > 10 ** (SPEECH_DBFS / 20))
 
 
 def _closed(marks: list[Mark], end: int, title: str) -> list[Mark]:
@@ -319,11 +336,12 @@ def _not_ready(gaps: list[Gap], project: Path) -> str:
 
 
 def _blocks(part: Part, gain_db: float = 0.0) -> Iterator[np.ndarray]:
-    """The part's samples as float32 blocks, gain applied and clipped to full scale."""
+    """The part's samples as float32 blocks, gain applied. Nothing is clipped: the gain
+    keeps peaks under the ceiling, or the limiter that follows brings them down."""
     import numpy as np
     import soundfile
 
-    gain = 10 ** (gain_db / 20)
+    gain = np.float32(10 ** (gain_db / 20))
     for clip in part.clips:
         if clip.path is None:
             for done in range(0, clip.frames, BLOCK):
@@ -331,7 +349,7 @@ def _blocks(part: Part, gain_db: float = 0.0) -> Iterator[np.ndarray]:
             continue
         with soundfile.SoundFile(str(clip.path)) as f:
             for block in f.blocks(BLOCK, dtype="float32"):
-                yield np.clip(block * gain, -1.0, 1.0, dtype=np.float32) if gain != 1 else block
+                yield block * gain if gain != 1 else block
 
 
 Progress = Callable[[str, int], None]
@@ -340,42 +358,85 @@ Progress = Callable[[str, int], None]
 def write_book(
     book: Book, options: ExportOptions, tags: dict[str, str], on_progress: Progress,
 ) -> list[Written]:
-    """Measure and write each part: a temporary file beside the target, renamed into
-    place when complete. `on_progress(stage, samples)` follows both passes."""
+    """Measure and write each part (and its captions): temporary files beside the
+    targets, renamed into place when complete, the audio first. `on_progress(stage,
+    samples)` follows every pass."""
     fmt = ACX_FORMAT if options.profile == "acx" else FORMATS[book.format]
     if options.bit_rate:
         fmt = fmt._replace(bit_rate=options.bit_rate)
     written = []
     for part in book.parts:
-        tmp = _claim_temp(part.path)
+        captions = part.path.with_suffix(f".{options.captions}") if options.captions else None
+        temps = {target: _claim(target) for target in (part.path, captions) if target}
         try:
-            measured = _measured(_blocks(part), "measuring", on_progress)
-            gain = _gain(measured, options)
-            if options.limit:  # the limiter takes a little loudness: measure it, make it up
-                trial = _measured(limited(_blocks(part, gain), options.peak), "limiting",
-                                  on_progress)
-                gain += _gain(trial, options)
-            out = _blocks(part, gain)
-            after = LoudnessMeter() if options.limit else None
-            if after is not None:  # what the limiter leaves is measured on its way out
-                out = metered(limited(out, options.peak), after)
-            part_tags = tags | ({"title": part.title, "track": f"{part.number}/{len(book.parts)}"}
-                                if part.number else {})
-            encode(tmp, fmt, _counted(out, lambda n: on_progress("encoding", n)), part_tags,
-                   part.chapters)
-            finish(tmp, fmt, part.chapters, options.cover)
-            captions = _write_captions(part, options.captions) if options.captions else None
-            _sync(tmp)
-            publish(tmp, part.path)
-        except OSError as exc:
-            raise CannotWrite(f"cannot write {part.path}: {exc.strerror or exc}; free some "
-                              "space or choose another place with -o") from exc
+            measured, gain, levels = _write_audio(part, book, fmt, options, tags,
+                                                 temps[part.path], on_progress)
+            if captions is not None:
+                temps[captions].write_text(captions_text(part.cues, options.captions),
+                                           encoding="utf-8")
+            for target, tmp in temps.items():
+                sync(tmp)
+                publish(tmp, target)
+        except Exception as exc:
+            raise _export_error(exc, part.path) from exc
         finally:
-            tmp.unlink(missing_ok=True)
-        levels = after.levels() if after is not None else measured.gained(gain)
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
         written.append(Written(part.path, part.frames / SAMPLE_RATE, part.chapters,
                                measured, gain, levels, captions))
     return written
+
+
+def _write_audio(
+    part: Part, book: Book, fmt: Format, options: ExportOptions, tags: dict[str, str],
+    tmp: Path, on_progress: Progress,
+) -> tuple[Levels, float, Levels]:
+    """Measure the part, then gain (and limit) and encode it into `tmp`: the levels as
+    measured, the gain, and the levels written."""
+    measured = _measured(_blocks(part), "measuring", on_progress)
+    gain = _gain(measured, options)
+    if options.limit:  # the limiter takes a little loudness: measure it, make it up
+        trial = _measured(limited(_blocks(part, gain), options.peak), "limiting", on_progress)
+        gain += _gain(trial, options)
+    out = _blocks(part, gain)
+    after = LoudnessMeter() if options.limit else None
+    if after is not None:  # what the limiter leaves is measured on its way out
+        out = metered(limited(out, options.peak), after)
+    if part.number:
+        tags = tags | {"title": part.title, "track": f"{part.number}/{len(book.parts)}"}
+    encode(tmp, fmt, _counted(out, lambda n: on_progress("encoding", n)), tags, part.chapters)
+    finish(tmp, fmt, part.chapters, options.cover)
+    return measured, gain, after.levels() if after is not None else measured.gained(gain)
+
+
+def _claim(target: Path) -> Path:
+    try:
+        return claim_temp(target)
+    except OSError as exc:
+        raise CannotWrite(f"cannot write {target}: {exc.strerror}; choose another place "
+                          "with -o") from exc
+
+
+def _export_error(exc: Exception, path: Path) -> Exception:
+    """What a failure while writing `path` means to the user: storage (73), a damaged
+    recording (65), or the encoder refusing (1); anything else as it is."""
+    import soundfile
+    from mutagen import MutagenError
+
+    from narrator.encode import av_module
+
+    if isinstance(exc, MutagenError) and isinstance(exc.__context__, OSError):
+        exc = exc.__context__  # mutagen wraps the OSError (a full disk, say)
+    if isinstance(exc, OSError):
+        return CannotWrite(f"cannot write {path}: {exc.strerror or exc}; free some space or "
+                           "choose another place with -o")
+    if isinstance(exc, soundfile.SoundFileError):
+        return BadDocument(f"a recording cannot be read ({exc}); render it again with "
+                           "`narrator generate-all PROJECT --force`")
+    if isinstance(exc, av_module().FFmpegError):
+        return NarratorError(f"FFmpeg could not write {path.name} ({exc}); try another "
+                             "--bitrate or --format")
+    return exc
 
 
 def _counted(blocks: Iterator[np.ndarray], on_block: Callable[[int], None],
@@ -383,11 +444,6 @@ def _counted(blocks: Iterator[np.ndarray], on_block: Callable[[int], None],
     for block in blocks:
         on_block(block.size)
         yield block
-
-
-def passes(options: ExportOptions) -> int:
-    """How many times an export reads its audio: measure, (limit,) encode."""
-    return 3 if options.limit or options.profile == "acx" else 2
 
 
 def _measured(blocks: Iterator[np.ndarray], stage: str, on_progress: Progress) -> Levels:
@@ -409,57 +465,17 @@ def _gain(levels: Levels, options: ExportOptions) -> float:
     return wanted if options.limit else min(wanted, options.peak - levels.peak)
 
 
-def _claim_temp(target: Path) -> Path:
-    """Create the temporary file now, so an unwritable folder fails before any work."""
-    tmp = temp_path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch(exist_ok=False)
-    except OSError as exc:
-        raise CannotWrite(f"cannot write {target}: {exc.strerror}; choose another place "
-                          "with -o") from exc
-    return tmp
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _timestamp(frames: int, separator: str) -> str:
-    ms = round(frames * 1000 / SAMPLE_RATE)
-    hours, ms = divmod(ms, 3_600_000)
-    minutes, ms = divmod(ms, 60_000)
-    seconds, ms = divmod(ms, 1000)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{ms:03d}"
-
-
 def captions_text(cues: list[Cue], kind: str) -> str:
     """SRT or WebVTT: one cue per sentence."""
     separator = "," if kind == "srt" else "."
     blocks = [
         (f"{n}\n" if kind == "srt" else "")
-        + f"{_timestamp(c.start, separator)} --> {_timestamp(c.start + c.frames, separator)}\n"
+        + f"{clock(c.start, separator)} --> {clock(c.start + c.frames, separator)}\n"
         + c.text
         for n, c in enumerate(cues, start=1)
     ]
     head = ["WEBVTT"] if kind == "vtt" else []
     return "\n\n".join(head + blocks) + "\n"
-
-
-def _write_captions(part: Part, kind: str) -> Path:
-    target = part.path.with_suffix(f".{kind}")
-    tmp = _claim_temp(target)
-    try:
-        tmp.write_text(captions_text(part.cues, kind), encoding="utf-8")
-        _sync(tmp)
-        publish(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
@@ -484,6 +500,13 @@ def check_options(options: ExportOptions, fmt: str) -> None:
         raise BadInput(f"--peak {options.peak} is outside -20..0 dBFS")
     if options.captions not in (None, "srt", "vtt"):
         raise BadInput(f"--captions {options.captions}: choose srt or vtt")
+    fmt_spec = ACX_FORMAT if options.profile == "acx" else FORMATS[fmt]
+    if options.bit_rate is not None:
+        if fmt_spec.max_bit_rate is None:
+            raise BadInput(f"{fmt.upper()} is lossless: it takes no --bitrate")
+        if not 16_000 <= options.bit_rate <= fmt_spec.max_bit_rate:
+            raise BadInput(f"--bitrate {options.bit_rate // 1000} is outside what {fmt.upper()} "
+                           f"takes here: 16-{fmt_spec.max_bit_rate // 1000} kbps")
     if options.cover is not None:
         if FORMATS[fmt].muxer == "wav":
             raise BadInput("WAV files hold no cover; choose m4b, mp3, flac or opus")
@@ -493,7 +516,7 @@ def check_options(options: ExportOptions, fmt: str) -> None:
 # ------------------------------------------------------------------------------- ACX
 
 # ACX's audio submission requirements: https://www.acx.com/help/acx-audio-submission-requirements/201456300
-ACX_FORMAT = Format("mp3", "libmp3lame", 192_000, 44_100)
+ACX_FORMAT = Format("mp3", "libmp3lame", 192_000, 320_000, 44_100)
 ACX_RMS = (-23.0, -18.0)
 ACX_PEAK = -3.0
 ACX_HEAD = (0.5, 1.0)
@@ -509,10 +532,15 @@ SPEECH_DBFS = -50.0
 
 def acx_options(options: ExportOptions) -> ExportOptions:
     """Everything ACX asks of the files: MP3 44.1 kHz 192 kbps CBR mono, one per chapter,
-    0.75 s of room tone at the head and 2 s at the tail."""
+    RMS by one gain and a limiter, 0.75 s of room tone at the head and 2 s at the tail.
+    Refuses a format or bit rate of its own."""
+    suffix = options.output.suffix.lower() if options.output else ""
+    if options.format not in (None, "mp3") or suffix in {f".{f}" for f in FORMATS} - {".mp3"}:
+        raise BadInput("--profile acx writes MP3: give -o a .mp3 name and no other --format")
+    if options.bit_rate is not None:
+        raise BadInput("--profile acx sets the bit rate (192 kbps CBR): leave --bitrate out")
     return replace(options, format="mp3", split_chapters=True, head=0.75, tail=2.0,
-                   peak=ACX_PEAK_TARGET, limit=True,
-                   output=options.output.with_suffix(".mp3") if options.output else None)
+                   peak=ACX_PEAK_TARGET, limit=True)
 
 
 @dataclass(frozen=True)
@@ -541,9 +569,8 @@ def acx_checks(path: Path) -> list[Check]:
     rate, bit_rate = stream.rate, stream.codec_context.bit_rate  # the frame headers' rate
     squares, peak, frames = 0.0, 0.0, 0
     first = last = None  # the first and last sample of speech
-    threshold = 10 ** (SPEECH_DBFS / 20)
     for block in blocks:
-        loud = np.flatnonzero(np.abs(block) > threshold)
+        loud = _speech(block)
         if loud.size:
             first = frames + int(loud[0]) if first is None else first
             last = frames + int(loud[-1])

@@ -11,7 +11,7 @@ import soundfile
 from narrator.audiofiles import write_wav
 from narrator.engine import SynthesisError
 from narrator.engine import synth as synth_module
-from narrator.engine.g2p import MAX_PHONEMES, chunk_phonemes, phonemize
+from narrator.engine.g2p import MAX_PHONEMES, chunk_sentences, chunk_text, phonemize
 from narrator.engine.sources import locate_model
 from narrator.engine.synth import KokoroSynthesizer, Lazy
 from narrator.errors import BadInput, ModelUnavailable
@@ -58,7 +58,7 @@ def test_long_text_is_spoken_completely(tiny_model: Path, tmp_path: Path) -> Non
 
 def test_chunks_respect_the_window_and_words() -> None:
     phonemes = phonemize("Dr. Smith said: " + "words, " * 200 + "the end.", "a")
-    chunks = chunk_phonemes(phonemes)
+    chunks = [chunk_text(c) for c in chunk_sentences([phonemes])]
     assert len(chunks) > 1 and all(len(c) <= MAX_PHONEMES for c in chunks)
     assert " ".join(chunks) == phonemes
 

@@ -376,3 +376,78 @@ def test_a_signal_mid_export_leaves_no_file_behind(tmp_path: Path, sig: int) -> 
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav", "long"]
+
+
+def test_a_damaged_recording_is_65_with_the_fix(runner, book) -> None:  # noqa: ANN001
+    path = audio_path(book, segment_states(book)[1].audio_file)
+    path.write_bytes(b"RIFF....not a wav at all")
+    result = export(runner, book, "-o", "out.m4b")
+    assert result.exit_code == 65, result.output
+    assert "is damaged" in result.stderr and "--force" in result.stderr
+
+
+def test_an_empty_recording_is_a_gap(runner, book) -> None:  # noqa: ANN001
+    path = audio_path(book, segment_states(book)[1].audio_file)
+    soundfile.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE, subtype="PCM_16")
+    result = export(runner, book, "-o", "out.m4b")
+    assert result.exit_code == 65 and "no audio: 2" in result.stderr
+
+
+def test_a_full_disk_while_tagging_is_73(runner, book, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from mutagen import MutagenError
+
+    def full(*args: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            raise MutagenError(exc) from exc
+
+    monkeypatch.setattr(export_module, "finish", full)
+    result = export(runner, book, "-o", "out.m4b")
+    assert result.exit_code == 73 and "No space left on device" in result.stderr
+    assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == []
+
+
+def test_captions_are_published_only_with_their_audio(
+    runner, book, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    import narrator.audiofiles
+
+    real_publish = narrator.audiofiles.publish
+
+    def refuse_the_audio(tmp: Path, target: Path) -> None:
+        if target.suffix == ".m4b":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_publish(tmp, target)
+
+    monkeypatch.setattr(export_module, "publish", refuse_the_audio)
+    result = export(runner, book, "-o", "out.m4b", "--captions", "srt")
+    assert result.exit_code == 73
+    assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("-o", "out.opus", "--bitrate", "320"), "16-256 kbps"),
+    (("-o", "out.flac", "--bitrate", "128"), "lossless"),
+    (("-o", "out.m4b", "--format", "mp3"), "out.m4b is not a .mp3 file"),
+    (("--profile", "acx", "-o", "out.m4b"), "--profile acx writes MP3"),
+    (("--profile", "acx", "--bitrate", "64"), "leave --bitrate out"),
+    (("--loudness", "-3"), "outside -40..-5 LUFS"),
+    (("--pause", "-1"), "pause must be 0-60 seconds"),
+    (("--cover", "no-such.jpg"), "check --cover's path"),
+])
+def test_options_that_cannot_work_are_usage_errors(runner, book, args, message) -> None:  # noqa: ANN001
+    result = export(runner, book, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_an_output_without_a_suffix_takes_the_format(runner, book) -> None:  # noqa: ANN001
+    assert export(runner, book, "-o", "my.book", "--format", "mp3").exit_code == 0
+    assert Path("my.book.mp3").is_file()
+
+
+def test_a_partial_file_left_by_a_killed_export_is_removed(runner, book) -> None:  # noqa: ANN001
+    Path(".out.m4b.0123abcd.partial").write_bytes(b"x" * 1000)
+    assert export(runner, book, "-o", "out.m4b").exit_code == 0
+    assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == ["out.m4b"]

@@ -125,8 +125,3 @@ def chunk_sentences(sentences: list[str], limit: int = MAX_PHONEMES) -> list[Chu
 
 def chunk_text(chunk: Chunk) -> str:
     return " ".join(piece for _, piece in chunk)
-
-
-def chunk_phonemes(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
-    """Pack one text's phonemes into chunks of at most `limit`, cut at sentence ends."""
-    return [chunk_text(chunk) for chunk in chunk_sentences([phonemes], limit)]

