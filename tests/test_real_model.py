@@ -59,10 +59,11 @@ def english_voice(folder: Path) -> tuple[str, str]:
 
 
 def test_say_speaks_english(runner: CliRunner, real_model: Path, tmp_path: Path) -> None:
+    """On the torch engine (the onnx engine's own test is below)."""
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."
     result = invoke(runner, "say", text, "-o", "fox.wav", "--voice", voice, "--lang", lang,
-                    "--model-dir", real_model)
+                    "--model-dir", real_model, "--engine", "torch")
     assert result.exit_code == 0, result.stderr
     audio, rate = soundfile.read(tmp_path / "fox.wav")
     assert rate == 24_000 and 1.5 < len(audio) / rate < 6
