@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,19 @@ def shared_session(model: Path) -> Any:
     return lazy.get()
 
 
+# Chunks of up to 150 phonemes on onnxruntime (torch's engine takes 250): on 4 paragraphs
+# of bench/data/prose.txt, 41.8 s and a peak of 758 MiB, against 44.0 s and 1,098 MiB at
+# 250 and 45.2 s and 1,186 MiB at 400 (100: 42.5 s, 761 MiB).
+ONNX_CHUNK_TARGET = 150
+
+
+@dataclass
 class OnnxSynthesizer(KokoroSynthesizer):
     """Kokoro-82M's ONNX export behind the Synthesizer interface (CPU only). It shares the
     torch engine's model folder, voices and checks, and never downloads: Hugging Face's
     Kokoro-82M has no ONNX model."""
+
+    chunk_limit: int = ONNX_CHUNK_TARGET
 
     def __post_init__(self) -> None:
         super().__post_init__()
