@@ -27,7 +27,7 @@ import numpy as np
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import Rows  # noqa: E402
+from bench import NARRATOR, Rows, peak_mib  # noqa: E402
 from narrator.audiofiles import write_wav
 from narrator.engine import SAMPLE_RATE
 from narrator.engine.sources import voices_in
@@ -95,37 +95,20 @@ def build(folder: Path, segments: int, sources: list[Path]) -> Path:
     return db
 
 
-# The child: the CLI, then its own peak RSS (VmHWM: the high-water mark of this process's
-# memory since its exec; wait4's ru_maxrss would carry the parent's over the fork).
-CHILD = """
-import atexit, sys
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            print("VmHWM", line.split()[1], file=sys.stderr)
-atexit.register(peak)
-from narrator.cli import main
-sys.argv = ["narrator", *sys.argv[1:]]
-main()
-"""
-
-
 def run(db: Path, fmt: str, extra: list[str]) -> dict[str, object]:
     out = db.with_suffix(f".{fmt}")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", CHILD, "export", str(db), "-o", str(out),
+    proc = subprocess.run([sys.executable, "-c", NARRATOR, "export", str(db), "-o", str(out),
                            "--progress", "none", "--json", *extra],
                           capture_output=True, text=True)
     wall = time.monotonic() - started
     manifest = json.loads(proc.stdout) if proc.stdout.strip() else {"files": []}
-    peak_kib = [int(line.split()[1]) for line in proc.stderr.splitlines()
-                if line.startswith("VmHWM")]
     audio = sum(f["duration"] for f in manifest["files"])
     chapters = sum(len(f["chapters"]) for f in manifest["files"])
     return {"exit": proc.returncode, "audio_h": round(audio / 3600, 2),
             "chapters": chapters, "wall_s": round(wall, 1),
             "x_real_time": round(audio / wall, 1) if wall else None,
-            "peak_rss_mib": round(peak_kib[0] / 1024) if peak_kib else None,
+            "peak_rss_mib": peak_mib(proc.stderr),
             "loudness": manifest["files"][0]["loudness"] if manifest["files"] else None,
             "size_mib": round(out.stat().st_size / 2**20, 1) if out.exists() else None}
 

@@ -24,27 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import Rows  # noqa: E402
+from bench import NARRATOR, PEAK, Rows, peak_mib  # noqa: E402
 
 PROSE = Path(__file__).parent / "data" / "prose.txt"
 PEER = "kokoro-onnx==0.6.1"
 PEER_VENV = Path(tempfile.gettempdir()) / "narrator-bench-kokoro-onnx"
 VOICE = "jm_kumo"
 
-# Every child reports its peak RSS as it exits.
-PEAK = """
-import atexit, sys
-def _peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            print("VmHWM", line.split()[1], file=sys.stderr)
-atexit.register(_peak)
-"""
-NARRATOR = PEAK + """
-from narrator.cli import main
-sys.argv = ["narrator", *sys.argv[1:]]
-main()
-"""
 BARE = PEAK + """
 import json
 from pathlib import Path
@@ -98,12 +84,11 @@ def measure(command: list[str]) -> dict[str, object]:
     done = subprocess.run(command, capture_output=True, text=True,
                           env=os.environ | {"HF_HUB_OFFLINE": "1"})
     wall = time.monotonic() - started
-    peak = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("VmHWM")]
     found = re.search(r"\{.*\}\s*$", done.stdout, re.S)
     audio = float(json.loads(found.group(0))["audio_seconds"]) if found else 0.0
     return {"exit": done.returncode, "audio_s": round(audio, 1), "wall_s": round(wall, 1),
             "rtf": round(wall / audio, 3) if audio else None,
-            "peak_rss_mib": round(peak[0] / 1024) if peak else None}
+            "peak_rss_mib": peak_mib(done.stderr)}
 
 
 def main() -> None:
