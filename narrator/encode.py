@@ -83,21 +83,22 @@ class Levels:
         return Levels(self.loudness + gain_db, self.peak + gain_db, self.rms + gain_db)
 
 
-def _frame(av: Any, block: np.ndarray, pts: int) -> Any:
+def _frame(av: Any, block: np.ndarray, pts: int, rate: int = SAMPLE_RATE) -> Any:
     frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
-    frame.sample_rate = SAMPLE_RATE
+    frame.sample_rate = rate
     frame.pts = pts
-    frame.time_base = Fraction(1, SAMPLE_RATE)
+    frame.time_base = Fraction(1, rate)
     return frame
 
 
 class LoudnessMeter:
     """Integrated loudness and sample peak with FFmpeg's ebur128 filter, RMS by summing
-    squares, fed block by block."""
+    squares, fed block by block of mono float32 samples at `rate`."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = SAMPLE_RATE) -> None:
         self._av = av_module()
-        self._graph = _graph(self._av, "ebur128", "metadata=1:peak=sample")
+        self._rate = rate
+        self._graph = _graph(self._av, "ebur128", "metadata=1:peak=sample", rate)
         self._last: dict[str, str] = {}
         self._frames = 0
         self._squares = 0.0
@@ -109,7 +110,7 @@ class LoudnessMeter:
     def add(self, block: np.ndarray) -> None:
         import numpy as np
 
-        self._graph.push(_frame(self._av, block, self._frames))
+        self._graph.push(_frame(self._av, block, self._frames, self._rate))
         self._frames += block.size
         self._squares += float(np.dot(block, block))
         self._drain()
@@ -146,11 +147,11 @@ def limited(blocks: Iterable[np.ndarray], ceiling_db: float) -> Iterator[np.ndar
     yield from (f.to_ndarray().reshape(-1) for f in _pulled(av, graph))
 
 
-def _graph(av: Any, name: str, args: str) -> Any:
-    """A filter graph: float32 mono at SAMPLE_RATE -> one filter -> out."""
+def _graph(av: Any, name: str, args: str, rate: int = SAMPLE_RATE) -> Any:
+    """A filter graph: float32 mono at `rate` -> one filter -> out."""
     graph = av.filter.Graph()
-    source = graph.add_abuffer(format="flt", sample_rate=SAMPLE_RATE, layout="mono",
-                               time_base=Fraction(1, SAMPLE_RATE))
+    source = graph.add_abuffer(format="flt", sample_rate=rate, layout="mono",
+                               time_base=Fraction(1, rate))
     node = graph.add(name, args)
     sink = graph.add("aformat", "sample_fmts=flt")
     out = graph.add("abuffersink")

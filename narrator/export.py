@@ -361,7 +361,7 @@ def write_book(
     """Measure and write each part (and its captions): temporary files beside the
     targets, renamed into place when complete, the audio first. `on_progress(stage,
     samples)` follows every pass."""
-    fmt = ACX_FORMAT if options.profile == "acx" else FORMATS[book.format]
+    fmt = _format_spec(options, book.format)
     if options.bit_rate:
         fmt = fmt._replace(bit_rate=options.bit_rate)
     written = []
@@ -488,6 +488,11 @@ def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def _format_spec(options: ExportOptions, fmt: str) -> Format:
+    """How `fmt` is written under these options (the ACX profile has its own MP3)."""
+    return ACX_FORMAT if options.profile == "acx" else FORMATS[fmt]
+
+
 def check_options(options: ExportOptions, fmt: str) -> None:
     """Refuse options that cannot work, before anything is read."""
     for name, seconds in vars(options.pauses).items():
@@ -500,7 +505,7 @@ def check_options(options: ExportOptions, fmt: str) -> None:
         raise BadInput(f"--peak {options.peak} is outside -20..0 dBFS")
     if options.captions not in (None, "srt", "vtt"):
         raise BadInput(f"--captions {options.captions}: choose srt or vtt")
-    fmt_spec = ACX_FORMAT if options.profile == "acx" else FORMATS[fmt]
+    fmt_spec = _format_spec(options, fmt)
     if options.bit_rate is not None:
         if fmt_spec.max_bit_rate is None:
             raise BadInput(f"{fmt.upper()} is lossless: it takes no --bitrate")
@@ -559,25 +564,24 @@ class Check:
 def acx_checks(path: Path) -> list[Check]:
     """Measure a written MP3 against ACX's numbers: decode it, and read its header with
     mutagen (an independent reader)."""
-    import numpy as np
     from mutagen.mp3 import MP3, BitrateMode
 
-    from narrator.encode import db, decode
+    from narrator.encode import decode
 
     info = MP3(path).info
     stream, blocks = decode(path)
     rate, bit_rate = stream.rate, stream.codec_context.bit_rate  # the frame headers' rate
-    squares, peak, frames = 0.0, 0.0, 0
+    meter = LoudnessMeter(rate)
+    frames = 0
     first = last = None  # the first and last sample of speech
-    for block in blocks:
+    for block in metered(blocks, meter):
         loud = _speech(block)
         if loud.size:
             first = frames + int(loud[0]) if first is None else first
             last = frames + int(loud[-1])
-        squares += float(np.dot(block, block))
-        peak = max(peak, float(np.abs(block).max(initial=0.0)))
         frames += block.size
-    rms = db(math.sqrt(squares / frames)) if frames else -math.inf
+    levels = meter.levels()
+    rms, peak = levels.rms, levels.peak
     head = (first if first is not None else frames) / rate
     tail = (frames - 1 - last if last is not None else frames) / rate
     cbr = info.bitrate_mode in (BitrateMode.CBR, BitrateMode.UNKNOWN) and not getattr(
@@ -589,7 +593,7 @@ def acx_checks(path: Path) -> list[Check]:
               info.sample_rate == 44_100 and info.channels == 1
               and bit_rate == 192_000 and cbr),
         Check("rms", f"{rms:.1f} dB", "-23 to -18 dB", ACX_RMS[0] <= rms <= ACX_RMS[1]),
-        Check("peak", f"{db(peak):.1f} dB", "at most -3 dB", db(peak) <= ACX_PEAK),
+        Check("peak", f"{peak:.1f} dB", "at most -3 dB", peak <= ACX_PEAK),
         Check("head", f"{head:.2f} s", "0.5-1 s of room tone",
               ACX_HEAD[0] <= head <= ACX_HEAD[1]),
         Check("tail", f"{tail:.2f} s", "1-5 s of room tone", ACX_TAIL[0] <= tail <= ACX_TAIL[1]),
