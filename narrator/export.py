@@ -132,6 +132,7 @@ class Gap:
 class Book:
     """What an export writes, decided before any audio is read."""
 
+    project: Path
     format: str
     parts: list[Part]
     gaps: list[Gap]
@@ -275,7 +276,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         raise NotReady(f"{store.path} has no recorded audio to export; render it first with "
                        f"`narrator generate-all {store.path}`")
     seconds = sum(p.frames for p in parts) / SAMPLE_RATE
-    return Book(fmt, parts, gaps, seconds, 3 if options.limit else 2)
+    return Book(store.path, fmt, parts, gaps, seconds, 3 if options.limit else 2)
 
 
 def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
@@ -378,7 +379,7 @@ def write_book(
                 sync(tmp)
                 publish(tmp, target)
         except Exception as exc:
-            raise _export_error(exc, part.path) from exc
+            raise _export_error(exc, part.path, book.project) from exc
         finally:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
@@ -417,7 +418,7 @@ def _claim(target: Path) -> Path:
                           "with -o") from exc
 
 
-def _export_error(exc: Exception, path: Path) -> Exception:
+def _export_error(exc: Exception, path: Path, project: Path) -> Exception:
     """What a failure while writing `path` means to the user: storage (73), a damaged
     recording (65), or the encoder refusing (1); anything else as it is."""
     import soundfile
@@ -432,7 +433,7 @@ def _export_error(exc: Exception, path: Path) -> Exception:
                            "choose another place with -o")
     if isinstance(exc, soundfile.SoundFileError):
         return BadDocument(f"a recording cannot be read ({exc}); render it again with "
-                           "`narrator generate-all PROJECT --force`")
+                           f"`narrator generate-all {project} --force`")
     if isinstance(exc, av_module().FFmpegError):
         return NarratorError(f"FFmpeg could not write {path.name} ({exc}); try another "
                              "--bitrate or --format")
