@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import traceback
@@ -996,8 +995,7 @@ def export(
         result["acx_passed"] = done.acx_passed
     _print_json(result) if as_json else _print_export(done)
     for w in done.files:
-        held_back = w.gain < loudness - w.measured.loudness - 1
-        if held_back and not limit and not done.acx and w.measured.peak > -math.inf:
+        if w.held_back:
             _warn(f"{w.path.name} reaches {w.levels.loudness:.1f} LUFS, not {loudness:g}: its "
                   f"peaks would pass {peak:g} dBFS; add --limit to reach it")
     if done.acx and not done.acx_passed:

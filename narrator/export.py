@@ -151,6 +151,8 @@ class Written:
     gain: float
     levels: Levels
     captions: Path | None
+    # The peak ceiling held the gain back by more than 1 dB from what the target asks.
+    held_back: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -372,6 +374,7 @@ def write_book(
         try:
             measured, gain, levels = _write_audio(part, book, fmt, options, tags,
                                                  temps[part.path], on_progress)
+            held_back = not options.limit and gain < _wanted_gain(measured, options) - 1
             if captions is not None:
                 temps[captions].write_text(captions_text(part.cues, options.captions),
                                            encoding="utf-8")
@@ -384,7 +387,7 @@ def write_book(
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
         written.append(Written(part.path, part.frames / SAMPLE_RATE, part.chapters,
-                               measured, gain, levels, captions))
+                               measured, gain, levels, captions, held_back))
     return written
 
 
@@ -454,15 +457,19 @@ def _measured(blocks: Iterator[np.ndarray], stage: str, on_progress: Progress) -
     return meter.levels()
 
 
-def _gain(levels: Levels, options: ExportOptions) -> float:
-    """One gain (dB) for a whole file: to the loudness target (ACX: the RMS target),
-    held back so no peak passes the ceiling unless a limiter takes the peaks."""
+def _wanted_gain(levels: Levels, options: ExportOptions) -> float:
+    """The gain (dB) the loudness target asks for (ACX: the RMS target); none for silence."""
     if not math.isfinite(levels.peak):
         return 0.0  # silence: nothing to bring up
     if options.profile == "acx":
-        wanted = ACX_RMS_TARGET - levels.rms
-    else:
-        wanted = options.loudness - levels.loudness
+        return ACX_RMS_TARGET - levels.rms
+    return options.loudness - levels.loudness
+
+
+def _gain(levels: Levels, options: ExportOptions) -> float:
+    """One gain (dB) for a whole file: the one the target asks for, held back so no peak
+    passes the ceiling unless a limiter takes the peaks."""
+    wanted = _wanted_gain(levels, options)
     return wanted if options.limit else min(wanted, options.peak - levels.peak)
 
 
