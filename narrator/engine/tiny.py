@@ -95,7 +95,9 @@ def _random_ops(graph: Any) -> set[str]:  # noqa: ANN401 - onnx.GraphProto
 
 def write_tiny_onnx(folder: Path) -> Path:
     """Export the Kokoro checkpoint in `folder` (as written by write_tiny_checkpoint) to
-    folder/ONNX_MODEL, with kokoro-onnx's interface plus pred_dur (see pypi.with_durations):
+    folder/ONNX_MODEL as the real one is made: its convolutions quantized dynamically like
+    kokoro-onnx's (onnxruntime's quantize_dynamic), then pypi.with_float_vocoder. Its
+    interface is kokoro-onnx's plus pred_dur (see pypi.with_durations):
 
     inputs  tokens int64 [1, sequence_length] (0 pad at both ends),
             style float32 [1, 256], speed float32 [1]
@@ -105,6 +107,9 @@ def write_tiny_onnx(folder: Path) -> Path:
     import torch
     from kokoro import KModel
     from kokoro.custom_stft import CustomSTFT
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from narrator.engine.pypi import with_float_vocoder
 
     folder = Path(folder)
     with warnings.catch_warnings():
@@ -142,12 +147,13 @@ def write_tiny_onnx(folder: Path) -> Path:
     style = torch.zeros((1, 256), dtype=torch.float32)
     speed = torch.ones(1, dtype=torch.float32)
     path = folder / ONNX_MODEL
+    exported = folder / f".{ONNX_MODEL}.float"
     with _no_randomness(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings
         torch.onnx.export(
             TokensToAudio(kmodel).eval(),
             (tokens, style, speed),
-            str(path),
+            str(exported),
             input_names=["tokens", "style", "speed"],
             output_names=["audio", "pred_dur"],
             dynamic_axes={
@@ -158,8 +164,12 @@ def write_tiny_onnx(folder: Path) -> Path:
             opset_version=20,
             dynamo=False,  # the TorchScript exporter: no onnxscript needed
         )
-    found = _random_ops(onnx.load(str(path), load_external_data=False).graph)
+    found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
     if found:
-        path.unlink()
+        exported.unlink()
         raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
+    quantize_dynamic(str(exported), str(exported), op_types_to_quantize=["Conv"],
+                     weight_type=QuantType.QUInt8)
+    onnx.save(with_float_vocoder(onnx.load(str(exported))), str(path))
+    exported.unlink()
     return path
