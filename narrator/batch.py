@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock
 
@@ -114,6 +115,7 @@ class BatchRun:
     manager: TaskManager | None = None
     future: Future[None] | None = None
     lock: FileLock | None = field(default=None, repr=False)
+    runner: Runner | None = field(default=None, repr=False)
 
     def wait(self, timeout: float | None = None) -> TaskSnapshot | None:
         """Block until the worker is done; release the project lock."""
@@ -138,6 +140,9 @@ class BatchRun:
         clean = self.manager.halt(self.task_id)
         with contextlib.suppress(Exception):
             self.manager.finish(self.task_id, TaskStatus.CANCELLED, error=reason)
+        if self.runner is not None:  # a cluster this run started goes with it
+            with contextlib.suppress(Exception):
+                self.runner.close()
         if clean:
             with contextlib.suppress(Exception):
                 tidy_audio_folder(self.store, self.audio_dir)
@@ -212,9 +217,13 @@ def generate_all(
     options: GenerateOptions,
     synthesizer: Synthesizer,
     manager: TaskManager | None = None,
+    runner: Runner | None = None,
 ) -> BatchRun:
     """Plan a run and, unless there is nothing to do or it is a dry run, start rendering
-    in one worker thread. The returned BatchRun holds the project lock until wait()."""
+    in one worker thread (`runner`: who renders, the thread itself by default).
+    `synthesizer` checks the voice and model here first. The returned BatchRun holds the
+    project lock until wait()."""
+    runner = runner or ThreadRunner()
     settings, voice, speed, lang = _resolve(store, options)
     lock = None if options.dry_run else run_lock(store)
     try:
@@ -232,7 +241,9 @@ def generate_all(
         # every check a run makes before rendering, dry run or not: same codes, same words
         synthesizer.check(voice, lang)
         check_writable(store, folder, dry_run=options.dry_run)
+        runner.prepare()
         if options.dry_run:
+            runner.close()
             return run
         if options.audio_dir is not None:
             update_settings(store, audio_dir=options.audio_dir)  # remembered once it works
@@ -251,9 +262,10 @@ def generate_all(
             spec=RenderSpec(voice, speed, lang, options.rules),
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
-        run.future = pool.submit(run_batch, job, manager, synthesizer)
+        run.future = pool.submit(run_batch, job, manager, synthesizer, runner)
         pool.shutdown(wait=False)
         run.manager, run.lock, run.store, run.audio_dir = manager, lock, store, folder
+        run.runner = runner
         return run
     except BaseException:
         if lock is not None and lock.is_locked:
@@ -261,21 +273,68 @@ def generate_all(
         raise
 
 
-def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer) -> None:
+class Runner(Protocol):
+    """Who renders a batch's segments: the worker thread (ThreadRunner) or Ray actors
+    (narrator.cluster.RayRunner). Either way this process is the only writer: segments
+    go out through hand_out() and every outcome comes back through take_back()."""
+
+    def prepare(self) -> None:
+        """Checks and connections, in the main thread before the task starts."""
+
+    def close(self) -> None:
+        """Undo prepare() when no run follows (a dry run)."""
+
+    def render_all(self, store: ProjectStore, job: BatchJob, manager: TaskManager,
+                   synthesizer: Synthesizer) -> TaskStatus:
+        """Render the job's segments; the task's final status (COMPLETED or CANCELLED)."""
+        ...
+
+
+class ThreadRunner:
+    """One segment at a time, in order, in the batch's worker thread (the default)."""
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def render_all(self, store: ProjectStore, job: BatchJob, manager: TaskManager,
+                   synthesizer: Synthesizer) -> TaskStatus:
+        spec = job.spec
+
+        def between_chunks(chunk: int, chunks: int) -> None:
+            if manager.must_stop_now(job.task_id):
+                raise StopNow
+            manager.chunk_started(job.task_id, chunk, chunks)
+
+        for position, segment_id in enumerate(job.segment_ids, start=1):
+            if manager.is_cancelled(job.task_id):
+                return TaskStatus.CANCELLED
+            state = hand_out(store, job, manager, position, segment_id)
+            if state is None:
+                continue
+            outcome: Speech | Exception
+            try:
+                outcome = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
+                                             on_chunk=between_chunks)
+            except StopNow:  # abandoned: nothing of it was recorded
+                return TaskStatus.CANCELLED
+            except Exception as exc:
+                outcome = exc
+            take_back(store, job, manager, state, outcome)
+            if manager.must_stop_now(job.task_id):
+                return TaskStatus.CANCELLED
+        return TaskStatus.COMPLETED
+
+
+def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer,
+              runner: Runner) -> None:
     """The worker: its own engine and sessions; segments re-fetched by id."""
     try:
         store = open_project(job.db_path, job.project_id)
         manager.start(job.task_id)
-        status = TaskStatus.COMPLETED
-        for position, segment_id in enumerate(job.segment_ids, start=1):
-            if manager.is_cancelled(job.task_id):
-                status = TaskStatus.CANCELLED
-                break
-            render_segment(store, job, manager, synthesizer, position, segment_id)
-            if manager.must_stop_now(job.task_id):  # the segment in hand was abandoned
-                status = TaskStatus.CANCELLED
-                break
-        manager.finish(job.task_id, status)
+        manager.finish(job.task_id, runner.render_all(store, job, manager, synthesizer))
     except Exception as exc:
         _end_with_error(job, manager, exc)
 
@@ -287,7 +346,7 @@ def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None
     try:
         if problem is not None:
             manager.fail_storage(job.task_id, problem)
-        elif isinstance(exc, NarratorError):  # the model failed to load (exit 69)
+        elif isinstance(exc, NarratorError):  # the model or the cluster failed (exit 69)
             manager.finish(job.task_id, TaskStatus.FAILED, error=str(exc),
                            error_kind=type(exc).__name__)
         else:
@@ -307,55 +366,47 @@ def _why_not(now: SegmentState | None, rendered: str | None, spec: RenderSpec) -
     return None if decision.render else decision.why.value
 
 
-def render_segment(
-    store: ProjectStore,
-    job: BatchJob,
-    manager: TaskManager,
-    synthesizer: Synthesizer,
-    position: int,
-    segment_id: int,
-) -> None:
-    """Render and record one segment. A segment changed since planning is skipped and
-    counted; a failure of the segment is recorded and the batch goes on; a storage
-    failure, the model failing, or a stop-now request ends the batch."""
+def hand_out(store: ProjectStore, job: BatchJob, manager: TaskManager, position: int,
+             segment_id: int) -> SegmentState | None:
+    """Progress first, then the plan's rules asked again of the segment as it is now: the
+    segment to render, or None when it changed since planning (skipped and counted)."""
     with store.session() as session:
         state = state_by_id(session, store, segment_id)
         chapter = chapter_at(session, store, state.sequence_index) if state else None
-    index = state.sequence_index if state else -1
-    manager.update_task_progress(job.task_id, position, segment_id, index,
+    manager.update_task_progress(job.task_id, position, segment_id,
+                                 state.sequence_index if state else -1,
                                  state.text if state else "", chapter)
-    spec = job.spec
-    skip = _why_not(state, None, spec)
+    skip = _why_not(state, None, job.spec)
+    if skip is not None:
+        manager.record_skip(job.task_id, skip)
+        return None
+    return state
+
+
+def take_back(store: ProjectStore, job: BatchJob, manager: TaskManager, state: SegmentState,
+              outcome: Speech | Exception, handed: TaskSnapshot | None = None) -> None:
+    """Record a segment's render, or its failure, which is recorded and the batch goes on;
+    a storage failure or the model failing ends the batch (raised). `handed`: the task as
+    the segment was handed out, where several render at once (see TaskManager)."""
+    try:
+        if isinstance(outcome, Exception):
+            raise outcome
+        skip = record_render(store, Path(job.audio_dir), state, outcome, job.spec,
+                             manager.recording(job.task_id))
+    except ModelUnavailable:
+        raise  # no segment can be rendered: the batch fails (exit 69)
+    except Exception as exc:
+        problem = storage_error(exc, job.db_path, job.audio_dir)
+        if problem is not None:
+            raise problem from exc
+        message = str(exc) or type(exc).__name__
+        manager.add_error(job.task_id, SegmentFailure(state.id, state.sequence_index, message),
+                          handed)
+        return
     if skip is None:
-        assert state is not None
-
-        def between_chunks(chunk: int, chunks: int) -> None:
-            if manager.must_stop_now(job.task_id):
-                raise StopNow
-            manager.chunk_started(job.task_id, chunk, chunks)
-
-        try:
-            speech = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
-                                        on_chunk=between_chunks)
-            skip = record_render(
-                store, Path(job.audio_dir), state, speech, spec,
-                manager.recording(job.task_id),
-            )
-        except StopNow:
-            return  # abandoned: nothing of it was recorded; the loop sees the cancellation
-        except ModelUnavailable:
-            raise  # no segment can be rendered: the batch fails (exit 69)
-        except Exception as exc:
-            problem = storage_error(exc, job.db_path, job.audio_dir)
-            if problem is not None:
-                raise problem from exc
-            message = str(exc) or type(exc).__name__
-            manager.add_error(job.task_id, SegmentFailure(segment_id, index, message))
-            return
-        if skip is None:
-            manager.record_success(job.task_id, seconds_of(speech.samples))
-            return
-    manager.record_skip(job.task_id, skip)
+        manager.record_success(job.task_id, seconds_of(outcome.samples), handed)
+    else:
+        manager.record_skip(job.task_id, skip)
 
 
 def record_render(

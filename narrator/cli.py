@@ -31,6 +31,7 @@ EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.ProjectDamaged: 66,
     errors.ModelUnavailable: 69,
     errors.MissingExtra: 69,
+    errors.ClusterUnavailable: 69,
     errors.ProjectExists: 73,
     errors.CannotWrite: 73,
     errors.ProjectBusy: 75,
@@ -668,12 +669,30 @@ def generate_all_command(
     engine: EngineOpt = "auto",
     offline: OfflineOpt = False,
     project_id: ProjectIdOpt = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", metavar="CLUSTER",
+                     help="Render on Ray actors: local (a private cluster on this machine), "
+                     "auto (the cluster `ray start` runs here), or a cluster's address. "
+                     "Needs narrator[ray]."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", metavar="N", min=1,
+                     help="With --ray: actors (default: one per --gpus-per-worker GPUs, "
+                     "else one per 2 CPUs)."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option("--gpus-per-worker", metavar="G", min=0,
+                     help="With --ray: GPUs each actor takes (0: CPU actors)."),
+    ] = 0.0,
 ) -> None:
     """Render every segment that needs audio, in one worker thread, with progress.
 
     Skips locked segments, segments with audio (unless --force) and empty ones. Ctrl-C
     finishes the segment in hand and stops (exit 130); SIGTERM or a second Ctrl-C stops
-    at once.
+    at once. With --ray, segments render on Ray actors and this process records them.
 
     Example:
 
@@ -682,6 +701,14 @@ def generate_all_command(
     from narrator.batch import GenerateOptions, generate_all
     from narrator.progress import Halted, follow_run, make_view
 
+    runner = None
+    if ray is not None:
+        from narrator.cluster import RayRunner
+
+        runner = RayRunner(ray, workers, gpus_per_worker)
+    elif workers is not None or gpus_per_worker:
+        raise errors.BadInput("--workers and --gpus-per-worker need --ray (e.g. --ray local)")
+
     if progress is ProgressMode.jsonl:  # stderr carries JSON lines only
         warnings.formatwarning = _json_warning
     store = _open(project, project_id)
@@ -689,7 +716,8 @@ def generate_all_command(
         skip_locked=skip_locked, force=force, changed=changed, voice=voice, speed=speed,
         lang=lang, audio_dir=audio_dir, dry_run=dry_run,
     )
-    run = generate_all(store, options, _synthesizer(model_dir, device, offline, engine))
+    run = generate_all(store, options, _synthesizer(model_dir, device, offline, engine),
+                       runner=runner)
     head = {
         "task_id": run.task_id, "project_id": store.project_id,
         "status": "PENDING" if run.task_id else None, "dry_run": dry_run,

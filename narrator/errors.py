@@ -49,6 +49,10 @@ class ModelUnavailable(NarratorError):
     """The Kokoro model, or the G2P a language needs, cannot be found or loaded."""
 
 
+class ClusterUnavailable(NarratorError):
+    """`--ray`: no Ray cluster at the address, or its workers keep dying."""
+
+
 class CannotWrite(NarratorError):
     """Storage refuses a write: read-only file or folder, full disk, I/O error."""
 

@@ -241,24 +241,39 @@ class TaskManager:
             "first_chunk_at": snap.first_chunk_at or time.monotonic(),
         }, save=False)
 
-    def _segment_ended(self, snap: TaskSnapshot) -> dict[str, object]:
+    @staticmethod
+    def _segment_ended(snap: TaskSnapshot, handed: TaskSnapshot | None) -> dict[str, object]:
+        """Timings of the segment that ended: the one in hand, or `handed` (the snapshot
+        taken as it was handed out, where several render at once), which the event then
+        names."""
         now = time.monotonic()
-        began = snap.segment_started or now
-        render = now - (snap.first_chunk_at or began)
-        return {"last_wall_seconds": now - began, "last_render_seconds": render,
-                "render_seconds": snap.render_seconds + render}
+        named = {}
+        ended = snap
+        if handed is not None:
+            named = {name: getattr(handed, name) for name in (
+                "current", "current_segment_id", "current_index", "current_text",
+                "current_chapter")}
+            ended = handed
+        began = ended.segment_started or now
+        render = now - (ended.first_chunk_at or began)
+        return named | {"last_wall_seconds": now - began, "last_render_seconds": render,
+                        "render_seconds": snap.render_seconds + render}
 
-    def record_success(self, task_id: str, audio_seconds: float) -> TaskSnapshot:
-        return self._update(task_id, "segment_done", lambda snap: self._segment_ended(snap) | {
-            "processed": snap.processed + 1, "audio_seconds": snap.audio_seconds + audio_seconds,
+    def record_success(self, task_id: str, audio_seconds: float,
+                       handed: TaskSnapshot | None = None) -> TaskSnapshot:
+        return self._update(task_id, "segment_done", lambda snap: {
+            **self._segment_ended(snap, handed), "processed": snap.processed + 1,
+            "audio_seconds": snap.audio_seconds + audio_seconds,
             "last_audio_seconds": audio_seconds,
         })
 
-    def add_error(self, task_id: str, failure: SegmentFailure) -> TaskSnapshot:
+    def add_error(self, task_id: str, failure: SegmentFailure,
+                  handed: TaskSnapshot | None = None) -> TaskSnapshot:
         if self._mirror:
             self._mirror.add_error(task_id, failure)
-        return self._update(task_id, "segment_failed", lambda snap: self._segment_ended(snap) | {
-            "failed": snap.failed + 1, "errors": (*snap.errors, failure),
+        return self._update(task_id, "segment_failed", lambda snap: {
+            **self._segment_ended(snap, handed), "failed": snap.failed + 1,
+            "errors": (*snap.errors, failure),
         })
 
     def record_skip(self, task_id: str, reason: str) -> TaskSnapshot:

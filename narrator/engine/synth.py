@@ -10,7 +10,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +144,21 @@ class KokoroSynthesizer:
     offline: bool = False
     chunk_limit: int = CHUNK_TARGET
     g2p_backend: str | None = None  # None: the best one available (see g2p.backend_for)
+    threads: int = 0  # CPU threads a render takes; 0: the library's default (every core)
 
     def __post_init__(self) -> None:
         self._folder: Path | None = None
         self._model_id: str | None = None
         self._voices: dict[str, Any] = {}
         self._voices_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the settings travel (to a Ray actor); caches and locks are made anew."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     def folder(self, voices: list[str] | None = None) -> Path:
         """The model folder, downloading from Hugging Face only as the last resort."""
@@ -235,6 +244,8 @@ class KokoroSynthesizer:
                         return_output=True)
             return out.audio.float().numpy(), out.pred_dur.tolist()
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
             torch.manual_seed(seed)
             return perform(script, run, model.vocab, on_chunk)

@@ -1,0 +1,226 @@
+"""Rendering on a Ray cluster (`generate-all --ray`): the same batch on many workers.
+
+Every rule of the worker thread holds because this process stays the only writer of the
+project file and the audio folder: Ray actors (one per GPU, or per share of the CPUs, the
+model loaded once in each) get plain values (text, voice, speed, language) and send the
+speech back; the driver records each render atomically, in the order they come back,
+exactly as the worker thread does. Progress is updated as each segment is handed out.
+A first cancel stops handing out and records what is in flight; stop-now cancels the
+calls in flight. An actor that dies is restarted by Ray and its segment retried once; a
+second death fails that segment only (a per-segment error) and a fresh actor takes its
+place, up to `workers` replacements in a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from narrator.engine import Synthesizer
+from narrator.errors import ClusterUnavailable, MissingExtra
+from narrator.planning import SegmentState
+from narrator.store import ProjectStore
+from narrator.tasks import TaskManager, TaskSnapshot, TaskStatus
+
+INSTALL = "pip install 'narrator[ray]'"
+LOCAL, AUTO = "local", "auto"
+POLL = 0.1  # seconds between looks at a stop-now request while renders are in flight
+
+
+def ray_missing() -> str | None:
+    """Why Ray cannot be used here, or None."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return f"Ray is not installed ({INSTALL})"
+    return None
+
+
+def ray_report() -> str:
+    """For `narrator doctor`: Ray's version and the cluster `--ray auto` would join."""
+    missing = ray_missing()
+    if missing:
+        return missing
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address(AUTO)
+    except Exception:  # noqa: BLE001 - Ray says "no running instance" by raising
+        found = None
+    where = (f"a cluster at {found}" if found
+             else "no running cluster (`ray start --head` starts one; --ray local needs none)")
+    return f"{ray.__version__}; --ray auto finds {where}"
+
+
+def _import_ray() -> Any:
+    missing = ray_missing()
+    if missing:
+        raise MissingExtra(f"--ray needs Ray: {INSTALL}")
+    import ray
+
+    return ray
+
+
+class _Renderer:
+    """The body of each Ray actor: a synthesizer of its own, limited to its CPU share."""
+
+    def __init__(self, synthesizer: Synthesizer) -> None:
+        self.synthesizer = synthesizer
+
+    def render(self, text: str, voice: str, speed: float, lang: str) -> Any:  # noqa: ANN401
+        return self.synthesizer.render(text, voice, speed, lang)
+
+
+@dataclass
+class RayRunner:
+    """Renders a batch on Ray actors. `address`: `local` (a private cluster for this run,
+    on this machine's cores), `auto` (the cluster `ray start` left here, or RAY_ADDRESS),
+    or a cluster's address. `workers`: actors (default: one per `gpus_per_worker` GPUs,
+    else one per 2 CPUs of the cluster)."""
+
+    address: str = LOCAL
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    _started: bool = field(default=False, repr=False)
+    _closing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def prepare(self) -> None:
+        """Join (or start) the cluster, in the main thread before the run: 69 without Ray
+        or without a cluster at the address."""
+        ray = _import_ray()
+        if self.workers is not None and self.workers < 1:
+            raise ClusterUnavailable("--workers must be at least 1")
+        if ray.is_initialized():
+            return
+        options: dict[str, Any] = dict(
+            include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+        )
+        _probe(self.address)
+        try:
+            if self.address == LOCAL:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private cluster
+                ray.init(num_cpus=os.cpu_count() or 1, **options)
+            else:
+                ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = ("no running cluster found (`ray start --head` starts one; or --ray "
+                     "local)" if self.address == AUTO else f"cannot join {self.address}")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ClusterUnavailable(f"Ray: {where}: {first}") from exc
+        self._started = True
+
+    def close(self) -> None:
+        """Leave the cluster; a `local` one stops (from the worker at the end of the run,
+        or from the main thread when a signal halts it)."""
+        with self._closing:
+            if self._started:
+                import ray
+
+                self._started = False
+                ray.shutdown()
+
+    def describe(self) -> str:
+        import ray
+
+        resources = ray.cluster_resources()
+        return (f"Ray cluster {self.address}: {len(ray.nodes())} node(s), "
+                f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+
+    def _plan_actors(self) -> tuple[int, dict[str, float], int]:
+        """(actors, Ray resources of each, threads of each)."""
+        import ray
+
+        resources = ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0.0)
+        if self.gpus_per_worker > 0:
+            count = self.workers or max(1, int(gpus // self.gpus_per_worker))
+            return count, {"num_cpus": 1, "num_gpus": self.gpus_per_worker}, 1
+        count = self.workers or max(1, cpus // 2)
+        share = max(1, cpus // count)
+        return count, {"num_cpus": share}, share
+
+    def render_all(
+        self, store: ProjectStore, job: Any, manager: TaskManager,  # noqa: ANN401 - BatchJob
+        synthesizer: Synthesizer,
+    ) -> TaskStatus:
+        from narrator.batch import hand_out, take_back
+
+        ray = _import_ray()
+        from ray.exceptions import RayActorError, RayTaskError
+
+        count, resources, threads = self._plan_actors()
+        actor_class = ray.remote(max_restarts=1, max_task_retries=1, **resources)(_Renderer)
+        worker_synth = replace(synthesizer, threads=threads)
+
+        def new_actor() -> Any:  # noqa: ANN401
+            return actor_class.remote(worker_synth)
+
+        idle = [new_actor() for _ in range(count)]
+        replacements = count
+        pending: dict[Any, tuple[SegmentState, Any, TaskSnapshot]] = {}
+        spec = job.spec
+        given = 0  # segments handed out (or skipped) so far
+        try:
+            while True:
+                while (idle and given < len(job.segment_ids)
+                       and not manager.is_cancelled(job.task_id)):
+                    given += 1
+                    state = hand_out(store, job, manager, given, job.segment_ids[given - 1])
+                    if state is not None:
+                        actor = idle.pop()
+                        ref = actor.render.remote(state.text, spec.voice, spec.speed, spec.lang)
+                        pending[ref] = (state, actor, manager.snapshot(job.task_id))
+                if not pending:
+                    break
+                if manager.must_stop_now(job.task_id):
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    return TaskStatus.CANCELLED
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL)
+                for ref in done:
+                    state, actor, handed = pending.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                        idle.append(actor)
+                    except RayTaskError as exc:
+                        outcome = exc.cause if isinstance(exc.cause, Exception) else exc
+                        idle.append(actor)
+                    except RayActorError as exc:
+                        if replacements == 0:
+                            raise ClusterUnavailable(
+                                "Ray workers keep dying; see `ray status` and the "
+                                f"workers' logs ({_first_line(exc)})") from exc
+                        replacements -= 1
+                        idle.append(new_actor())
+                        outcome = RuntimeError(
+                            f"its Ray worker died twice rendering it ({_first_line(exc)})")
+                    take_back(store, job, manager, state, outcome, handed)
+        finally:
+            for actor in idle + [actor for _, actor, _ in pending.values()]:
+                ray.kill(actor)
+            self.close()
+        return (TaskStatus.COMPLETED if given == len(job.segment_ids)
+                else TaskStatus.CANCELLED)
+
+
+def _probe(address: str, timeout: float = 3.0) -> None:
+    """Fail fast where nothing listens at a HOST:PORT address: ray.init would retry for
+    minutes before it gives up."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # local, auto, or a ray:// client address: Ray says what is wrong
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterUnavailable(
+            f"Ray: no cluster answers at {address} ({exc.strerror or exc}); start its head "
+            "with `ray start --head`, or check the address") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
