@@ -64,7 +64,8 @@ def driver_rate(folder: Path) -> float:
     add_segments(store, [f"Segment {i} of the driver bench." for i in range(200)])
     speech = Speech(np.zeros(240_000, dtype=np.float32) + 0.01, [])
     spec = RenderSpec("af_heart", 1.0, "a", Rules(skip_locked=True, force=True, changed=False))
-    states = [segment_state(store, i) for i in range(200)]
+    states = [segment_state(store, i) for i in range(1, 201)]
+    (folder / "driver_audio").mkdir()
     started = time.perf_counter()
     for state in states:
         record_render(store, folder / "driver_audio", state, speech, spec,
@@ -99,8 +100,8 @@ def main() -> None:
                 "ray, 2 workers x 1 thread": ["--ray", "local", "--workers", "2"]}
         rows = Rows()
         base: dict[str, float] = {}
-        for name, extra in ways.items():
-            db = work / f"{len(base)}-{name.split(',')[0]}.db"
+        for number, (name, extra) in enumerate(ways.items()):
+            db = work / f"run-{number}.db"
             add_segments(create_project(db, "bench"), texts)
             got = run(db, folder, voice, lang, "--engine", "torch", *extra)
             base = base or got

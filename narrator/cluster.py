@@ -93,9 +93,7 @@ class RayRunner:
         """Join (or start) the cluster, in the main thread before the run: 69 without Ray
         or without a cluster at the address."""
         ray = _import_ray()
-        if self.workers is not None and self.workers < 1:
-            raise ClusterUnavailable("--workers must be at least 1")
-        if ray.is_initialized():
+        if ray.is_initialized():  # a caller of the library joined one already
             return
         options: dict[str, Any] = dict(
             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
@@ -123,13 +121,6 @@ class RayRunner:
 
                 self._started = False
                 ray.shutdown()
-
-    def describe(self) -> str:
-        import ray
-
-        resources = ray.cluster_resources()
-        return (f"Ray cluster {self.address}: {len(ray.nodes())} node(s), "
-                f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
 
     def _plan_actors(self) -> tuple[int, dict[str, float], int]:
         """(actors, Ray resources of each, threads of each)."""
