@@ -1,8 +1,10 @@
 """The Ray runner against the worker thread on the same segments: `generate-all` (thread),
 `--ray local --workers 1` (one actor on every core) and `--ray local --workers 2` (two
 actors of one thread each). Prints per run: the process's wall time, the task's own
-rendering time (from its JSON result: no start-up, no cluster start), the per-segment
-overhead against the thread and the throughput ratio. Then what one driver can absorb:
+(from its JSON result: no process start-up, but the actors' start and model load), the
+steady state (first segment done to last, per segment: what a segment costs once the
+actors are up), the per-segment overhead against the thread there, and the throughput
+ratios (steady state, and whole task). Then what one driver can absorb:
 record_render (atomic write + commit) of a 10 s render, in segments per second.
 
     .venv/bin/python bench/ray.py [--segments 50] [--model tiny|real]
@@ -36,18 +38,23 @@ def sentences(count: int) -> list[str]:
 
 
 def run(db: Path, folder: Path, voice: str, lang: str, *extra: str) -> dict[str, float]:
+    """The process's wall time, the task's own, and its steady state: the time from the
+    first segment done to the last, per segment."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "narrator", "generate-all", str(db), "--json", "--progress",
-         "none", "--model-dir", str(folder), "--voice", voice, "--lang", lang, *extra],
+         "jsonl", "--model-dir", str(folder), "--voice", voice, "--lang", lang, *extra],
         capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
     )
     wall = time.monotonic() - started
     if done.returncode:
         sys.exit(f"{' '.join(extra) or 'thread'} failed: {done.stderr.strip()[-400:]}")
     result = json.loads(done.stdout)
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ends = [event["time"] for event in events if event.get("event") == "segment_done"]
     return {"wall_s": round(wall, 2), "task_s": round(result["wall_seconds"], 2),
-            "audio_s": round(result["audio_seconds"], 1)}
+            "audio_s": round(result["audio_seconds"], 1),
+            "steady_s_per_segment": round((ends[-1] - ends[0]) / (len(ends) - 1), 3)}
 
 
 def driver_rate(folder: Path) -> float:
@@ -105,11 +112,12 @@ def main() -> None:
             add_segments(create_project(db, "bench"), texts)
             got = run(db, folder, voice, lang, "--engine", "torch", *extra)
             base = base or got
-            overhead = (got["task_s"] - base["task_s"]) / len(texts) * 1000
+            steady, steady_base = got["steady_s_per_segment"], base["steady_s_per_segment"]
             rows.print({"runner": name} | got | {
-                "overhead_ms_per_segment": round(overhead, 1),
-                "overhead_pct": round(100 * (got["task_s"] / base["task_s"] - 1), 1),
-                "throughput_x": round(base["task_s"] / got["task_s"], 2)})
+                "steady_overhead_ms": round((steady - steady_base) * 1000, 1),
+                "steady_overhead_pct": round(100 * (steady / steady_base - 1), 1),
+                "throughput_x": round(steady_base / steady, 2),
+                "task_throughput_x": round(base["task_s"] / got["task_s"], 2)})
         rate = driver_rate(work)
         print(f"# driver: records {rate:.0f} renders of 10 s per second (atomic write + "
               f"commit); at 100x real time a GPU sends 10 such renders a second, so one "

@@ -706,6 +706,11 @@ def generate_all_command(
         from narrator.cluster import RayRunner
 
         runner = RayRunner(ray, workers, gpus_per_worker)
+        if gpus_per_worker and engine != "torch":  # the driver may have no GPU to see
+            if engine == "onnx":
+                raise errors.BadInput("the onnx engine runs on the CPU only; use --engine "
+                                      "torch with --gpus-per-worker")
+            engine = "torch"
     elif workers is not None or gpus_per_worker:
         raise errors.BadInput("--workers and --gpus-per-worker need --ray (e.g. --ray local)")
 

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,8 +73,17 @@ class _Renderer:
     def __init__(self, synthesizer: Synthesizer) -> None:
         self.synthesizer = synthesizer
 
-    def render(self, text: str, voice: str, speed: float, lang: str) -> Any:  # noqa: ANN401
-        return self.synthesizer.render(text, voice, speed, lang)
+    def render(self, text: str, voice: str, speed: float, lang: str) -> tuple[Any, float]:
+        """The speech, and the seconds its render took from the first chunk (the model
+        load left out, as the worker thread counts it; a duration, since clocks differ
+        between nodes)."""
+        first: list[float] = []
+
+        def on_chunk(chunk: int, chunks: int) -> None:
+            first.append(first[0] if first else time.monotonic())
+
+        speech = self.synthesizer.render(text, voice, speed, lang, on_chunk=on_chunk)
+        return speech, time.monotonic() - first[0]
 
 
 @dataclass
@@ -88,13 +98,17 @@ class RayRunner:
     gpus_per_worker: float = 0.0
     _started: bool = field(default=False, repr=False)
     _closing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _actors: tuple[int, dict[str, float], int] | None = field(default=None, repr=False)
 
     def prepare(self) -> None:
         """Join (or start) the cluster, in the main thread before the run: 69 without Ray
         or without a cluster at the address."""
         ray = _import_ray()
-        if ray.is_initialized():  # a caller of the library joined one already
-            return
+        if not ray.is_initialized():  # else a caller of the library joined one already
+            self._join(ray)
+        self._actors = self._plan_actors()
+
+    def _join(self, ray: Any) -> None:  # noqa: ANN401
         options: dict[str, Any] = dict(
             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
         )
@@ -127,13 +141,19 @@ class RayRunner:
         import ray
 
         resources = ray.cluster_resources()
-        cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0.0)
+        cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
         if self.gpus_per_worker > 0:
             count = self.workers or max(1, int(gpus // self.gpus_per_worker))
-            return count, {"num_cpus": 1, "num_gpus": self.gpus_per_worker}, 1
-        count = self.workers or max(1, cpus // 2)
-        share = max(1, cpus // count)
-        return count, {"num_cpus": share}, share
+            if count * self.gpus_per_worker > gpus:  # Ray would wait for them for ever
+                raise ClusterUnavailable(
+                    f"Ray: the cluster has {gpus:g} GPUs; {count} workers of "
+                    f"{self.gpus_per_worker:g} need {count * self.gpus_per_worker:g}; "
+                    "lower --workers or --gpus-per-worker")
+            return count, {"num_cpus": min(1.0, cpus / count),
+                           "num_gpus": self.gpus_per_worker}, 1
+        count = self.workers or max(1, int(cpus // 2))
+        # a share of the CPUs each (a fraction where there are more workers than CPUs)
+        return count, {"num_cpus": cpus / count}, max(1, int(cpus // count))
 
     def render_all(
         self, store: ProjectStore, job: Any, manager: TaskManager,  # noqa: ANN401 - BatchJob
@@ -144,7 +164,8 @@ class RayRunner:
         ray = _import_ray()
         from ray.exceptions import RayActorError, RayTaskError
 
-        count, resources, threads = self._plan_actors()
+        assert self._actors is not None, "prepare() first"
+        count, resources, threads = self._actors
         actor_class = ray.remote(max_restarts=1, max_task_retries=1, **resources)(_Renderer)
         worker_synth = replace(synthesizer, threads=threads)
 
@@ -176,7 +197,8 @@ class RayRunner:
                 for ref in done:
                     state, actor, handed = pending.pop(ref)
                     try:
-                        outcome = ray.get(ref)
+                        outcome, took = ray.get(ref)
+                        handed = replace(handed, first_chunk_at=time.monotonic() - took)
                         idle.append(actor)
                     except RayTaskError as exc:
                         outcome = exc.cause if isinstance(exc.cause, Exception) else exc

@@ -27,6 +27,16 @@ TEXTS = ["The lamp was lit at dusk.", "", "Waves broke on the rocks below.",
          "A gull cried once.", "Morning came grey and still.", "The keeper slept."]
 
 
+def test_ray_options_need_ray_and_gpu_workers_need_torch(runner: CliRunner, tiny_model: Path,
+                                                         tmp_path: Path) -> None:
+    make_project(tmp_path / "book.db", TEXTS)
+    for args in (["--workers", "2"], ["--ray", "local", "--gpus-per-worker", "1",
+                                      "--engine", "onnx"]):
+        result = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model, *args)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith("Error: ")
+
+
 def test_without_ray_says_how_to_install_it(runner: CliRunner, tiny_model: Path,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             ) -> None:
@@ -152,6 +162,16 @@ def test_one_run_per_project_holds_with_ray(
     finally:
         lock.release()
     assert result.exit_code == 75, result.stderr
+
+
+def test_gpu_workers_on_a_cluster_without_gpus_say_so(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, cluster: object,
+) -> None:
+    make_project(tmp_path / "book.db", TEXTS)
+    result = invoke(runner, "generate-all", "book.db", "--ray", "auto", "--gpus-per-worker",
+                    "1", "--model-dir", tiny_model)
+    assert result.exit_code == 69, result.stderr
+    assert "the cluster has 0 GPUs" in result.stderr
 
 
 @dataclass
