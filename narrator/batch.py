@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -314,18 +316,26 @@ class ThreadRunner:
             state = hand_out(store, job, manager, position, segment_id)
             if state is None:
                 continue
-            outcome: Speech | Exception
             try:
-                outcome = synthesizer.render(state.text, spec.voice, spec.speed, spec.lang,
-                                             on_chunk=between_chunks)
-            except StopNow:  # abandoned: nothing of it was recorded
+                outcome = _speech_or_error(partial(
+                    synthesizer.render, state.text, spec.voice, spec.speed, spec.lang,
+                    on_chunk=between_chunks))
+                take_back(store, job, manager, state, outcome)
+            except StopNow:  # abandoned, or halted before its recording: nothing recorded
                 return TaskStatus.CANCELLED
-            except Exception as exc:
-                outcome = exc
-            take_back(store, job, manager, state, outcome)
             if manager.must_stop_now(job.task_id):
                 return TaskStatus.CANCELLED
         return TaskStatus.COMPLETED
+
+
+def _speech_or_error(render: Callable[[], Speech]) -> Speech | Exception:
+    """The render's speech, or what it failed with (a stop-now request passes through)."""
+    try:
+        return render()
+    except StopNow:
+        raise
+    except Exception as exc:
+        return exc
 
 
 def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer,
@@ -393,8 +403,8 @@ def take_back(store: ProjectStore, job: BatchJob, manager: TaskManager, state: S
             raise outcome
         skip = record_render(store, Path(job.audio_dir), state, outcome, job.spec,
                              manager.recording(job.task_id))
-    except ModelUnavailable:
-        raise  # no segment can be rendered: the batch fails (exit 69)
+    except (ModelUnavailable, StopNow):
+        raise  # no segment can be rendered (exit 69); or halted before the recording
     except Exception as exc:
         problem = storage_error(exc, job.db_path, job.audio_dir)
         if problem is not None:

@@ -13,6 +13,7 @@ place, up to `workers` replacements in a run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from narrator.engine import Synthesizer
 from narrator.errors import ClusterUnavailable, MissingExtra
 from narrator.planning import SegmentState
 from narrator.store import ProjectStore
-from narrator.tasks import TaskManager, TaskSnapshot, TaskStatus
+from narrator.tasks import StopNow, TaskManager, TaskSnapshot, TaskStatus
 
 INSTALL = "pip install 'narrator[ray]'"
 LOCAL, AUTO = "local", "auto"
@@ -59,6 +60,9 @@ def ray_report() -> str:
 
 
 def _import_ray() -> Any:
+    # Ray's calls would otherwise start a cluster of their own once this run's is shut
+    # down (a halt shuts it down while the batch's worker may be in ray.wait)
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     missing = ray_missing()
     if missing:
         raise MissingExtra(f"--ray needs Ray: {INSTALL}")
@@ -114,16 +118,15 @@ class RayRunner:
         )
         _probe(self.address)
         try:
-            if self.address == LOCAL:
+            if self.address == LOCAL:  # a new cluster, even where RAY_ADDRESS names one
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private cluster
-                ray.init(num_cpus=os.cpu_count() or 1, **options)
+                ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), **options)
             else:
                 ray.init(address=self.address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray's errors: no cluster, no token, ...
             where = ("no running cluster found (`ray start --head` starts one; or --ray "
                      "local)" if self.address == AUTO else f"cannot join {self.address}")
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ClusterUnavailable(f"Ray: {where}: {first}") from exc
+            raise ClusterUnavailable(f"Ray: {where}: {_first_line(exc)}") from exc
         self._started = True
 
     def close(self) -> None:
@@ -168,6 +171,8 @@ class RayRunner:
         count, resources, threads = self._actors
         actor_class = ray.remote(max_restarts=1, max_task_retries=1, **resources)(_Renderer)
         worker_synth = replace(synthesizer, threads=threads)
+        if not self.gpus_per_worker and worker_synth.device == "auto":
+            worker_synth = replace(worker_synth, device="cpu")  # Ray shows them the GPUs
 
         def new_actor() -> Any:  # noqa: ANN401
             return actor_class.remote(worker_synth)
@@ -190,9 +195,7 @@ class RayRunner:
                 if not pending:
                     break
                 if manager.must_stop_now(job.task_id):
-                    for ref in pending:
-                        ray.cancel(ref, force=True)
-                    return TaskStatus.CANCELLED
+                    return TaskStatus.CANCELLED  # the actors, busy or not, are killed below
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL)
                 for ref in done:
                     state, actor, handed = pending.pop(ref)
@@ -203,22 +206,34 @@ class RayRunner:
                     except RayTaskError as exc:
                         outcome = exc.cause if isinstance(exc.cause, Exception) else exc
                         idle.append(actor)
-                    except RayActorError as exc:
+                    except RayActorError as exc:  # dead after its one restart
                         if replacements == 0:
                             raise ClusterUnavailable(
                                 "Ray workers keep dying; see `ray status` and the "
                                 f"workers' logs ({_first_line(exc)})") from exc
                         replacements -= 1
+                        _kill(ray, actor)  # it may hold its CPUs or GPU still
                         idle.append(new_actor())
                         outcome = RuntimeError(
-                            f"its Ray worker died twice rendering it ({_first_line(exc)})")
-                    take_back(store, job, manager, state, outcome, handed)
+                            "its Ray worker died rendering it, after Ray had restarted that "
+                            f"worker once ({_first_line(exc)})")
+                    try:
+                        take_back(store, job, manager, state, outcome, handed)
+                    except StopNow:  # halted before this render could be recorded
+                        return TaskStatus.CANCELLED
         finally:
-            for actor in idle + [actor for _, actor, _ in pending.values()]:
-                ray.kill(actor)
-            self.close()
+            try:
+                for actor in idle + [actor for _, actor, _ in pending.values()]:
+                    _kill(ray, actor)
+            finally:
+                self.close()
         return (TaskStatus.COMPLETED if given == len(job.segment_ids)
                 else TaskStatus.CANCELLED)
+
+
+def _kill(ray: Any, actor: Any) -> None:  # noqa: ANN401
+    with contextlib.suppress(Exception):  # dead already, or the cluster is going
+        ray.kill(actor)
 
 
 def _probe(address: str, timeout: float = 3.0) -> None:

@@ -89,3 +89,15 @@ def test_engine_usage_errors(runner: CliRunner, tiny_model: Path, tmp_path: Path
     make_project(tmp_path / "book.db", ["Words."])
     result = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model, *args)
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_the_tiny_export_runs_a_float_vocoder_like_the_real_one(onnx_model: Path) -> None:
+    """The tests' ONNX is quantized like kokoro-onnx's, then rewritten: no ConvInteger
+    is left in the vocoder, and the rest of the graph stays quantized."""
+    import onnx
+
+    nodes = onnx.load(str(onnx_model / ONNX_MODEL)).graph.node
+    vocoder = [n for n in nodes if "/generator/" in n.name]
+    assert not [n for n in vocoder if n.op_type == "ConvInteger"]
+    assert [n for n in vocoder if n.op_type == "Conv" and n.name.endswith("_float")]
+    assert [n for n in nodes if n.op_type == "ConvInteger"]

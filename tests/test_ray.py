@@ -151,6 +151,25 @@ def test_a_failing_segment_is_its_own_error_and_the_rest_are_rendered(
     assert "nothing speakable" in result["errors"][0]["message"]
 
 
+def test_stop_now_kills_what_is_in_flight_and_ends_cancelled(
+    tiny_model: Path, tmp_path: Path, cluster: object,
+) -> None:
+    from narrator.batch import GenerateOptions, generate_all
+    from narrator.cluster import RayRunner
+
+    store = make_project(tmp_path / "book.db", [f"Sentence {i}, spoken." for i in range(40)])
+    synth = KokoroSynthesizer(model_dir=tiny_model, offline=True)
+    run_ = generate_all(store, GenerateOptions(), synth, runner=RayRunner("auto", workers=2))
+    assert run_.manager is not None and run_.task_id is not None
+    while run_.manager.snapshot(run_.task_id).processed < 2:
+        run_.future.result(timeout=0.05) if run_.future.done() else None
+    run_.cancel(now=True)
+    final = run_.wait(timeout=60)
+    assert final is not None and final.status.value == "CANCELLED", final.error
+    assert final.failed == 0 and 2 <= final.processed < 40
+    only_recorded_files(tmp_path / "book.db", tmp_path / "book_audio")
+
+
 def test_one_run_per_project_holds_with_ray(
     runner: CliRunner, tiny_model: Path, tmp_path: Path, cluster: object,
 ) -> None:
@@ -208,7 +227,7 @@ def test_a_worker_that_dies_is_retried_once_then_its_segment_fails(
     assert (tmp_path / "died").exists()
     if always:
         assert final.processed == 4 and final.failed == 1
-        assert "died twice" in final.errors[0].message
+        assert "died rendering it, after Ray had restarted" in final.errors[0].message
     else:
         assert final.processed == 5 and final.failed == 0
 

@@ -183,6 +183,36 @@ def test_stop_now_abandons_the_segment_in_hand_at_a_chunk_boundary(
     assert len(list((store.path.parent / "book_audio").iterdir())) == 1
 
 
+def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
+    store: ProjectStore,
+) -> None:
+    """A render returning once halt() holds the recording gate (a Ray actor's, or the
+    worker thread's right after its last chunk): StopNow, nothing recorded, no error."""
+    import numpy as np
+
+    from narrator.batch import BatchJob, RenderSpec, take_back
+    from narrator.engine import Speech
+    from narrator.planning import Rules
+    from narrator.project import segment_state
+    from narrator.tasks import StopNow, TaskManager, TaskSnapshot
+
+    manager = TaskManager()
+    manager.create_task(TaskSnapshot(
+        task_id="t", project_id=store.project_id, status=TaskStatus.RUNNING,
+        total_segments=1, segments_to_process=1, skipped={}, voice="af_heart", speed=1.0,
+        lang="a"))
+    spec = RenderSpec("af_heart", 1.0, "a", Rules())
+    folder = store.path.parent / "book_audio"
+    folder.mkdir()
+    job = BatchJob(str(store.path), store.project_id, "t", (1,), str(folder), spec)
+    assert manager.halt("t")
+    with pytest.raises(StopNow):
+        take_back(store, job, manager, segment_state(store, 1),
+                  Speech(np.zeros(2400, dtype=np.float32), []))
+    assert manager.snapshot("t").failed == 0 and not manager.snapshot("t").errors
+    assert recorded(store)[1] is None and not any(folder.iterdir())
+
+
 def test_halt_waits_for_a_recording_then_leaves_only_recorded_files(
     store: ProjectStore,
 ) -> None:
@@ -199,6 +229,8 @@ def test_halt_waits_for_a_recording_then_leaves_only_recorded_files(
     files = {p for p in folder.iterdir()}
     assert files == {audio_path(store, n) for n in recorded(store).values() if n}
     started.future.result(timeout=10)  # the worker gave up on recording: StopNow
+    after = started.manager.snapshot(started.task_id)
+    assert after.failed == 0 and not after.errors  # halted, not a failed segment
     assert recorded(store)[2] is None
     assert load_tasks(store, started.task_id)[0].status is TaskStatus.CANCELLED
 
