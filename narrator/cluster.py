@@ -89,6 +89,9 @@ class _Renderer:
         speech = self.synthesizer.render(text, voice, speed, lang, on_chunk=on_chunk)
         return speech, time.monotonic() - first[0]
 
+    def ready(self) -> bool:
+        return True
+
 
 @dataclass
 class RayRunner:
@@ -100,6 +103,7 @@ class RayRunner:
     address: str = LOCAL
     workers: int | None = None
     gpus_per_worker: float = 0.0
+    placement_timeout: float = 120.0  # seconds for Ray to place the actors
     _started: bool = field(default=False, repr=False)
     _closing: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _actors: tuple[int, dict[str, float], int] | None = field(default=None, repr=False)
@@ -177,7 +181,7 @@ class RayRunner:
         def new_actor() -> Any:  # noqa: ANN401
             return actor_class.remote(worker_synth)
 
-        idle = [new_actor() for _ in range(count)]
+        idle = self._placed([new_actor() for _ in range(count)])
         replacements = count
         pending: dict[Any, tuple[SegmentState, Any, TaskSnapshot]] = {}
         spec = job.spec
@@ -229,6 +233,25 @@ class RayRunner:
                 self.close()
         return (TaskStatus.COMPLETED if given == len(job.segment_ids)
                 else TaskStatus.CANCELLED)
+
+
+    def _placed(self, actors: list[Any]) -> list[Any]:
+        """The actors Ray could place within placement_timeout (on uneven nodes some may
+        never fit); the others are dropped. None placed: exit 69."""
+        import ray
+
+        calls = {actor.ready.remote(): actor for actor in actors}
+        done, _ = ray.wait(list(calls), num_returns=len(calls),
+                           timeout=self.placement_timeout)
+        placed = [calls[ref] for ref in done]
+        for ref in set(calls) - set(done):
+            _kill(ray, calls[ref])
+        if not placed:
+            raise ClusterUnavailable(
+                f"Ray could not place any worker in {self.placement_timeout:g} s (each "
+                f"asks for {self._actors[1] if self._actors else '?'}); see `ray status`, "
+                "or lower --workers or --gpus-per-worker")
+        return placed
 
 
 def _kill(ray: Any, actor: Any) -> None:  # noqa: ANN401

@@ -193,6 +193,26 @@ def test_gpu_workers_on_a_cluster_without_gpus_say_so(
     assert "the cluster has 0 GPUs" in result.stderr
 
 
+def test_workers_ray_cannot_place_end_the_run_with_69_not_a_hang(
+    tiny_model: Path, tmp_path: Path, cluster: object,
+) -> None:
+    from narrator.batch import GenerateOptions, generate_all
+    from narrator.cluster import RayRunner
+
+    class TooBig(RayRunner):  # as on uneven nodes: an actor larger than any node
+        def _plan_actors(self) -> tuple[int, dict[str, float], int]:
+            return 1, {"num_cpus": 3.0}, 1
+
+    store = make_project(tmp_path / "book.db", TEXTS)
+    synth = KokoroSynthesizer(model_dir=tiny_model, offline=True)
+    run_ = generate_all(store, GenerateOptions(), synth,
+                        runner=TooBig("auto", placement_timeout=2))
+    final = run_.wait(timeout=60)
+    assert final is not None and final.status.value == "FAILED"
+    assert final.error_kind == "ClusterUnavailable" and "could not place" in final.error
+    assert final.processed == 0
+
+
 @dataclass
 class DiesOnce(KokoroSynthesizer):
     """Kills its Ray worker the first time it meets `fatal` (a marker file remembers);
