@@ -284,7 +284,7 @@ class Runner(Protocol):
         """Checks and connections, in the main thread before the task starts."""
 
     def close(self) -> None:
-        """Undo prepare() when no run follows (a dry run)."""
+        """Undo prepare(): when no run follows (a dry run), or when a signal halts one."""
 
     def render_all(self, store: ProjectStore, job: BatchJob, manager: TaskManager,
                    synthesizer: Synthesizer) -> TaskStatus:

@@ -5,10 +5,11 @@ project file and the audio folder: Ray actors (one per GPU, or per share of the 
 model loaded once in each) get plain values (text, voice, speed, language) and send the
 speech back; the driver records each render atomically, in the order they come back,
 exactly as the worker thread does. Progress is updated as each segment is handed out.
-A first cancel stops handing out and records what is in flight; stop-now cancels the
-calls in flight. An actor that dies is restarted by Ray and its segment retried once; a
-second death fails that segment only (a per-segment error) and a fresh actor takes its
-place, up to `workers` replacements in a run.
+A first cancel stops handing out and records what is in flight; stop-now kills the
+actors, abandoning what is in flight. An actor that dies is restarted by Ray once and the
+segment it was rendering retried; if it dies again, that segment alone fails (a
+per-segment error) and a fresh actor takes its place, up to `workers` replacements in a
+run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from narrator.engine import Synthesizer
-from narrator.errors import ClusterUnavailable, MissingExtra
+from narrator.errors import ClusterUnavailable, MissingExtra, first_line
 from narrator.planning import SegmentState
 from narrator.store import ProjectStore
 from narrator.tasks import StopNow, TaskManager, TaskSnapshot, TaskStatus
@@ -84,7 +85,8 @@ class _Renderer:
         first: list[float] = []
 
         def on_chunk(chunk: int, chunks: int) -> None:
-            first.append(first[0] if first else time.monotonic())
+            if not first:
+                first.append(time.monotonic())
 
         speech = self.synthesizer.render(text, voice, speed, lang, on_chunk=on_chunk)
         return speech, time.monotonic() - first[0]
@@ -130,7 +132,7 @@ class RayRunner:
         except Exception as exc:  # noqa: BLE001 - Ray's errors: no cluster, no token, ...
             where = ("no running cluster found (`ray start --head` starts one; or --ray "
                      "local)" if self.address == AUTO else f"cannot join {self.address}")
-            raise ClusterUnavailable(f"Ray: {where}: {_first_line(exc)}") from exc
+            raise ClusterUnavailable(f"Ray: {where}: {first_line(exc)}") from exc
         self._started = True
 
     def close(self) -> None:
@@ -214,13 +216,13 @@ class RayRunner:
                         if replacements == 0:
                             raise ClusterUnavailable(
                                 "Ray workers keep dying; see `ray status` and the "
-                                f"workers' logs ({_first_line(exc)})") from exc
+                                f"workers' logs ({first_line(exc)})") from exc
                         replacements -= 1
                         _kill(ray, actor)  # it may hold its CPUs or GPU still
                         idle.append(new_actor())
                         outcome = RuntimeError(
                             "its Ray worker died rendering it, after Ray had restarted that "
-                            f"worker once ({_first_line(exc)})")
+                            f"worker once ({first_line(exc)})")
                     try:
                         take_back(store, job, manager, state, outcome, handed)
                     except StopNow:  # halted before this render could be recorded
@@ -233,7 +235,6 @@ class RayRunner:
                 self.close()
         return (TaskStatus.COMPLETED if given == len(job.segment_ids)
                 else TaskStatus.CANCELLED)
-
 
     def _placed(self, actors: list[Any]) -> list[Any]:
         """The actors Ray could place within placement_timeout (on uneven nodes some may
@@ -271,7 +272,3 @@ def _probe(address: str, timeout: float = 3.0) -> None:
         raise ClusterUnavailable(
             f"Ray: no cluster answers at {address} ({exc.strerror or exc}); start its head "
             "with `ray start --head`, or check the address") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

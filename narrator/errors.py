@@ -1,6 +1,12 @@
 """Error types raised by the library. The CLI maps each one to an exit code."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type where it has none), to quote
+    a library's error inside narrator's one-line messages."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class NarratorError(Exception):
     """Base class: its message is one line that says what is wrong and what to do."""
 

