@@ -164,12 +164,13 @@ def write_tiny_onnx(folder: Path) -> Path:
             opset_version=20,
             dynamo=False,  # the TorchScript exporter: no onnxscript needed
         )
-    found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
-    if found:
-        exported.unlink()
-        raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
-    quantize_dynamic(str(exported), str(exported), op_types_to_quantize=["Conv"],
-                     weight_type=QuantType.QUInt8)
-    onnx.save(with_float_vocoder(onnx.load(str(exported))), str(path))
-    exported.unlink()
+    try:
+        found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
+        if found:
+            raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
+        quantize_dynamic(str(exported), str(exported), op_types_to_quantize=["Conv"],
+                         weight_type=QuantType.QUInt8)
+        onnx.save(with_float_vocoder(onnx.load(str(exported))), str(path))
+    finally:
+        exported.unlink(missing_ok=True)
     return path
