@@ -101,3 +101,21 @@ def test_the_tiny_export_runs_a_float_vocoder_like_the_real_one(onnx_model: Path
     assert not [n for n in vocoder if n.op_type == "ConvInteger"]
     assert [n for n in vocoder if n.op_type == "Conv" and n.name.endswith("_float")]
     assert [n for n in nodes if n.op_type == "ConvInteger"]
+
+
+def test_every_run_hands_the_arena_growth_back(onnx_model: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk's run asks onnxruntime to shrink its CPU arena when it ends, so a long
+    book's peak is one chunk's working set, not the largest the arena ever grew to."""
+    session = ort.shared_session(onnx_model / ONNX_MODEL)
+    asked: list[str] = []
+
+    class Recording:
+        def run(self, outputs: object, feeds: object, options: object = None) -> object:
+            asked.append(options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+                         if options is not None else "")
+            return session.run(outputs, feeds, options)
+
+    monkeypatch.setattr(ort, "shared_session", lambda *args: Recording())
+    OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+    assert len(asked) > 1 and set(asked) == {"cpu:0"}
