@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from narrator.errors import BadInput
 
@@ -132,12 +133,27 @@ def _is_chapter(line: str, chapter: re.Pattern[str] | None) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _sentencizer():  # noqa: ANN202 - spaCy's Language, imported lazily
-    import spacy
+def _sentencizer() -> Callable[[str], Any]:
+    """spaCy's English tokenizer and rule-based sentencizer, as `spacy.blank("en")` with a
+    sentencizer pipe builds them, but without a `Language`: building one loads every
+    installed spaCy plugin's entry points (spacy-curated-transformers, which kokoro brings,
+    imports Hugging Face transformers), about a second before the first chunk."""
+    from spacy.lang.en import English
+    from spacy.pipeline import Sentencizer
+    from spacy.tokenizer import Tokenizer
+    from spacy.util import compile_infix_regex, compile_prefix_regex, compile_suffix_regex
+    from spacy.vocab import create_vocab
 
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    return nlp
+    rules = English.Defaults
+    tokenizer = Tokenizer(
+        create_vocab("en", rules), rules=rules.tokenizer_exceptions,
+        prefix_search=compile_prefix_regex(rules.prefixes).search,
+        suffix_search=compile_suffix_regex(rules.suffixes).search,
+        infix_finditer=compile_infix_regex(rules.infixes).finditer,
+        token_match=rules.token_match, url_match=rules.url_match,
+    )
+    sentencizer = Sentencizer()
+    return lambda text: sentencizer(tokenizer(text))
 
 
 # An opening quote or bracket the sentencizer left at the end of the previous sentence.

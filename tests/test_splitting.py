@@ -54,3 +54,30 @@ def test_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_document(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="cannot read"):
         split_document(tmp_path / "missing.txt")
+
+
+def test_sentences_as_spacy_blank_english_splits_them_without_loading_plugins() -> None:
+    """The splitter is spaCy's English tokenizer and sentencizer, built without a Language
+    (which would load every spaCy plugin, Hugging Face transformers among them): the same
+    sentences as `spacy.blank("en")` with a sentencizer, on a book chapter with its markup."""
+    import subprocess
+    import sys
+
+    import spacy
+
+    from narrator.splitting import _sentencizer
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    book = (Path(__file__).parent / "data" / "alice.txt").read_text(encoding="utf-8")
+    book += "\n\n" + (Path(__file__).parents[1] / "bench" / "data" / "prose.txt").read_text()
+    paragraphs = [" ".join(p.split()) for p in book.split("\n\n") if p.strip()]
+    ours = [[s.text for s in _sentencizer()(p).sents] for p in paragraphs]
+    assert ours == [[s.text for s in nlp(p).sents] for p in paragraphs]
+    assert sum(map(len, ours)) > 100
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from narrator.splitting import sentences; "
+         "sentences('One. Two.'); print(sorted({'transformers', 'curated_transformers', "
+         "'spacy_curated_transformers'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
