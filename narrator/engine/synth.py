@@ -207,7 +207,8 @@ class KokoroSynthesizer:
             self._model_id = f"{head}:{weights.stat().st_size}"
         return self._model_id
 
-    def _voice_pack(self, voice: str) -> Any:
+    def voice_pack(self, voice: str) -> Any:
+        """The style tensor of `voice` (a blend is the weighted mean of its packs)."""
         import torch
 
         with self._voices_lock:
@@ -234,7 +235,7 @@ class KokoroSynthesizer:
         script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         device = pick_device(self.device)
         model = shared_model(self.folder(), device)
-        pack = self._voice_pack(voice)
+        pack = self.voice_pack(voice)
         seed = render_seed(script.phonemes, voice, speed, lang, self.model_id())
 
         def run(phonemes: str) -> tuple[Any, list[int]]:

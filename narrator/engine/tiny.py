@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from narrator.engine.sources import CONFIG, ONNX_MODEL, VOICES, WEIGHTS, kokoro_config_text
+from narrator.engine.sources import (
+    CONFIG,
+    ONNX_INT8_MODEL,
+    ONNX_MODEL,
+    VOICES,
+    WEIGHTS,
+    kokoro_config_text,
+)
 
 
 def write_tiny_checkpoint(folder: Path, voices: tuple[str, ...] = ("af_heart",)) -> Path:
@@ -95,9 +102,10 @@ def _random_ops(graph: Any) -> set[str]:  # noqa: ANN401 - onnx.GraphProto
 
 def write_tiny_onnx(folder: Path) -> Path:
     """Export the Kokoro checkpoint in `folder` (as written by write_tiny_checkpoint) to
-    folder/ONNX_MODEL as the real one is made: its convolutions quantized dynamically like
-    kokoro-onnx's (onnxruntime's quantize_dynamic), then pypi.with_float_vocoder. Its
-    interface is kokoro-onnx's plus pred_dur (see pypi.with_durations):
+    the onnx engine's two graphs as the real ones are made: its convolutions quantized
+    dynamically like kokoro-onnx's (onnxruntime's quantize_dynamic) in ONNX_INT8_MODEL,
+    then pypi.with_float_vocoder of that in ONNX_MODEL. Their interface is kokoro-onnx's
+    plus pred_dur (see pypi.with_durations):
 
     inputs  tokens int64 [1, sequence_length] (0 pad at both ends),
             style float32 [1, 256], speed float32 [1]
@@ -168,9 +176,9 @@ def write_tiny_onnx(folder: Path) -> Path:
         found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
         if found:
             raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
-        quantize_dynamic(str(exported), str(exported), op_types_to_quantize=["Conv"],
-                         weight_type=QuantType.QUInt8)
-        onnx.save(with_float_vocoder(onnx.load(str(exported))), str(path))
+        quantize_dynamic(str(exported), str(folder / ONNX_INT8_MODEL),
+                         op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
+        onnx.save(with_float_vocoder(onnx.load(str(folder / ONNX_INT8_MODEL))), str(path))
     finally:
         exported.unlink(missing_ok=True)
     return path
