@@ -124,11 +124,13 @@ def _writable(folder: Path) -> bool:
 def _record(folder: Path, entry: dict[str, Any]) -> None:
     """Add this machine's timing to the folder's record, atomically; where it cannot be
     written (a full disk) the record stays as it was, and the next process times again."""
+    from narrator.audiofiles import publish, temp_path
+
     record = _timings(folder) | {machine(): entry}
-    partial = folder / f".{TIMINGS}.{os.getpid()}.partial"
+    partial = temp_path(folder / TIMINGS)
     try:
         partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        os.replace(partial, folder / TIMINGS)
+        publish(partial, folder / TIMINGS)
     except OSError:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
