@@ -162,7 +162,7 @@ def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
     everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
     Xeon and 5-12% slower on an AVX2-only EPYC (bench/graphs.py). Where the folder has
     both, the first render on a machine (or `model pull`) loads both, times each on PROBE
-    (the best of three runs, alternated: 9 s on the real model on 2 cores), keeps the
+    (the best of three runs, alternated: about 10 s on the real model on 2 cores), keeps the
     faster and records the times in the folder's TIMINGS, so every later process on this
     machine runs the same graph (and so gives the same bytes) without timing again.
     Processes that start together take turns (a lock file): one times, the rest read its
