@@ -14,7 +14,13 @@ from typer.testing import CliRunner
 from narrator.engine import ort
 from narrator.engine.engines import choose_engine
 from narrator.engine.ort import OnnxSynthesizer
-from narrator.engine.sources import ONNX_GRAPHS, ONNX_INT8_MODEL, ONNX_MODEL
+from narrator.engine.sources import (
+    ONNX_GRAPHS,
+    ONNX_INT8_MODEL,
+    ONNX_MODEL,
+    ONNX_STATIC_MODEL,
+    STATIC_GRAPH,
+)
 from narrator.engine.tiny import write_tiny_checkpoint, write_tiny_onnx
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -92,9 +98,10 @@ def test_engine_usage_errors(runner: CliRunner, tiny_model: Path, tmp_path: Path
     assert result.exit_code == 2 and message in result.stderr
 
 
-def test_the_tiny_export_has_both_graphs_like_the_real_one(onnx_model: Path) -> None:
+def test_the_tiny_export_has_the_three_graphs_like_the_real_one(onnx_model: Path) -> None:
     """The tests' ONNX is quantized like kokoro-onnx's (the int8 graph), then rewritten: no
-    ConvInteger is left in the vocoder, and the rest of the graph stays quantized."""
+    ConvInteger is left in the vocoder, and the rest of the graph stays quantized; in the
+    static graph, the vocoder's convolutions before its last upsampling read int8."""
     import onnx
 
     def vocoder(graph: str) -> list[str]:
@@ -104,12 +111,23 @@ def test_the_tiny_export_has_both_graphs_like_the_real_one(onnx_model: Path) -> 
 
     assert "ConvInteger" in vocoder(ONNX_INT8_MODEL) and "Conv" not in vocoder(ONNX_INT8_MODEL)
     assert "ConvInteger" not in vocoder(ONNX_MODEL) and "Conv" in vocoder(ONNX_MODEL)
+    assert "QuantizeLinear" not in vocoder(ONNX_MODEL)
+    static = onnx.load(str(onnx_model / ONNX_STATIC_MODEL)).graph.node
+    dequantized = {n.output[0] for n in static if n.op_type == "DequantizeLinear"}
+    convs = {n.name: n.input[0] in dequantized and n.input[1] in dequantized
+             for n in static if n.op_type == "Conv" and "/generator/" in n.name}
+    early = [name for name in convs if "/resblocks.0/" in name or "/noise_" in name]
+    assert early and all(convs[name] for name in early)
+    assert not any(quantized for name, quantized in convs.items() if name not in early)
+    assert any("/resblocks.1/" in name for name in convs)  # after the last upsampling
 
 
 @pytest.fixture
-def own_model(onnx_model: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny model with both graphs, for a test that records timings in it:
-    none recorded, and no session of it loaded yet."""
+def own_model(onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the tiny model with its three graphs, for a test that records timings in
+    it: none recorded, and no session of it loaded yet; on a CPU with VNNI, so that all
+    three run."""
+    monkeypatch.setattr(ort, "_cpu_flags", lambda: "avx2 avx512f avx512_vnni")
     ort._sessions.clear()
     folder = Path(shutil.copytree(onnx_model, tmp_path / "model"))
     (folder / ort.TIMINGS).unlink(missing_ok=True)  # other tests rendered from onnx_model
@@ -133,15 +151,15 @@ def _no_timing(*args: object) -> float:
     raise AssertionError("timed the graphs again")
 
 
-def test_the_first_render_times_both_graphs_and_keeps_the_faster(
+def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
     own_model: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loaded = _loads(monkeypatch)
     first = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
-    assert sorted(loaded) == sorted([ONNX_MODEL, ONNX_INT8_MODEL])
+    assert sorted(loaded) == sorted(ONNX_GRAPHS.values())
     record = json.loads((own_model / ort.TIMINGS).read_text())
     entry = record[ort.machine()]
-    assert set(entry["seconds"]) == {"int8", "float-vocoder"}
+    assert set(entry["seconds"]) == set(ONNX_GRAPHS)
     assert entry["graph"] == min(entry["seconds"], key=entry["seconds"].get)
     # a later process on this machine runs the recorded graph without timing again
     ort._sessions.clear()
@@ -150,16 +168,31 @@ def test_the_first_render_times_both_graphs_and_keeps_the_faster(
     again = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert loaded == [ONNX_GRAPHS[entry["graph"]]]
     assert again.samples.tobytes() == first.samples.tobytes()
-    assert ort.graph_report(own_model).startswith(f"{entry['graph']} (faster on this CPU: ")
+    assert ort.graph_report(own_model).startswith(f"{entry['graph']} (fastest on this CPU: ")
 
 
-@pytest.mark.parametrize("graph", ["int8", "float-vocoder"])
+def test_without_int8_dot_products_the_static_graph_is_neither_timed_nor_run(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner,
+) -> None:
+    monkeypatch.setattr(ort, "_cpu_flags", lambda: "avx2 avx512f")  # no VNNI
+    loaded = _loads(monkeypatch)
+    OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+    assert sorted(loaded) == sorted([ONNX_MODEL, ONNX_INT8_MODEL])
+    entry = json.loads((own_model / ort.TIMINGS).read_text())[ort.machine()]
+    assert set(entry["seconds"]) == {"int8", "float-vocoder"}
+    report = json.loads(invoke(runner, "doctor", "--model-dir", own_model, "--json").stdout)
+    assert report["onnx_graph"].endswith(
+        f"; {STATIC_GRAPH} is not run here: this CPU lacks int8 dot-product instructions (VNNI)")
+
+
+@pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
 def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
     own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner, graph: str,
 ) -> None:
-    other = next(name for name in ONNX_GRAPHS if name != graph)
+    others = [name for name in ONNX_GRAPHS if name != graph]
+    seconds = {graph: 1.25} | {name: 1.5 + i for i, name in enumerate(others)}
     (own_model / ort.TIMINGS).write_text(json.dumps({ort.machine(): {
-        "graph": graph, "seconds": {other: 1.5, graph: 1.25}, "timed": "then"}}))
+        "graph": graph, "seconds": seconds, "timed": "then"}}))
     loaded = _loads(monkeypatch)
     monkeypatch.setattr(ort, "_seconds", _no_timing)
     renders = []
@@ -170,7 +203,8 @@ def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
     assert loaded == [ONNX_GRAPHS[graph]] * 2 and renders[0] == renders[1]
     report = invoke(runner, "doctor", "--model-dir", own_model, "--json")
     assert json.loads(report.stdout)["onnx_graph"] == (
-        f"{graph} (faster on this CPU: {graph} 1.25 s, {other} 1.50 s, timed then)")
+        f"{graph} (fastest on this CPU: {graph} 1.25 s, {others[0]} 1.50 s, {others[1]} 2.50 s, "
+        "timed then)")
 
 
 def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
@@ -185,12 +219,14 @@ def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
 def test_a_folder_with_one_graph_runs_it_without_timing(
     own_model: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (own_model / ONNX_INT8_MODEL).unlink()  # a folder pulled before the int8 graph was kept
+    for graph in (ONNX_INT8_MODEL, ONNX_STATIC_MODEL):  # pulled before those were kept
+        (own_model / graph).unlink()
     loaded = _loads(monkeypatch)
     monkeypatch.setattr(ort, "_seconds", _no_timing)
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert loaded == [ONNX_MODEL] and not (own_model / ort.TIMINGS).exists()
-    assert ort.graph_report(own_model).startswith("float-vocoder (the only graph in the folder")
+    assert ort.graph_report(own_model).startswith(
+        "float-vocoder (the only graph for this CPU in the folder")
 
 
 def test_a_folder_it_cannot_write_runs_the_default_graph_untimed(
@@ -244,7 +280,7 @@ def test_model_pull_times_the_graphs_so_the_first_render_need_not(
     pull._time_graphs(own_model, console)
     graph = ort.recorded_graph(own_model)
     assert graph in ONNX_GRAPHS
-    assert f"onnx engine: {graph} (faster on this CPU: " in console.export_text()
+    assert f"onnx engine: {graph} (fastest on this CPU: " in console.export_text()
     monkeypatch.setattr(ort, "_seconds", _no_timing)
     pull._time_graphs(own_model, console)  # timed already: nothing to do
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")

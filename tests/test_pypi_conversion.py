@@ -164,7 +164,7 @@ def test_module_of_node_scopes() -> None:
 
 
 def _fill(folder: Path, skip: str = "") -> Path:
-    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", pypi.ONNX_MODEL, pypi.ONNX_INT8_MODEL,
+    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", *pypi.ONNX_GRAPHS.values(),
              *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES)]
     for name in names:
         if name != skip:
@@ -179,12 +179,14 @@ def test_is_complete(tmp_path: Path) -> None:
     assert not is_complete(_fill(tmp_path / "no-voice", skip="voices/jm_kumo.pt"))
     assert not is_complete(_fill(tmp_path / "no-source", skip="SOURCE"))
     # a folder pulled before the onnx engine existed, before its float vocoder (the int8
-    # file as downloaded), or before its int8 graph was kept, is completed by the next pull
+    # file as downloaded), or before its int8 or static graph was kept, is completed by the
+    # next pull
     older = _fill(tmp_path / "no-onnx", skip=pypi.ONNX_MODEL)
     assert not is_complete(older)
     (older / "kokoro-v1.0.int8.onnx").write_bytes(b"x")
     assert not is_complete(older)
     assert not is_complete(_fill(tmp_path / "no-int8", skip=pypi.ONNX_INT8_MODEL))
+    assert not is_complete(_fill(tmp_path / "no-static", skip=pypi.ONNX_STATIC_MODEL))
     empty_weights = _fill(tmp_path / "empty-weights")
     (empty_weights / "kokoro-v1_0.pth").write_bytes(b"")
     assert not is_complete(empty_weights)

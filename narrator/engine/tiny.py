@@ -102,9 +102,10 @@ def _random_ops(graph: Any) -> set[str]:  # noqa: ANN401 - onnx.GraphProto
 
 def write_tiny_onnx(folder: Path) -> Path:
     """Export the Kokoro checkpoint in `folder` (as written by write_tiny_checkpoint) to
-    the onnx engine's two graphs as the real ones are made: its convolutions quantized
+    the onnx engine's three graphs as the real ones are made: its convolutions quantized
     dynamically like kokoro-onnx's (onnxruntime's quantize_dynamic) in ONNX_INT8_MODEL,
-    then pypi.with_float_vocoder of that in ONNX_MODEL. Their interface is kokoro-onnx's
+    then pypi.with_float_vocoder of that in ONNX_MODEL, and pypi.write_static_vocoder of
+    that in ONNX_STATIC_MODEL. Their interface is kokoro-onnx's
     plus pred_dur (see pypi.with_durations):
 
     inputs  tokens int64 [1, sequence_length] (0 pad at both ends),
@@ -117,7 +118,7 @@ def write_tiny_onnx(folder: Path) -> Path:
     from kokoro.custom_stft import CustomSTFT
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from narrator.engine.pypi import with_float_vocoder
+    from narrator.engine.pypi import with_float_vocoder, write_static_vocoder
 
     folder = Path(folder)
     with warnings.catch_warnings():
@@ -179,6 +180,7 @@ def write_tiny_onnx(folder: Path) -> Path:
         quantize_dynamic(str(exported), str(folder / ONNX_INT8_MODEL),
                          op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
         onnx.save(with_float_vocoder(onnx.load(str(folder / ONNX_INT8_MODEL))), str(path))
+        write_static_vocoder(folder)
     finally:
         exported.unlink(missing_ok=True)
     return path
