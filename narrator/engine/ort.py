@@ -186,8 +186,8 @@ def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
 def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
     """(graph name, its loaded session): the fastest of graphs_here on this machine. None
     wins everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
-    Xeon and 5-12% slower on an AVX2-only EPYC, and the static graph needs int8 dot-product
-    instructions to gain (bench/graphs.py). Where the folder has several, the first render
+    Xeon and 5-12% slower on an AVX2-only EPYC, and the static graph 20% faster than the
+    float vocoder on an AMX Xeon (bench/graphs.py). Where the folder has several, the first render
     on a machine (or `model pull`) loads them, times each on PROBE (the best of three runs,
     alternated: about 15 s on the real model on 2 cores), keeps the fastest and records the
     times in the folder's TIMINGS, so every later process on this machine runs the same
