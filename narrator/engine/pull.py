@@ -14,6 +14,7 @@ from narrator.engine.sources import (
     folder_problem,
     is_offline,
     narrator_model_dir,
+    onnx_graphs,
     voices_in,
 )
 from narrator.errors import ModelUnavailable, first_line
@@ -60,13 +61,12 @@ def _time_graphs(folder: Path, console: Any) -> None:
     from narrator.engine.ort import (
         OnnxSynthesizer,
         graph_report,
-        graphs_here,
         onnxruntime_missing,
         pick_graph,
         recorded_graph,
     )
 
-    if onnxruntime_missing() or len(graphs_here(folder)) < 2 or recorded_graph(folder):
+    if onnxruntime_missing() or len(onnx_graphs(folder)) < 2 or recorded_graph(folder):
         return
     try:
         with console.status("Timing the onnx engine's graphs on this CPU"):

@@ -199,14 +199,19 @@ def with_float_vocoder(model: Any) -> Any:
 
 
 # The float convolutions of the vocoder run faster still as int8 with both operands
-# quantized ahead of time (QDQ, which onnxruntime fuses into QLinearConv, on the CPU's int8
-# dot-product instructions), their activation ranges calibrated once on CALIBRATION. Not
-# all of them: quantized throughout, the vocoder lost too much (pocketsphinx's word error
-# rate on bench/intelligibility.py went from 0.20 to 0.25). With the resblocks after the
-# last upsampling and conv_post left float it stays at 0.20, and on 2 paragraphs of
-# bench/data/prose.txt on a 2-core AMX Xeon the render took 0.80x the float vocoder's time
-# (17.0 s against 21.3 s; every convolution: 0.73x). Weights int8 and activations uint8,
-# the pair those instructions (VNNI) take: uint8 weights ran 1.36x slower.
+# quantized ahead of time (QDQ, which onnxruntime fuses into QLinearConv), their activation
+# ranges calibrated once on CALIBRATION. Not all of them: quantized throughout, the vocoder
+# lost too much (pocketsphinx's word error rate on bench/intelligibility.py went from 0.20
+# to 0.25). With the resblocks after the last upsampling and conv_post left float it stays
+# at 0.18-0.20, and on 2 paragraphs of bench/data/prose.txt on a 2-core AMX Xeon the render
+# took 0.80x the float vocoder's time (17.0 s against 21.3 s; every convolution: 0.73x).
+# Weights int8 and activations uint8, the pair the CPU's int8 dot-product instructions
+# take (uint8 weights ran 1.36x slower). The weights keep to 7 bits (reduce_range): CPUs
+# without those instructions (VNNI; AVX2 only) add pairs of uint8 x int8 products in 16
+# bits, which 8-bit weights can saturate, distorting speech where a timing would not
+# notice; 7 bits cannot (2 x 255 x 64 < 32768), so the graph is sound on every CPU and
+# ort.pick_graph may take it wherever it is fastest. On the AMX Xeon 7 bits cost nothing:
+# 13.1 s against 13.0 s on 2 paragraphs, word error rate 0.18 against 0.20.
 CALIBRATION = "calibration.txt"
 
 
@@ -268,9 +273,9 @@ def write_static_vocoder(folder: Path) -> Path:
         quantize_static(
             str(folder / ONNX_MODEL), str(folder / ONNX_STATIC_MODEL), Chunks(),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"CalibMovingAverage": True},
+            nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibMovingAverage": True},
         )
     finally:
         logging.getLogger().setLevel(quiet)
@@ -632,8 +637,8 @@ def _source_text(licences: dict[str, str]) -> str:
         f"{ONNX_MODEL}: the same, with the vocoder's convolutions (decoder.generator)",
         "  dequantized to float32.",
         f"{ONNX_STATIC_MODEL}: that, with most of the vocoder's convolutions quantized",
-        "  statically (int8, calibrated on narrator's calibration.txt). The onnx engine runs",
-        "  the fastest of the three on each CPU.",
+        "  statically (int8 with 7-bit weights, calibrated on narrator's calibration.txt).",
+        "  The onnx engine runs the fastest of the three on each CPU.",
         f"Voices ({', '.join(VOICE_NAMES)}) and vocabulary: {VOICE_PACKAGE[0]} "
         f"{VOICE_PACKAGE[1]}, voices_ja.npz",
         f"  (sha256 {VOICES_SHA256}).",

@@ -20,10 +20,8 @@ SOURCE = "SOURCE"
 # (ort.pick_graph).
 ONNX_MODEL = "kokoro-v1.0.narrator.onnx"
 ONNX_INT8_MODEL = "kokoro-v1.0.int8.narrator.onnx"
-ONNX_STATIC_MODEL = "kokoro-v1.0.static-int8.narrator.onnx"
-STATIC_GRAPH = "static-int8"
-ONNX_GRAPHS = {"float-vocoder": ONNX_MODEL, "int8": ONNX_INT8_MODEL,
-               STATIC_GRAPH: ONNX_STATIC_MODEL}
+ONNX_STATIC_MODEL = "kokoro-v1.0.static.narrator.onnx"
+ONNX_GRAPHS = {"float-vocoder": ONNX_MODEL, "int8": ONNX_INT8_MODEL, "static": ONNX_STATIC_MODEL}
 _TRUE = {"1", "true", "yes", "on"}
 
 
