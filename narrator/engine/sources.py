@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,3 +170,37 @@ def download_model(voices: list[str]) -> Path:
 
     patterns = [CONFIG, WEIGHTS, *(f"{VOICES}/{v}.pt" for v in voices)]
     return Path(snapshot_download(REPO_ID, allow_patterns=patterns))
+
+
+@contextlib.contextmanager
+def building(dest: Path, error: type[Exception]) -> Iterator[Path]:
+    """A fresh folder beside `dest` to build a model folder in, renamed to `dest` (replacing
+    what was there) when the block ends well and removed when it fails: `dest` appears
+    complete or not at all. An OSError becomes `error`, one line that says what to do."""
+    dest = Path(dest)
+    build = dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        build.mkdir()
+    except OSError as exc:
+        raise error(f"cannot create {dest}: {exc}; choose a writable folder") from exc
+    try:
+        yield build
+        _move_into_place(build, dest)
+    except OSError as exc:
+        shutil.rmtree(build, ignore_errors=True)
+        raise error(f"cannot write {dest}: {exc}; free disk space and retry") from exc
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _move_into_place(build: Path, dest: Path) -> None:
+    """Rename `build` to `dest`, replacing the `dest` there."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}-{os.getpid()}.old")
+        os.replace(dest, old)
+        os.replace(build, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(build, dest)
