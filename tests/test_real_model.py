@@ -14,7 +14,13 @@ import soundfile
 from conftest import invoke, make_project
 from typer.testing import CliRunner
 
-from narrator.engine.sources import folder_problem, narrator_model_dir, onnx_graphs, voices_in
+from narrator.engine.sources import (
+    ONNX_GRAPHS,
+    folder_problem,
+    narrator_model_dir,
+    onnx_graphs,
+    voices_in,
+)
 
 pytestmark = pytest.mark.real_model
 
@@ -154,3 +160,36 @@ def test_onnx_engine_speaks_english_the_same_bytes_every_time(
     heard = normalise(transcribe(tmp_path / "a.wav")).split()
     wanted = normalise(text).split()
     assert len(set(heard) & set(wanted)) >= len(wanted) // 2, heard
+
+
+def test_the_graphs_exported_from_the_weights_speak_english(
+    runner: CliRunner, real_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `model pull --source hf` does with Hugging Face's weights (the real weights here
+    stand in for them): each exported graph, forced, speaks the words."""
+    pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from narrator.engine import ort
+    from narrator.engine.onnx_export import own_folder_from
+
+    snapshot = tmp_path / "snapshots" / "0f3c9a1e"
+    (snapshot / "voices").mkdir(parents=True)
+    voice, lang = english_voice(real_model)
+    for name in ("config.json", "kokoro-v1_0.pth", f"voices/{voice}.pt"):
+        os.link(real_model / name, snapshot / name)
+    own = own_folder_from(snapshot, tmp_path / "own", lambda step: None)
+    graphs = ort.onnx_graphs(own)
+    assert sorted(graphs) == sorted(ONNX_GRAPHS)
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    from bench.intelligibility import normalise, transcribe
+
+    text = "The quick brown fox jumps over the lazy dog."
+    wanted = normalise(text).split()
+    for graph, path in graphs.items():
+        monkeypatch.setattr(ort, "onnx_graphs", lambda folder, only={graph: path}: only)
+        ort._sessions.clear()
+        result = invoke(runner, "say", text, "-o", f"{graph}.wav", "--voice", voice,
+                        "--lang", lang, "--model-dir", own, "--engine", "onnx")
+        assert result.exit_code == 0, result.stderr
+        heard = normalise(transcribe(tmp_path / f"{graph}.wav")).split()
+        assert len(set(heard) & set(wanted)) >= len(wanted) // 2, (graph, heard)
