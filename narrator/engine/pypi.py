@@ -35,6 +35,7 @@ from narrator.engine.sources import (
     VOICES,
     WEIGHTS,
     building,
+    has_files,
     kokoro_config_text,
     voices_in,
 )
@@ -309,9 +310,8 @@ def _names_read(nodes: Iterable[NodeProto]) -> set[str]:
 
 def is_complete(dest: Path) -> bool:
     """Whether `dest` holds every file a rebuild writes (a rebuild is then a no-op)."""
-    needed = [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
-              *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
-    return all((dest / name).is_file() and (dest / name).stat().st_size > 0 for name in needed)
+    return has_files(dest, [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
+                            *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)])
 
 
 def rebuild_model(

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,30 @@ def onnx_graphs(folder: Path) -> dict[str, Path]:
     """The onnx engine's graphs in `folder`, by name (see ONNX_GRAPHS)."""
     return {name: folder / file for name, file in ONNX_GRAPHS.items()
             if (folder / file).is_file()}
+
+
+def has_files(folder: Path, names: Iterable[str]) -> bool:
+    """Whether `folder` holds every one of `names`, none of them empty."""
+    try:
+        return all((folder / name).is_file() and (folder / name).stat().st_size > 0
+                   for name in names)
+    except OSError:
+        return False
+
+
+# The first words of the SOURCE of narrator's own folder built from a Hugging Face snapshot
+# (onnx_export.own_folder_from).
+HF_ORIGIN = f"Kokoro-82M v1.0 from Hugging Face: {REPO_ID}"
+
+
+def built_from_hf(folder: Path) -> bool:
+    """Whether `folder` is narrator's own folder, complete, built from Hugging Face's weights."""
+    try:
+        origin = (folder / SOURCE).read_text("utf-8")
+    except OSError:
+        return False
+    return (origin.startswith(HF_ORIGIN) and bool(voices_in(folder))
+            and has_files(folder, (CONFIG, WEIGHTS, *ONNX_GRAPHS.values())))
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -198,7 +222,7 @@ def building(dest: Path, error: type[Exception]) -> Iterator[Path]:
 def _move_into_place(build: Path, dest: Path) -> None:
     """Rename `build` to `dest`, replacing the `dest` there."""
     if dest.exists():
-        old = dest.with_name(f".{dest.name}-{os.getpid()}.old")
+        old = dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
         os.replace(dest, old)
         os.replace(build, dest)
         shutil.rmtree(old, ignore_errors=True)
