@@ -16,7 +16,6 @@ from typing import Any
 from narrator.engine.sources import (
     CONFIG,
     HF_ORIGIN,
-    ONNX_GRAPHS,
     ONNX_INT8_MODEL,
     ONNX_MODEL,
     ONNX_STATIC_MODEL,
@@ -24,7 +23,7 @@ from narrator.engine.sources import (
     VOICES,
     WEIGHTS,
     building,
-    has_files,
+    hf_build,
     voices_in,
 )
 from narrator.errors import ModelUnavailable
@@ -220,11 +219,7 @@ def own_folder_from(snapshot: Path, dest: Path, on_step: Callable[[str], None]) 
     and renamed into place, so `dest` appears complete or not at all. Where `dest` already
     holds this revision's build, only voices it lacks are added."""
     origin = _origin(snapshot)
-    try:
-        current = (dest / SOURCE).read_text("utf-8") == origin
-    except OSError:
-        current = False
-    if current and has_files(dest, (CONFIG, WEIGHTS, *ONNX_GRAPHS.values())):
+    if hf_build(dest) == origin:
         for name in voices_in(snapshot):
             if not (dest / VOICES / f"{name}.pt").is_file():
                 _place(snapshot / VOICES / f"{name}.pt", dest / VOICES / f"{name}.pt")

