@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ from narrator.models import GlobalSettings, Project
 # "NARR": marks a SQLite file as a narrator project (PRAGMA application_id).
 APPLICATION_ID = 0x4E415252
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Every engine this process opened, so that close_all() can close their connections.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 # How long a writer waits for another one (another command, another terminal) to finish.
 BUSY_TIMEOUT_S = 30.0
@@ -114,6 +118,7 @@ def _engine(path: Path) -> Engine:
     engine = create_engine(
         "sqlite://", creator=lambda: _connect(path, "rw"), poolclass=QueuePool
     )
+    _engines.add(engine)
 
     # SQLAlchemy's recipe for SQLite transactions: the driver stops beginning them itself,
     # and each one begins here, DEFERRED for readers or IMMEDIATE for writers.
@@ -144,6 +149,14 @@ _UNWRITABLE = {
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # The disk, not the input: a run cannot go on past these.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+def close_all() -> None:
+    """Close every pooled connection to every project file this process opened. The last
+    connection to close folds the write-ahead log into the file and removes it, so the
+    project is one self-contained file again (safe to copy alone)."""
+    for engine in list(_engines):
+        engine.dispose()
 
 
 def storage_error(

@@ -1,6 +1,6 @@
 """Nothing lost, whatever happens around a run: segments changed mid-run, shared audio
 folders, leftovers of stopped runs, storage errors and concurrent commands (library and
-CliRunner; the real-process cases are in test_signals.py)."""
+CliRunner; real processes stopped by signals are in test_signals.py)."""
 
 from __future__ import annotations
 
@@ -508,3 +508,24 @@ def test_a_copied_project_file_never_deletes_the_originals_audio(tmp_path: Path)
         if (tmp_path / f"book.db{suffix}").exists():
             (tmp_path / f"book.db{suffix}").rename(tmp_path / f"moved.db{suffix}")
     assert open_project(moved).uid == original.uid
+
+
+def test_a_finished_command_leaves_the_project_as_one_file(
+    tmp_path: Path, tiny_model: Path,
+) -> None:
+    """A real process, ended as narrator ends (its objects frozen, not collected): the
+    write-ahead log is folded back, so book.db alone holds every recording."""
+    import os
+    import sys
+
+    env = os.environ | {"NARRATOR_MODEL_DIR": str(tiny_model)}
+    for command in (["new", "book.db"], ["add", "book.db", "One.", "Two."],
+                    ["generate-all", "book.db", "--progress", "none"]):
+        done = subprocess.run([sys.executable, "-m", "narrator", *command], cwd=tmp_path,
+                              env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert not (tmp_path / "book.db-wal").exists(), command
+    alone = tmp_path / "copy" / "book.db"
+    alone.parent.mkdir()
+    alone.write_bytes((tmp_path / "book.db").read_bytes())
+    assert all(row.audio_file for row in list_segments(open_project(alone)))
