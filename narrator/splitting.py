@@ -4,6 +4,7 @@ headings), with the markup of scanned books (Project Gutenberg's) taken out."""
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
@@ -132,12 +133,29 @@ def _is_chapter(line: str, chapter: re.Pattern[str] | None) -> bool:
     return chapter is not None and len(line) <= 100 and bool(chapter.search(line))
 
 
+def _import_spacy() -> None:
+    """Import spaCy without torch where torch is not loaded yet. spaCy's thinc imports
+    torch when it is installed (0.9 s and 200 MiB), for models the tokenizer and the
+    sentencizer never run; the onnx engine with the espeak G2P then runs without torch at
+    all. torch, marked absent while thinc loads, stays importable afterwards (the torch
+    engine imports it as usual); thinc has noted it absent, which only its torch-backed
+    layers (transformer pipelines) would mind, and narrator runs none through it."""
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # import torch: ImportError
+    try:
+        import spacy  # noqa: F401
+    finally:
+        del sys.modules["torch"]
+
+
 @lru_cache(maxsize=1)
 def _sentencizer() -> Callable[[str], Any]:
     """spaCy's English tokenizer and rule-based sentencizer, as `spacy.blank("en")` with a
     sentencizer pipe builds them, but without a `Language`: building one loads every
     installed spaCy plugin's entry points (spacy-curated-transformers, which kokoro brings,
     imports Hugging Face transformers), about a second before the first chunk."""
+    _import_spacy()
     from spacy.lang.en import English
     from spacy.pipeline import Sentencizer
     from spacy.tokenizer import Tokenizer

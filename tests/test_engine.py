@@ -14,6 +14,7 @@ from narrator.engine import synth as synth_module
 from narrator.engine.g2p import MAX_PHONEMES, chunk_sentences, chunk_text, phonemize
 from narrator.engine.sources import locate_model
 from narrator.engine.synth import KokoroSynthesizer, Lazy
+from narrator.engine.voices import blend_packs, read_pack
 from narrator.errors import BadInput, ModelUnavailable
 
 
@@ -190,3 +191,24 @@ def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int
         assert length > 0 and start + length == after
     last_start, last_length, _ = speech.cues[-1]
     assert last_start + last_length == speech.samples.size
+
+
+def test_voice_packs_read_without_torch_are_torchs_tensors(tmp_path: Path) -> None:
+    """read_pack gives torch.load's values, for a strided view too; a file in torch's
+    legacy format goes to torch; a blend is the weighted mean torch computed, bit for bit."""
+    import torch
+
+    rng = torch.Generator().manual_seed(3)
+    packs = [torch.rand(510, 1, 256, generator=rng) for _ in range(2)]
+    torch.save(packs[0], tmp_path / "a.pt")
+    torch.save(packs[1].transpose(0, 2), tmp_path / "strided.pt")
+    torch.save(packs[1].half(), tmp_path / "half.pt")
+    torch.save(packs[1], tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert np.array_equal(read_pack(tmp_path / "a.pt"), packs[0].numpy())
+    assert np.array_equal(read_pack(tmp_path / "strided.pt"), packs[1].transpose(0, 2).numpy())
+    assert np.array_equal(read_pack(tmp_path / "half.pt"), packs[1].half().float().numpy())
+    assert np.array_equal(read_pack(tmp_path / "legacy.pt"), packs[1].numpy())
+    weights = torch.tensor([1.0, 2.0])
+    torchs = (torch.stack(packs) * (weights / weights.sum()).view(-1, 1, 1, 1)).sum(dim=0)
+    assert blend_packs([p.numpy() for p in packs], [1.0, 2.0]).tobytes() == (
+        torchs.numpy().tobytes())

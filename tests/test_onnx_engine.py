@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,7 +204,8 @@ def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
     other = {"graph": "int8", "seconds": {"int8": 1.0, "float-vocoder": 2.0}, "timed": "then"}
     (own_model / ort.TIMINGS).write_text(json.dumps({"another CPU": other}))
     assert ort.graph_report(own_model).startswith("not timed on this CPU yet")
-    ort.shared_session(own_model, 0, OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart"))
+    pack = OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart")
+    ort.shared_session(own_model, 0, pack).get()
     record = json.loads((own_model / ort.TIMINGS).read_text())
     assert record["another CPU"] == other and ort.machine() in record
 
@@ -362,3 +365,36 @@ def test_model_pull_from_hugging_face_is_atomic(
     own = narrator_model_dir()
     assert not own.exists()
     assert [p.name for p in own.parent.iterdir()] == [".kokoro-82m.pull.lock"]
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the GPU check reads /dev")
+def test_an_onnx_render_never_imports_torch(onnx_model: Path, tmp_path: Path) -> None:
+    """A process that picks and runs the onnx engine with the espeak G2P on a machine
+    without a GPU loads no torch (0.9 s and 200 MiB), and speaks a blend in the same
+    bytes as a process that loaded torch first."""
+    import torch
+
+    torch.save(torch.rand(510, 1, 256, generator=torch.Generator().manual_seed(1)),
+               tmp_path / "other.pt")
+    voice = f"af_heart,{tmp_path / 'other.pt'}:2"
+    code = f"""
+import hashlib, sys
+from narrator.engine import synth
+from narrator.engine.engines import choose_engine
+from narrator.engine.ort import OnnxSynthesizer
+synth.GPU_NODES = ()  # as on a machine without a GPU
+assert choose_engine("auto", {str(onnx_model)!r}, "auto", True)[0] == "onnx"
+engine = OnnxSynthesizer(model_dir={str(onnx_model)!r}, chunk_limit=12, g2p_backend="espeak")
+engine.check({voice!r}, "a")
+speech = engine.render({TEXT!r}, {voice!r}, 1.0, "a")
+print("torch" in sys.modules, hashlib.sha256(speech.samples.tobytes()).hexdigest())
+"""
+    outputs = []
+    for first in ("", "import torch\n"):
+        done = subprocess.run([sys.executable, "-c", first + code], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.split())
+    assert [o[0] for o in outputs] == ["False", "True"]
+    assert outputs[0][1] == outputs[1][1]

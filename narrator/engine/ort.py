@@ -225,14 +225,17 @@ def _graph_choice(folder: Path, graphs: dict[str, Path]) -> str:
             "and keeps the fastest")
 
 
-def shared_session(folder: Path, threads: int, pack: Any) -> Any:
+def shared_session(folder: Path, threads: int, pack: Any) -> Lazy:
     """The process-wide onnxruntime session for this model folder and thread count: the
     fastest graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
-    thread). `pack`: a voice pack to time the graphs with, if they must be."""
+    thread), its loading begun now in the background: get() it when it is needed.
+    onnxruntime lets go of the GIL while it loads a graph (0.5 s on 2 cores), so a first
+    render's imports and G2P overlap it. `pack`: a voice pack to time the graphs with, if
+    they must be."""
     key = (folder.resolve(), threads)
     with _sessions_lock:
         lazy = _sessions.setdefault(key, Lazy(lambda: pick_graph(*key, pack)[1]))
-    return lazy.get()
+    return lazy.start()
 
 
 def run_options() -> Any:
@@ -279,11 +282,12 @@ class OnnxSynthesizer(KokoroSynthesizer):
         self, text: str, voice: str, speed: float, lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
-        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         folder = self.folder()
+        pack = self.voice_pack(voice)
+        loading = shared_session(folder, self.threads, pack)
+        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         vocab = vocab_of(folder)
-        pack = self.voice_pack(voice).numpy()
-        session = shared_session(folder, self.threads, pack)
+        session = loading.get()
         options = run_options()
 
         def run(phonemes: str) -> tuple[Any, list[int]]:

@@ -71,7 +71,7 @@ def _time_graphs(folder: Path, console: Any) -> None:
         return
     try:
         with console.status("Timing the onnx engine's graphs on this CPU"):
-            pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0]).numpy()
+            pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0])
             pick_graph(folder, 0, pack)
     except Exception as exc:  # the model is in place; only the timing is left for later
         console.print(f"Warning: could not time the onnx engine's graphs ({first_line(exc)}); "

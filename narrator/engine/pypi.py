@@ -39,6 +39,7 @@ from narrator.engine.sources import (
     kokoro_config_text,
     voices_in,
 )
+from narrator.engine.voices import read_pack
 from narrator.errors import first_line
 
 if TYPE_CHECKING:
@@ -242,7 +243,6 @@ def write_static_vocoder(folder: Path) -> Path:
     import logging
 
     import onnx
-    import torch
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -257,8 +257,7 @@ def write_static_vocoder(folder: Path) -> Path:
     config = json.loads((folder / CONFIG).read_text("utf-8"))
     nodes = static_vocoder_nodes(onnx.load(folder / ONNX_MODEL, load_external_data=False),
                                  config)
-    packs = [torch.load(folder / VOICES / f"{name}.pt", weights_only=True).numpy()
-             for name in voices_in(folder)]
+    packs = [read_pack(folder / VOICES / f"{name}.pt") for name in voices_in(folder)]
     chunks = iter(feeds(config["vocab"], phonemes, packs[i % len(packs)], 1.0)
                   for i, phonemes in enumerate(calibration_phonemes()))
 
