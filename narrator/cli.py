@@ -1081,8 +1081,8 @@ def _leave() -> None:
     garbage collection walks every object torch and spaCy made at import (about 300,000),
     which took 0.8 s of a 23 s render (bench/peers.py); frozen, those objects are left to
     the process's end, as at os._exit, while atexit handlers, thread joins and stream
-    flushes still run. Frozen objects are never finalized, so project files are closed
-    here first (else book.db-wal stays beside book.db)."""
+    flushes still run. Frozen objects held only by reference cycles are never finalized,
+    so project files are closed here first (else book.db-wal stays beside book.db)."""
     import gc
 
     store = sys.modules.get("narrator.store")  # not imported: no project was opened

@@ -3,8 +3,10 @@ headings), with the markup of scanned books (Project Gutenberg's) taken out."""
 
 from __future__ import annotations
 
+import importlib.abc
 import re
 import sys
+import threading
 import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
@@ -133,20 +135,33 @@ def _is_chapter(line: str, chapter: re.Pattern[str] | None) -> bool:
     return chapter is not None and len(line) <= 100 and bool(chapter.search(line))
 
 
+class _WithoutTorch(importlib.abc.MetaPathFinder):
+    """An import finder that answers "no such module" to torch, for one thread only."""
+
+    def __init__(self) -> None:
+        self._thread = threading.get_ident()
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name.partition(".")[0] == "torch" and threading.get_ident() == self._thread:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def _import_spacy() -> None:
     """Import spaCy without torch where torch is not loaded yet. spaCy's thinc imports
     torch when it is installed (0.9 s and 200 MiB), for models the tokenizer and the
     sentencizer never run; the onnx engine with the espeak G2P then runs without torch at
-    all. torch, marked absent while thinc loads, stays importable afterwards (the torch
-    engine imports it as usual); thinc has noted it absent, which only its torch-backed
-    layers (transformer pipelines) would mind, and narrator runs none through it."""
+    all. Only this thread's imports are refused torch, only while spaCy loads: torch stays
+    importable (the torch engine imports it as usual). thinc has noted it absent, which
+    only its torch-backed layers (transformer pipelines) would mind; its own layers, as in
+    spaCy's small English model, run on numpy."""
     if "spacy" in sys.modules or "torch" in sys.modules:
         return
-    sys.modules["torch"] = None  # type: ignore[assignment]  # import torch: ImportError
+    finder = _WithoutTorch()
+    sys.meta_path.insert(0, finder)
     try:
         import spacy  # noqa: F401
     finally:
-        del sys.modules["torch"]
+        sys.meta_path.remove(finder)
 
 
 @lru_cache(maxsize=1)

@@ -193,22 +193,76 @@ def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int
     assert last_start + last_length == speech.samples.size
 
 
-def test_voice_packs_read_without_torch_are_torchs_tensors(tmp_path: Path) -> None:
-    """read_pack gives torch.load's values, for a strided view too; a file in torch's
-    legacy format goes to torch; a blend is the weighted mean torch computed, bit for bit."""
+
+def test_voice_packs_read_without_torch_are_torchs_tensors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """read_pack gives torch.load's values without calling it, for a view and a strided
+    tensor too; a blend is the weighted mean torch computed, bit for bit; a file in torch's
+    legacy format goes to torch."""
     import torch
 
     rng = torch.Generator().manual_seed(3)
     packs = [torch.rand(510, 1, 256, generator=rng) for _ in range(2)]
-    torch.save(packs[0], tmp_path / "a.pt")
-    torch.save(packs[1].transpose(0, 2), tmp_path / "strided.pt")
-    torch.save(packs[1].half(), tmp_path / "half.pt")
+    saved = {"a.pt": packs[0], "view.pt": packs[1][5:10, :, 3:7],
+             "strided.pt": packs[1].transpose(0, 2), "half.pt": packs[1].half()}
+    for name, tensor in saved.items():
+        torch.save(tensor, tmp_path / name)
     torch.save(packs[1], tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    assert np.array_equal(read_pack(tmp_path / "a.pt"), packs[0].numpy())
-    assert np.array_equal(read_pack(tmp_path / "strided.pt"), packs[1].transpose(0, 2).numpy())
-    assert np.array_equal(read_pack(tmp_path / "half.pt"), packs[1].half().float().numpy())
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "load", _refuse)
+        for name, tensor in saved.items():
+            assert np.array_equal(read_pack(tmp_path / name), tensor.float().numpy()), name
     assert np.array_equal(read_pack(tmp_path / "legacy.pt"), packs[1].numpy())
     weights = torch.tensor([1.0, 2.0])
     torchs = (torch.stack(packs) * (weights / weights.sum()).view(-1, 1, 1, 1)).sum(dim=0)
     assert blend_packs([p.numpy() for p in packs], [1.0, 2.0]).tobytes() == (
         torchs.numpy().tobytes())
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("torch.load")
+
+
+def test_a_pack_that_is_not_a_plain_tensor_goes_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A view reaching past its storage, or a pickle that holds no tensor, is never read
+    as one: torch.load gets the file (and says what is wrong with it)."""
+    import collections
+    import io
+    import pickle
+    import zipfile
+
+    import torch
+
+    torch.save(torch.zeros(4), tmp_path / "good.pt")
+
+    class Storage:
+        pass
+
+    class Outside:  # 6 floats from offset 2 of a storage of 4
+        def __reduce__(self) -> tuple:
+            return (torch._utils._rebuild_tensor_v2,
+                    (Storage(), 2, (6,), (1,), False, collections.OrderedDict()))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            if isinstance(obj, Storage):
+                return ("storage", torch.FloatStorage, "0", "cpu", 4)
+            return None
+
+    for name, payload in (("outside.pt", Outside()), ("dict.pt", {"pack": 1})):
+        with zipfile.ZipFile(tmp_path / "good.pt") as good, zipfile.ZipFile(
+                tmp_path / name, "w") as bad:
+            for item in good.infolist():
+                data = good.read(item)
+                if item.filename.endswith("/data.pkl"):
+                    buffer = io.BytesIO()
+                    Pickler(buffer, protocol=2).dump(payload)
+                    data = buffer.getvalue()
+                bad.writestr(item, data)
+    monkeypatch.setattr(torch, "load", _refuse)
+    for name in ("outside.pt", "dict.pt"):
+        with pytest.raises(AssertionError, match="torch.load"):
+            read_pack(tmp_path / name)

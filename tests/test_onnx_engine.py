@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,28 @@ def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
     assert again.samples.tobytes() == first.samples.tobytes()
     assert ort.graph_report(own_model).startswith(f"{entry['graph']} (fastest on this CPU: ")
 
+
+
+def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
+    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The graph already timed here loads in a thread of its own while G2P runs; graphs
+    still to be timed are timed in the render's thread, with nothing beside them."""
+    threads: list[str] = []
+    load = ort.load_session
+
+    def recording(model: Path, n: int) -> object:
+        threads.append(threading.current_thread().name)
+        return load(model, n)
+
+    monkeypatch.setattr(ort, "load_session", recording)
+    engine = OnnxSynthesizer(model_dir=own_model, chunk_limit=12)
+    engine.render(TEXT, "af_heart", 1.0, "a")
+    assert set(threads) == {threading.current_thread().name} and len(threads) == 3
+    ort._sessions.clear()
+    threads.clear()
+    engine.render(TEXT, "af_heart", 1.0, "a")
+    assert threads == ["narrator-load"]
 
 @pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
 def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
@@ -365,7 +388,6 @@ def test_model_pull_from_hugging_face_is_atomic(
     own = narrator_model_dir()
     assert not own.exists()
     assert [p.name for p in own.parent.iterdir()] == [".kokoro-82m.pull.lock"]
-
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the GPU check reads /dev")

@@ -228,14 +228,21 @@ def _graph_choice(folder: Path, graphs: dict[str, Path]) -> str:
 def shared_session(folder: Path, threads: int, pack: Any) -> Lazy:
     """The process-wide onnxruntime session for this model folder and thread count: the
     fastest graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
-    thread), its loading begun now in the background: get() it when it is needed.
-    onnxruntime lets go of the GIL while it loads a graph (0.5 s on 2 cores), so a first
-    render's imports and G2P overlap it. `pack`: a voice pack to time the graphs with, if
-    they must be."""
+    thread): get() it when it is needed. Its loading begins now in the background
+    (onnxruntime lets go of the GIL while it loads a graph, 0.5 s on 2 cores, so a first
+    render's imports and G2P overlap it), except where the graphs must first be timed:
+    G2P beside the timing would skew the times it records for good. `pack`: a voice pack
+    to time the graphs with, if they must be."""
     key = (folder.resolve(), threads)
     with _sessions_lock:
         lazy = _sessions.setdefault(key, Lazy(lambda: pick_graph(*key, pack)[1]))
-    return lazy.start()
+    return lazy if lazy.built or _to_be_timed(folder) else lazy.start()
+
+
+def _to_be_timed(folder: Path) -> bool:
+    """Whether pick_graph would time the folder's graphs now (unless another process
+    records a timing first)."""
+    return len(onnx_graphs(folder)) > 1 and _writable(folder) and recorded_graph(folder) is None
 
 
 def run_options() -> Any:

@@ -42,9 +42,9 @@ from narrator.splitting import sentences
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-# Device nodes without which Linux has no GPU torch could use: NVIDIA's driver, AMD's
-# (ROCm) and WSL2's.
-GPU_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+# Device nodes without which Linux has no GPU torch could use: NVIDIA's driver, its
+# Jetson (Tegra) form, AMD's (ROCm) and WSL2's.
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvmap", "/dev/kfd", "/dev/dxg")
 
 
 def pick_device(device: str = "auto") -> str:
@@ -67,7 +67,8 @@ def pick_device(device: str = "auto") -> str:
 
 
 class Lazy:
-    """A value built once, on first use, by whichever thread asks first."""
+    """A value built once, on first use, by whichever thread asks first, or begun ahead
+    of use in a thread of its own (start)."""
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
@@ -82,6 +83,10 @@ class Lazy:
                     self._value = self._build()
                     self._built = True
         return self._value
+
+    @property
+    def built(self) -> bool:
+        return self._built
 
     def start(self) -> Lazy:
         """Begin the build in a thread of its own, so that other work overlaps it; get()
