@@ -355,6 +355,7 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     offline = invoke(runner, "model", "pull")  # auto, Hugging Face out of reach
     assert offline.exit_code == 0, offline.stderr
     assert f"keeping {own}, built from Hugging Face" in offline.stderr
+    assert "--source pypi" not in offline.stderr  # no advice to replace what it keeps
     monkeypatch.delenv("HF_HUB_OFFLINE")
     shutil.copy(snapshot / "voices" / "af_sky.pt", snapshot / "voices" / "af_nova.pt")
     again = invoke(runner, "model", "pull", "--source", "hf", "--voice", "af_nova")

