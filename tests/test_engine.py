@@ -193,7 +193,6 @@ def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int
     assert last_start + last_length == speech.samples.size
 
 
-
 def test_voice_packs_read_without_torch_are_torchs_tensors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

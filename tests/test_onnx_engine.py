@@ -179,7 +179,6 @@ def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
     assert ort.graph_report(own_model).startswith(f"{entry['graph']} (fastest on this CPU: ")
 
 
-
 def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
     own_model: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -200,6 +199,7 @@ def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
     threads.clear()
     engine.render(TEXT, "af_heart", 1.0, "a")
     assert threads == ["narrator-load"]
+
 
 @pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
 def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(

@@ -203,7 +203,7 @@ def building(dest: Path, error: type[Exception]) -> Iterator[Path]:
     what was there) when the block ends well and removed when it fails: `dest` appears
     complete or not at all. An OSError becomes `error`, one line that says what to do."""
     dest = Path(dest)
-    build = dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    build = _beside(dest, "partial")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         build.mkdir()
@@ -223,9 +223,14 @@ def building(dest: Path, error: type[Exception]) -> Iterator[Path]:
 def _move_into_place(build: Path, dest: Path) -> None:
     """Rename `build` to `dest`, replacing the `dest` there."""
     if dest.exists():
-        old = dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
+        old = _beside(dest, "old")
         os.replace(dest, old)
         os.replace(build, dest)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(build, dest)
+
+
+def _beside(dest: Path, kind: str) -> Path:
+    """A hidden name beside `dest` that no other process or build uses."""
+    return dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
