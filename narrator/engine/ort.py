@@ -5,6 +5,7 @@ noise, so the same input gives the same bytes without a seed."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -49,6 +50,11 @@ def load_session(model: Path, threads: int) -> Any:
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1  # one operator at a time; each may use every core
     options.intra_op_num_threads = threads  # 0: every core
+    # onnxruntime's default order follows the file's, which the static graph's quantizer
+    # interleaves, and the arena's peak with it: `generate-all` on 4 paragraphs of
+    # bench/data/prose.txt peaked at 739-747 MiB, and at 628-661 MiB in its priority order,
+    # as fast (18.1-18.3 s).
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -245,16 +251,20 @@ def _to_be_timed(folder: Path) -> bool:
     return len(onnx_graphs(folder)) > 1 and _writable(folder) and recorded_graph(folder) is None
 
 
-def run_options() -> Any:
-    """Every run hands the arena's growth back when it ends. Left to grow, onnxruntime's
-    CPU arena kept the largest working set of any chunk so far and more: narrator's peak
-    rose from 889 MiB at 30 sentences to 1,052 MiB at 150 (bench/memory.py). Shrunk, RSS
-    falls back between chunks: a bare render loop over 40 sentences peaked at 757 MiB
-    against 807 MiB (and still rising) without, for about 3% more time."""
+def run_options(shrink: bool = True) -> Any:
+    """Options for one run; `shrink`: hand the arena's growth back when it ends. Left to
+    grow, onnxruntime's CPU arena kept the largest working set of any chunk so far and more:
+    narrator's peak rose from 889 MiB at 30 sentences to 1,052 MiB at 150 (bench/memory.py).
+    Shrunk, RSS falls back: a bare render loop over 40 sentences peaked at 757 MiB against
+    807 MiB (and still rising) without. Shrinking costs the next run its pages again (4
+    paragraphs of bench/data/prose.txt, 15 chunks: 741,000 minor page faults against
+    144,000, 18.1-18.8 s against 17.2-18.1 s), so the onnx engine shrinks after a segment's
+    last chunk only (17.6-18.2 s, peak 545-558 MiB against 522-536)."""
     import onnxruntime as ort
 
     options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    if shrink:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return options
 
 
@@ -295,10 +305,13 @@ class OnnxSynthesizer(KokoroSynthesizer):
         script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
         vocab = vocab_of(folder)
         session = loading.get()
-        options = run_options()
+        runs = itertools.count(1)
+        keep, shrink = run_options(shrink=False), run_options()
 
         def run(phonemes: str) -> tuple[Any, list[int]]:
-            audio, durations = session.run(None, feeds(vocab, phonemes, pack, speed), options)
+            last = next(runs) == len(script.chunks)
+            audio, durations = session.run(None, feeds(vocab, phonemes, pack, speed),
+                                           shrink if last else keep)
             return audio.reshape(-1), durations.reshape(-1).tolist()
 
         return perform(script, run, vocab, on_chunk)

@@ -37,6 +37,7 @@ from narrator.engine.sources import (
     building,
     has_files,
     kokoro_config_text,
+    onnx_graphs,
     voices_in,
 )
 from narrator.engine.voices import read_pack
@@ -130,6 +131,82 @@ def with_durations(model: Any) -> Any:
                                              name="narrator_pred_dur"))
     model.graph.output.append(
         helper.make_tensor_value_info("pred_dur", TensorProto.INT64, ["sequence_length"]))
+    return model
+
+
+# kokoro-onnx's export takes the spectrum of the vocoder's harmonic source with ONNX's STFT
+# operator, which onnxruntime runs on one thread: 5.7% of a render on the static graph (an
+# onnxruntime profile of 2 paragraphs of bench/data/prose.txt). The same transform is a
+# strided convolution whose kernels are the windowed DFT basis, as in kokoro's CustomSTFT
+# (which narrator's own export from Hugging Face runs): the render took 0.91-0.95x the time.
+# Its channels are the real and imaginary parts the graph then gathers from the STFT's
+# output, so a split hands them over without the transposes in between.
+# Two bins' imaginary parts are zero by construction (DC and Nyquist); where their real part
+# is negative the graph's atan2 takes an imaginary +0 to -pi, where torch.angle, which the
+# model was trained with, gives pi (CustomSTFT corrects the same). A bias of STFT_ZERO_BIN on
+# those two channels makes it pi.
+STFT_ZERO_BIN = 1e-30
+
+
+def with_conv_stft(model: Any) -> Any:
+    """The ONNX model with its STFT node, if any, made a convolution (see STFT_ZERO_BIN):
+    STFT -> Transpose [0, 2, 1, 3] -> Gather (axis 3) of the real and imaginary parts
+    becomes Conv -> Split, the same spectrum within float rounding."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    found = [node for node in graph.node if node.op_type == "STFT"]
+    if not found:
+        return model
+    (stft,) = found
+    constants = {t.name: t for t in graph.initializer} | {
+        node.output[0]: node.attribute[0].t for node in graph.node if node.op_type == "Constant"}
+
+    def attr(node: NodeProto, name: str, default: object = None) -> object:
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
+                    default)
+
+    readers = _readers(graph)
+    transposes = readers.get(stft.output[0], [])
+    gathers = {}
+    if len(transposes) == 1 and attr(transposes[0], "perm") == [0, 2, 1, 3]:
+        gathers = {int(numpy_helper.to_array(constants[g.input[1]])): g.output[0]
+                   for g in readers.get(transposes[0].output[0], [])
+                   if g.op_type == "Gather" and attr(g, "axis") == 3 and g.input[1] in constants}
+    if (attr(stft, "onesided", 1) != 1 or len(stft.input) != 4
+            or not all(name in constants for name in stft.input[1:])
+            or sorted(gathers) != [0, 1]
+            or len(readers[transposes[0].output[0]]) != 2):
+        raise PyPIRebuildError(f"unexpected nodes at {stft.name}; this narrator cannot "
+                               "convert this export")
+    step, window, size = (numpy_helper.to_array(constants[name]) for name in stft.input[1:])
+    size, bins = int(size), int(size) // 2 + 1
+    turns = np.outer(np.arange(bins), np.arange(size)) % size * (2 * np.pi / size)
+    basis = np.concatenate([window * np.cos(turns), -window * np.sin(turns)])
+    basis[np.abs(basis) < 1e-9] = 0.0  # sin(k pi) is 1e-16, not 0: keep the zero bins zero
+    bias = np.zeros(2 * bins, dtype=np.float32)
+    bias[[bins, 2 * bins - 1]] = STFT_ZERO_BIN
+    name = stft.name + "_conv"
+    graph.initializer.extend([
+        numpy_helper.from_array(basis.astype(np.float32)[:, None, None, :], name + "_basis"),
+        numpy_helper.from_array(bias, name + "_bias"),
+        numpy_helper.from_array(np.array([0, 1, 1, -1], dtype=np.int64), name + "_signal_shape"),
+        numpy_helper.from_array(np.array([0, 2 * bins, -1], dtype=np.int64), name + "_shape"),
+        numpy_helper.from_array(np.array([bins, bins], dtype=np.int64), name + "_parts"),
+    ])
+    conv = [  # signal [1, length] -> [1, 1, 1, length] -> [1, 2 x bins, 1, frames]
+        helper.make_node("Reshape", [stft.input[0], name + "_signal_shape"], [name + "_x"]),
+        helper.make_node("Conv", [name + "_x", name + "_basis", name + "_bias"], [name + "_y"],
+                         name=name, kernel_shape=[1, size], strides=[1, int(step)]),
+        # -> [1, 2 x bins, frames] -> real and imaginary parts, each [1, bins, frames]
+        helper.make_node("Reshape", [name + "_y", name + "_shape"], [name + "_z"]),
+        helper.make_node("Split", [name + "_z", name + "_parts"], [gathers[0], gathers[1]],
+                         axis=1),
+    ]
+    replaced = {gathers[0], gathers[1]}
+    nodes = [new for node in graph.node if not replaced & set(node.output)
+             for new in (conv if node is stft else [node])]
+    _keep_only(graph, nodes)
     return model
 
 
@@ -308,9 +385,31 @@ def _names_read(nodes: Iterable[NodeProto]) -> set[str]:
 
 
 def is_complete(dest: Path) -> bool:
-    """Whether `dest` holds every file a rebuild writes (a rebuild is then a no-op)."""
+    """Whether `dest` holds every file a rebuild writes, its graphs as this narrator writes
+    them (a rebuild is then a no-op)."""
     return has_files(dest, [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
-                            *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)])
+                            *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
+                     ) and _graphs_current(dest)
+
+
+# Operators of kokoro-onnx's export that narrator now rewrites (with_conv_stft): graphs that
+# still hold one were written by an earlier narrator, and the next pull rebuilds them.
+REWRITTEN_OPS = {"STFT"}
+
+
+def _graphs_current(dest: Path) -> bool:
+    try:
+        import onnx
+    except ImportError:  # no way to tell; older graphs run all the same
+        return True
+    for path in onnx_graphs(dest).values():
+        try:
+            nodes = onnx.load(str(path), load_external_data=False).graph.node
+        except Exception:  # damaged: rebuild it
+            return False
+        if any(node.op_type in REWRITTEN_OPS for node in nodes):
+            return False
+    return True
 
 
 def rebuild_model(
@@ -334,7 +433,7 @@ def rebuild_model(
         del model_bytes  # drop each large buffer once used: the peak is about 1.5 GB
         kmodel = _empty_kmodel(json.loads(kokoro_config_text()), Path(scratch))
         state = _state_dicts(kmodel, model.graph)
-        model = with_durations(model)
+        model = with_conv_stft(with_durations(model))
         onnx.save(model, build / ONNX_INT8_MODEL)
         onnx.save(with_float_vocoder(model), build / ONNX_MODEL)
         del model
@@ -617,7 +716,8 @@ def _source_text(licences: dict[str, str]) -> str:
         "  checkpoint, and speech differs slightly from it. AdaIN's InstanceNorm affine terms",
         "  (weight 1, bias 0) and ALBERT's unused pooler (zeros) are absent from the export.",
         f"{ONNX_INT8_MODEL}: that ONNX model for the onnx engine, with one output added,",
-        f"  pred_dur (its tensor {DURATIONS}: each token's duration).",
+        f"  pred_dur (its tensor {DURATIONS}: each token's duration), and its STFT run as a",
+        "  convolution.",
         f"{ONNX_MODEL}: the same, with the vocoder's convolutions (decoder.generator)",
         "  dequantized to float32.",
         f"{ONNX_STATIC_MODEL}: that, with most of the vocoder's convolutions quantized",
