@@ -205,9 +205,14 @@ def test_is_complete(tmp_path: Path) -> None:
 
 def test_graphs_an_earlier_narrator_wrote_are_rebuilt_by_the_next_pull(tmp_path: Path) -> None:
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     folder = _fill(tmp_path / "model")
+    from narrator.engine.ort import graph_report
+
+    assert "earlier narrator" not in graph_report(folder)
     (folder / pypi.ONNX_STATIC_MODEL).write_bytes(_graph("STFT"))  # before with_conv_stft
     assert not is_complete(folder)
+    assert "written by an earlier narrator (`narrator model pull`" in graph_report(folder)
     (folder / pypi.ONNX_STATIC_MODEL).write_bytes(b"damaged")
     assert not is_complete(folder)
 

@@ -220,9 +220,14 @@ def graph_report(folder: Path) -> str | None:
     graphs = onnx_graphs(folder)
     if not graphs or onnxruntime_missing():
         return None
+    from narrator.engine.pypi import graphs_current
+
     missing = [name for name in ONNX_GRAPHS if name not in graphs]
     lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
              "writes every graph, and the fastest here is then taken)") if missing else ""
+    if not graphs_current(folder):
+        lacks += ("; written by an earlier narrator (`narrator model pull` writes them again, "
+                  "faster)")
     return _graph_choice(folder, graphs) + lacks
 
 

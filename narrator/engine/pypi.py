@@ -389,7 +389,7 @@ def is_complete(dest: Path) -> bool:
     them (a rebuild is then a no-op)."""
     return has_files(dest, [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
                             *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
-                     ) and _graphs_current(dest)
+                     ) and graphs_current(dest)
 
 
 # Operators of kokoro-onnx's export that narrator now rewrites (with_conv_stft): graphs that
@@ -397,7 +397,8 @@ def is_complete(dest: Path) -> bool:
 REWRITTEN_OPS = {"STFT"}
 
 
-def _graphs_current(dest: Path) -> bool:
+def graphs_current(dest: Path) -> bool:
+    """Whether no graph in `dest` holds an operator narrator now rewrites (REWRITTEN_OPS)."""
     try:
         import onnx
     except ImportError:  # no way to tell; older graphs run all the same
