@@ -1,10 +1,10 @@
 """The onnx render loop alone, on each of the onnx engine's graphs (sources.ONNX_GRAPHS:
 the int8 export as published, its float-vocoder edit and that edit's static int8
-quantization, all with the pred_dur output), on the same chunks: what ort.pick_graph
-decides between, timed at length. One process, graphs alternated, no G2P or file writes
-in the timing. Prints per pass: load and render seconds, audio seconds; then the graph
-narrator picked on this machine. `--chunk-limit`: phonemes per chunk (default the onnx
-engine's).
+quantization, all with the pred_dur output and the STFT as a convolution), on the same
+chunks: what ort.pick_graph decides between, timed at length. One process, graphs
+alternated, no G2P or file writes in the timing. Prints per pass: load and render seconds,
+audio seconds; then the graph narrator picked on this machine. `--chunk-limit`: phonemes
+per chunk (default the onnx engine's).
 
     .venv/bin/python bench/graphs.py [--paragraphs 4] [--passes 2] [--chunk-limit 150]
 
