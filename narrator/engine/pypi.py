@@ -141,7 +141,8 @@ def with_durations(model: Any) -> Any:
 # (which narrator's own export from Hugging Face runs): the render took 0.91-0.95x the time.
 # Its channels are the real and imaginary parts the graph then gathers from the STFT's
 # output, so a split hands them over without the transposes in between.
-# Two bins' imaginary parts are zero by construction (DC and Nyquist); where their real part
+# Two bins' imaginary parts are zero by construction (DC and Nyquist: the frame length is
+# even, and an odd one is refused); where their real part
 # is negative the graph's atan2 takes an imaginary +0 to -pi, where torch.angle, which the
 # model was trained with, gives pi (CustomSTFT corrects the same). A bias of STFT_ZERO_BIN on
 # those two channels makes it pi.
@@ -158,7 +159,7 @@ def with_conv_stft(model: Any) -> Any:
     found = [node for node in graph.node if node.op_type == "STFT"]
     if not found:
         return model
-    (stft,) = found
+    stft = found[0]
     constants = {t.name: t for t in graph.initializer} | {
         node.output[0]: node.attribute[0].t for node in graph.node if node.op_type == "Constant"}
 
@@ -168,18 +169,23 @@ def with_conv_stft(model: Any) -> Any:
 
     readers = _readers(graph)
     transposes = readers.get(stft.output[0], [])
-    gathers = {}
+    gathers: dict[int, str] = {}
     if len(transposes) == 1 and attr(transposes[0], "perm") == [0, 2, 1, 3]:
-        gathers = {int(numpy_helper.to_array(constants[g.input[1]])): g.output[0]
-                   for g in readers.get(transposes[0].output[0], [])
-                   if g.op_type == "Gather" and attr(g, "axis") == 3 and g.input[1] in constants}
-    if (attr(stft, "onesided", 1) != 1 or len(stft.input) != 4
-            or not all(name in constants for name in stft.input[1:])
-            or sorted(gathers) != [0, 1]
-            or len(readers[transposes[0].output[0]]) != 2):
+        for gather in readers.get(transposes[0].output[0], []):
+            index = (numpy_helper.to_array(constants[gather.input[1]])
+                     if gather.input[1] in constants else None)
+            if (gather.op_type == "Gather" and attr(gather, "axis") == 3
+                    and index is not None and index.ndim == 0):
+                gathers[int(index)] = gather.output[0]
+    parts = ([numpy_helper.to_array(constants[name]) for name in stft.input[1:]]
+             if len(stft.input) == 4 and all(n in constants for n in stft.input[1:]) else [])
+    if (len(found) != 1 or attr(stft, "onesided", 1) != 1 or len(parts) != 3
+            or parts[0].ndim or parts[2].ndim or int(parts[2]) % 2
+            or parts[1].shape != (int(parts[2]),)
+            or sorted(gathers) != [0, 1] or len(readers[transposes[0].output[0]]) != 2):
         raise PyPIRebuildError(f"unexpected nodes at {stft.name}; this narrator cannot "
-                               "convert this export")
-    step, window, size = (numpy_helper.to_array(constants[name]) for name in stft.input[1:])
+                               "convert this export, please report this")
+    step, window, size = parts
     size, bins = int(size), int(size) // 2 + 1
     turns = np.outer(np.arange(bins), np.arange(size)) % size * (2 * np.pi / size)
     basis = np.concatenate([window * np.cos(turns), -window * np.sin(turns)])
@@ -280,8 +286,9 @@ def with_float_vocoder(model: Any) -> Any:
 # ranges calibrated once on CALIBRATION. Not all of them: quantized throughout, the vocoder
 # lost too much (pocketsphinx's word error rate on bench/intelligibility.py went from 0.20
 # to 0.25). With the resblocks after the last upsampling and conv_post left float it stays
-# at 0.18-0.20, and on 2 paragraphs of bench/data/prose.txt on a 2-core AMX Xeon the render
-# took 0.80x the float vocoder's time (17.0 s against 21.3 s; every convolution: 0.73x).
+# at 0.18-0.22 (torch: 0.20-0.21), and on 2 paragraphs of bench/data/prose.txt on a 2-core
+# AMX Xeon the render took 0.80x the float vocoder's time (17.0 s against 21.3 s; every
+# convolution: 0.73x).
 # Weights int8 and activations uint8, the pair the CPU's int8 dot-product instructions
 # take (uint8 weights ran 1.36x slower). The weights keep to 7 bits (reduce_range): CPUs
 # without those instructions (VNNI; AVX2 only) add pairs of uint8 x int8 products in 16

@@ -118,7 +118,8 @@ def limit_heap_growth() -> bool:
     its large tensors, a different size for every chunk, from the heap, which fragments and
     never shrinks: peak RSS grew to 4-6 GiB over a few dozen segments. Pinned, such tensors
     are mapped and unmapped, and RSS stays flat (bench/memory.py). Same samples either way.
-    Does nothing off glibc; True when it took effect."""
+    onnxruntime's arena takes its regions from malloc alike (ort.load_session calls this
+    too). Does nothing off glibc; True when it took effect."""
     if not sys.platform.startswith("linux"):
         return False
     try:
