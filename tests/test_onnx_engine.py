@@ -449,5 +449,5 @@ def test_the_arena_shrinks_after_a_segments_last_chunk_only(
         shrinks.clear()
         chunks.clear()
         engine.render(text, "af_heart", 1.0, "a", on_chunk=lambda n, of: chunks.append(of))
-        assert len(chunks) == (3 if text == TEXT else 1)
+        assert (len(chunks) > 1) == (text == TEXT)
         assert shrinks[-len(chunks):] == [""] * (len(chunks) - 1) + ["cpu:0"]
