@@ -121,9 +121,9 @@ def write_onnx_graphs(folder: Path) -> Path:
         ).eval()
     # torch.stft/istft on complex tensors do not export; use kokoro's conv-based STFT (what
     # KModel(disable_complex=True) builds; pypi.with_conv_stft makes kokoro-onnx's export
-    # the same). Swapped in after
-    # loading: built with disable_complex=True, the decoder's strict load_state_dict fails on
-    # CustomSTFT's buffers and KModel's fallback then silently leaves the decoder random.
+    # the same). Swapped in after loading: built with disable_complex=True, the decoder's
+    # strict load_state_dict fails on CustomSTFT's buffers and KModel's fallback then
+    # silently leaves the decoder random.
     generator = kmodel.decoder.generator
     stft = generator.stft
     generator.stft = CustomSTFT(

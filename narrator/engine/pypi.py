@@ -142,11 +142,12 @@ def with_durations(model: Any) -> Any:
 # Its channels are the real and imaginary parts the graph then gathers from the STFT's
 # output, so a split hands them over without the transposes in between.
 # Two bins' imaginary parts are zero by construction (DC and Nyquist: the frame length is
-# even, and an odd one is refused); where their real part
-# is negative the graph's atan2 takes an imaginary +0 to -pi, where torch.angle, which the
-# model was trained with, gives pi (CustomSTFT corrects the same). A bias of STFT_ZERO_BIN on
-# those two channels makes it pi.
+# even, and an odd one is refused); where their real part is negative the graph's atan2
+# takes an imaginary +0 to -pi, where torch.angle, which the model was trained with, gives
+# pi (CustomSTFT corrects the same). A bias of STFT_ZERO_BIN on those two channels makes it
+# pi.
 STFT_ZERO_BIN = 1e-30
+STFT = "STFT"  # the operator with_conv_stft rewrites
 
 
 def with_conv_stft(model: Any) -> Any:
@@ -156,7 +157,7 @@ def with_conv_stft(model: Any) -> Any:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    found = [node for node in graph.node if node.op_type == "STFT"]
+    found = [node for node in graph.node if node.op_type == STFT]
     if not found:
         return model
     stft = found[0]
@@ -401,7 +402,7 @@ def is_complete(dest: Path) -> bool:
 
 # Operators of kokoro-onnx's export that narrator now rewrites (with_conv_stft): graphs that
 # still hold one were written by an earlier narrator, and the next pull rebuilds them.
-REWRITTEN_OPS = {"STFT"}
+REWRITTEN_OPS = {STFT}
 
 
 def graphs_current(dest: Path) -> bool:
