@@ -8,6 +8,7 @@ import errno
 import glob
 import os
 import re
+import struct
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,17 +28,30 @@ def temp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
 
 
-def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
-    """Write mono 16-bit PCM to a synced temporary file beside `target`; return its path.
-    `publish` moves it into place."""
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[bytes, bytes]:
+    """Mono 16-bit PCM as a WAV: its 44-byte header and its data, the very bytes
+    libsndfile writes (it scales to 32 bits, rounds to even, keeps the top 16 bits)."""
     import numpy as np
-    import soundfile
 
     samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    wide = np.clip(np.rint(samples.astype(np.float64) * 2.0**31), -(2.0**31), 2.0**31 - 1)
+    data = (wide.astype(np.int64) >> 16).astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1, rate,
+        rate * 2, 2, 16, b"data", len(data),
+    )
+    return header, data
+
+
+def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    """Write mono 16-bit PCM to a synced temporary file beside `target`; return its path.
+    `publish` moves it into place. Written by plain writes, not through libsndfile's
+    callbacks (which swallow an OSError), so a full disk raises here."""
     tmp = temp_path(target)
     try:
         with tmp.open("wb") as f:
-            soundfile.write(f, samples, rate, format="WAV", subtype="PCM_16")
+            for part in wav_bytes(samples, rate):
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:

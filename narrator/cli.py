@@ -746,7 +746,8 @@ def generate_all_command(
         final = follow_run(run, make_view(progress))
     except Halted:
         assert run.manager is not None and run.task_id is not None
-        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json)
+        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json,
+                      progress)
         typer.echo("Stopped.", err=True)
         sys.stdout.flush()
         os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
@@ -754,14 +755,17 @@ def generate_all_command(
         run.cancel(now=True)  # never leave a worker rendering behind a failed command
         run.wait()
         raise
-    _report_batch(head, final, run.message, as_json)
+    _report_batch(head, final, run.message, as_json, progress)
     raise typer.Exit(_batch_exit_code(final))
 
 
-def _report_batch(head: dict, final, message: str, as_json: bool) -> None:  # noqa: ANN001
+def _report_batch(head: dict, final, message: str, as_json: bool,  # noqa: ANN001
+                  progress: ProgressMode) -> None:
+    """The result on stdout; the error that ended the run also as one line on stderr,
+    which with --progress jsonl carries JSON events only (the last one holds it)."""
     result = head | final.as_dict() | {"message": message}
     _print_json(result) if as_json else _print_summary(result)
-    if final.error_kind and not as_json:
+    if final.error_kind and progress is not ProgressMode.jsonl:
         typer.echo(f"Error: {final.error}", err=True)
 
 
