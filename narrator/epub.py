@@ -8,11 +8,13 @@ XHTML: one C parser, no second HTML library to install.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from narrator.archive import BoundedArchive
 from narrator.errors import BadDocument, BadInput, MissingExtra
 from narrator.splitting import Block, Split, by_sentence, one_line
 
@@ -26,21 +28,44 @@ _UNSPOKEN_TYPES = {"noteref", "footnote", "endnote", "rearnote", "pagebreak", "a
                    "doc-noteref", "doc-footnote", "doc-endnote", "doc-pagebreak"}
 _UNSPOKEN_TAGS = ("script", "style", "img", "svg", "math", "audio", "video", "object", "head")
 _NOTE_MARK = re.compile(r"[*†‡§¶]+")  # a bare number may be an exponent: it stays
-def _check_not_encrypted(path: Path) -> None:
+# An entity reference the HTML parser left as text: defined in the document's own DTD
+# (which is never loaded: no file, no network, no expansion) or not at all. Not spoken.
+_UNRESOLVED_ENTITY = re.compile(r"&[A-Za-z_][\w.-]*;")
+def _check_not_encrypted(archive: BoundedArchive) -> None:
     """DRM: content documents listed as encrypted (font obfuscation alone is fine)."""
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        if "META-INF/rights.xml" in names:
-            raise BadDocument(f"{path} is DRM-protected (Adobe ADEPT rights); narrator can "
-                              "only read EPUBs without DRM")
-        if "META-INF/encryption.xml" not in names:
-            return
-        listing = archive.read("META-INF/encryption.xml").decode("utf-8", "replace")
+    names = set(archive.archive.namelist())
+    if "META-INF/rights.xml" in names:
+        raise BadDocument(f"{archive.path} is DRM-protected (Adobe ADEPT rights); narrator "
+                          "can only read EPUBs without DRM")
+    if "META-INF/encryption.xml" not in names:
+        return
+    listing = archive.read("META-INF/encryption.xml").decode("utf-8", "replace")
     encrypted = re.findall(r'CipherReference[^>]*URI="([^"]+)"', listing)
     if any(PurePosixPath(uri).suffix.lower() in (".xhtml", ".html", ".htm", ".xml")
            for uri in encrypted):
-        raise BadDocument(f"{path} is DRM-protected (its chapters are encrypted); narrator "
-                          "can only read EPUBs without DRM")
+        raise BadDocument(f"{archive.path} is DRM-protected (its chapters are encrypted); "
+                          "narrator can only read EPUBs without DRM")
+
+
+def _read_book(path: Path) -> Any:
+    """ebooklib's EpubBook, every file of it read through the archive's limits."""
+    from ebooklib import epub
+
+    with zipfile.ZipFile(path) as zipped:
+        _check_not_encrypted(BoundedArchive(zipped, path))
+
+    class Reader(epub.EpubReader):  # ebooklib reads every file through read_file()
+        bounded: BoundedArchive | None = None
+
+        def read_file(self, name: str) -> bytes:
+            if self.bounded is None or self.bounded.archive is not self.zf:
+                self.bounded = BoundedArchive(self.zf, path)
+            return self.bounded.read(posixpath.normpath(name))
+
+    reader = Reader(str(path), {"ignore_ncx": False})
+    book = reader.load()
+    reader.process()
+    return book
 
 
 def _toc_titles(toc: Any, found: dict[str, str] | None = None) -> dict[str, str]:
@@ -82,7 +107,7 @@ def _chapter_blocks(root: HtmlElement, title: str | None) -> list[Block]:
     for element in root.iter(*_BLOCKS):
         if any(a.tag in _BLOCKS for a in element.iterancestors()):
             continue  # a paragraph inside a list item or quotation: read with it
-        text = one_line(element.text_content())
+        text = one_line(_UNRESOLVED_ENTITY.sub(" ", element.text_content()))
         if text:
             texts.append((text, _HEADINGS.get(element.tag)))
     if not texts:
@@ -98,15 +123,14 @@ def _chapter_blocks(root: HtmlElement, title: str | None) -> list[Block]:
 def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
     """The book's blocks, chapter by chapter in reading order."""
     try:
-        from ebooklib import ITEM_DOCUMENT, epub
+        from ebooklib import ITEM_DOCUMENT
         from lxml import html
     except ImportError as exc:
         raise MissingExtra(
             f"reading EPUB needs ebooklib ({exc}); install it with `pip install 'narrator[epub]'`"
         ) from exc
     try:
-        _check_not_encrypted(path)
-        book = epub.read_epub(str(path), options={"ignore_ncx": False})
+        book = _read_book(path)
     except BadDocument:
         raise
     except FileNotFoundError as exc:

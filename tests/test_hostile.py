@@ -16,14 +16,20 @@ import soundfile
 from conftest import make_project
 
 
-def narrator(cwd: Path, *args: object, model: Path | None = None,
-             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """narrator in a process of its own, as a user runs it."""
+def python(cwd: Path, *args: object, model: Path | None = None,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Python in a process of its own, offline, with the model folder given."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     if model is not None:
         env["NARRATOR_MODEL_DIR"] = str(model)
-    return subprocess.run([sys.executable, "-m", "narrator", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, input=stdin, timeout=300)
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def narrator(cwd: Path, *args: object, model: Path | None = None,
+             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """narrator in a process of its own, as a user runs it."""
+    return python(cwd, "-m", "narrator", *args, model=model, stdin=stdin)
 
 
 def one_error_line(stderr: str) -> str:
@@ -106,3 +112,115 @@ def test_wavs_are_written_byte_for_byte_as_libsndfile_writes_them(tmp_path: Path
     soundfile.write(reference, np.clip(samples, -1, 1), 24_000, format="WAV", subtype="PCM_16")
     write_wav(tmp_path / "a.wav", samples)
     assert (tmp_path / "a.wav").read_bytes() == reference.getvalue()
+
+
+# ------------------------------------------------------------------- 2. zip bombs, XXE
+
+CONTAINER = b"""<?xml version="1.0"?>
+<container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">
+<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>
+</rootfiles></container>"""
+
+
+def raw_epub(path: Path, chapters: dict[str, bytes | Iterator[bytes]], *,
+             declared: dict[str, int] | None = None) -> Path:
+    """An EPUB written byte by byte (ebooklib would refuse to write a hostile one): each
+    chapter's bytes, or chunks streamed into it; `declared` patches the size a member's
+    headers declare, as a crafted bomb would lie."""
+    import zipfile
+
+    manifest = "".join(f'<item id="c{n}" href="{name}" media-type="application/xhtml+xml"/>'
+                       for n, name in enumerate(chapters))
+    spine = "".join(f'<itemref idref="c{n}"/>' for n in range(len(chapters)))
+    opf = (f'<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+           f'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+           f'<dc:identifier id="id">hostile</dc:identifier><dc:title>Hostile</dc:title>'
+           f'<dc:language>en</dc:language></metadata><manifest>{manifest}</manifest>'
+           f'<spine>{spine}</spine></package>')
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/epub+zip", zipfile.ZIP_STORED)
+        archive.writestr("META-INF/container.xml", CONTAINER)
+        archive.writestr("OEBPS/content.opf", opf)
+        for name, body in chapters.items():
+            with archive.open(f"OEBPS/{name}", "w", force_zip64=True) as member:
+                for chunk in [body] if isinstance(body, bytes) else body:
+                    member.write(chunk)
+    for name, size in (declared or {}).items():
+        _declare_size(path, f"OEBPS/{name}".encode(), size)
+    return path
+
+
+def _declare_size(path: Path, name: bytes, size: int) -> None:
+    """Rewrite the uncompressed size of `name` in its local and central headers."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    for signature, offset_size, offset_name_len, header in ((b"PK\x03\x04", 22, 26, 30),
+                                                          (b"PK\x01\x02", 24, 28, 46)):
+        at = data.find(signature)
+        while at >= 0:
+            length = struct.unpack_from("<H", data, at + offset_name_len)[0]
+            if bytes(data[at + header:at + header + length]) == name:
+                struct.pack_into("<I", data, at + offset_size, size)
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+
+
+def bomb_chunks(mib: int) -> Iterator[bytes]:
+    """An XHTML chapter of `mib` MiB of one letter: a few hundred KB once deflated."""
+    yield b'<html xmlns="http://www.w3.org/1999/xhtml"><body><p>'
+    block = b"a" * (1 << 20)
+    for _ in range(mib):
+        yield block
+    yield b"</p></body></html>"
+
+
+def peak_rss_mib(cwd: Path, *args: object) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run narrator; its exit and its peak resident memory (from a fresh parent's rusage,
+    so no earlier child of the test process counts)."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
+             "capture_output=True, text=True); sys.stdout.write(r.stdout); "
+             "sys.stderr.write(r.stderr); print(resource.getrusage("
+             "resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+    done = python(cwd, "-c", probe, sys.executable, "-m", "narrator", *args)
+    *stderr, peak = done.stderr.splitlines()
+    done.stderr = "\n".join(stderr)
+    return done, int(peak) / 1024
+
+
+@pytest.mark.parametrize("lying", [False, True], ids=["declared", "lying-header"])
+def test_a_zip_bomb_epub_is_refused_quickly_in_bounded_memory(tmp_path: Path,
+                                                              lying: bool) -> None:
+    pytest.importorskip("ebooklib", reason="the epub extra is not installed")
+    book = raw_epub(tmp_path / "bomb.epub", {"ch1.xhtml": bomb_chunks(1024)},
+                    declared={"ch1.xhtml": 4096} if lying else None)
+    assert book.stat().st_size < 3 << 20
+    import time
+
+    started = time.monotonic()
+    done, peak = peak_rss_mib(tmp_path, "new", "b.db", "--from", book)
+    assert done.returncode == 65, done.stderr
+    line = one_error_line(done.stderr)
+    assert "bomb.epub" in line and ("64 MiB" in line or "CRC" in line), line
+    assert time.monotonic() - started < 30 and peak < 1024, peak
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_epub_xml_loads_no_entity_no_dtd_and_speaks_no_entity_name(tmp_path: Path) -> None:
+    """An external entity naming a local file is never read, an internal one never
+    expanded (billion laughs), and an unresolved `&xxe;` is not spoken as text."""
+    pytest.importorskip("ebooklib", reason="the epub extra is not installed")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET")
+    chapter = (f'<?xml version="1.0"?><!DOCTYPE html [<!ENTITY xxe SYSTEM "file://{secret}">'
+               '<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+               '<!ENTITY dtd SYSTEM "http://127.0.0.1:9/evil.dtd">]>'
+               '<html xmlns="http://www.w3.org/1999/xhtml"><body><h1>Opening</h1>'
+               '<p>Before &xxe; after.</p><p>Laughs &lol2; end &unknown; here.</p>'
+               '</body></html>').encode()
+    book = raw_epub(tmp_path / "xxe.epub", {"ch1.xhtml": chapter})
+    done = narrator(tmp_path, "new", "x.db", "--from", book)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(narrator(tmp_path, "segments", "x.db", "--json").stdout)
+    texts = [r["text_content"] for r in rows]
+    assert texts == ["Opening", "Before after.", "Laughs end here."], texts
