@@ -23,6 +23,10 @@ class Project(SQLModel, table=True):
     uid: str = ""
     # st_dev:st_ino of the file the uid belongs to: a copy of the file gets its own uid.
     file_identity: str = ""
+    # The file's home: the real path it is opened by, whatever name a command was given
+    # (a hard link, a symlink), so that SQLite's write-ahead log, the run lock and the
+    # default audio folder, which all follow the name, are the same for every name.
+    file_path: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
 

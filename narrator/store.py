@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import uuid
 import weakref
@@ -75,15 +76,24 @@ def _v4_sentence_timings(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE segment ADD COLUMN audio_cues JSON")
 
 
+def _v5_home(conn: Connection) -> None:
+    """The path a project file is opened by, whatever name it is given."""
+    conn.exec_driver_sql("ALTER TABLE project ADD COLUMN file_path VARCHAR NOT NULL DEFAULT ''")
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
 UPGRADES: list[Callable[[Connection], None]] = [
-    _v2_identity_and_task_outcome, _v3_headings, _v4_sentence_timings,
+    _v2_identity_and_task_outcome, _v3_headings, _v4_sentence_timings, _v5_home,
 ]
 
 
 def schema_version() -> int:
     return 1 + len(UPGRADES)
+
+
+# The first schema that records a project file's home (Project.file_path).
+HOME_SCHEMA = UPGRADES.index(_v5_home) + 2
 
 
 @dataclass(frozen=True)
@@ -228,8 +238,9 @@ def run_in_progress(path: Path) -> bool | None:
     return False
 
 
-def _check_file(path: Path) -> None:
-    """Refuse anything that is not a narrator project, without writing to it."""
+def _check_file(path: Path) -> Path:
+    """Refuse anything that is not a narrator project, without writing to it; return the
+    path to open it by: its home when `path` is another name of the same file."""
     if not path.exists():
         raise ProjectNotFound(
             f"{path}: no such project file; create one with `narrator new {path}`"
@@ -242,32 +253,57 @@ def _check_file(path: Path) -> None:
         raise NotAProject(
             f"{path} is not a SQLite file; give a project made by `narrator new`"
         )
-    con = _connect(path, "ro")
+    # immutable: the main file as it is, with no lock and no write-ahead log, which would
+    # follow this name (another name's log may be in use)
+    con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?immutable=1", uri=True)
     try:
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         version = con.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        con.close()
         raise storage_error(exc, path) or NotAProject(
             f"{path} cannot be read as SQLite ({exc}); restore it from a backup"
         ) from exc
-    finally:
-        con.close()
     if app_id != APPLICATION_ID:
+        con.close()
         raise NotAProject(
             f"{path} is a SQLite file but not a narrator project; "
             "create one with `narrator new`"
         )
+    try:  # a project still in the log of the process that made it has no home here yet
+        homes = ([row[0] for row in con.execute("SELECT file_path FROM project")]
+                 if version >= HOME_SCHEMA else [])
+    except sqlite3.DatabaseError:
+        homes = []
+    finally:
+        con.close()
+    return next((Path(home) for home in homes if _another_name(path, home)), path)
+
+
+def _real(path: Path) -> Path:
+    """`path` with its folder's real path, the file's own name kept (unlike resolve(),
+    which would read through a symlinked file): the name this very path gives the file."""
+    return path.absolute().parent.resolve() / path.name
+
+
+def _another_name(path: Path, home: str) -> bool:
+    """Whether `path` names the file whose home is `home` under another name."""
+    try:
+        return bool(home) and _real(path) != Path(home) and os.path.samefile(home, path)
+    except OSError:  # the home is gone (moved, removed): this name becomes the home
+        return False
+
+
+def _upgrade(engine: Engine, path: Path) -> None:
+    with engine.connect() as conn:  # most opens need no upgrade: read without the lock
+        version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
     if version > schema_version():
         raise NotAProject(
             f"{path} was written by a newer narrator (schema {version}, this one reads up "
             f"to {schema_version()}); upgrade narrator"
         )
-
-
-def _upgrade(engine: Engine) -> None:
-    with engine.connect() as conn:  # most opens need no upgrade: read without the lock
-        if conn.exec_driver_sql("PRAGMA user_version").scalar_one() == schema_version():
-            return
+    if version == schema_version():
+        return
     with engine.execution_options(begin="IMMEDIATE").begin() as conn:
         version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
         for upgrade in UPGRADES[version - 1 :]:
@@ -276,21 +312,21 @@ def _upgrade(engine: Engine) -> None:
             conn.exec_driver_sql(f"PRAGMA user_version={schema_version()}")
 
 
-def _projects(engine: Engine) -> dict[int, tuple[str, str]]:
-    """Each project's id -> (uid, the file identity the uid belongs to)."""
+def _projects(engine: Engine) -> dict[int, tuple[str, str, str]]:
+    """Each project's id -> (uid, the file identity the uid belongs to, the file's home)."""
     with Session(engine) as session:
         rows = session.exec(
-            select(Project.id, Project.uid, Project.file_identity).order_by(Project.id)
+            select(Project.id, Project.uid, Project.file_identity, Project.file_path)
+            .order_by(Project.id)
         )
-        return {id_: (uid, identity) for id_, uid, identity in rows}
+        return {id_: (uid, identity, home) for id_, uid, identity, home in rows}
 
 
 def open_project(path: str | Path, project_id: int | None = None) -> ProjectStore:
     """Open an existing project file; pick the project by id when it holds several."""
-    path = Path(path)
-    _check_file(path)
+    path = _check_file(Path(path))
     engine = _engine(path)
-    _upgrade(engine)
+    _upgrade(engine, path)
     projects = _projects(engine)
     ids = list(projects)
     if project_id is None:
@@ -314,13 +350,15 @@ def _file_identity(path: Path) -> str:
     return f"{info.st_dev}:{info.st_ino}"
 
 
-def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: str) -> str:
+def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: str,
+               home: str) -> str:
     """The project's uid, for this very file. A copy of a project file (another inode:
     `cp`, a restored backup) takes a uid of its own the first time it is opened, so it
     never sweeps, replaces or removes the files the original records. A read-only copy
-    keeps the uid: it writes and removes nothing. `claimed`: the identity on record."""
-    identity = _file_identity(path)
-    if claimed == identity:
+    keeps the uid: it writes and removes nothing. `claimed`: the identity on record;
+    `home`: the path on record, which `path` becomes when it is not (a moved file)."""
+    identity, real = _file_identity(path), str(path.resolve())
+    if claimed == identity and home == real:
         return uid
     try:
         with Session(engine.execution_options(begin="IMMEDIATE")) as session:
@@ -330,8 +368,9 @@ def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: s
                 if project.file_identity:
                     project.uid = new_uid()
                 project.file_identity = identity
-                session.add(project)
-                session.commit()
+            project.file_path = real
+            session.add(project)
+            session.commit()
             return project.uid
     except (CannotWrite, ProjectBusy):
         return uid
@@ -355,7 +394,8 @@ def create_project(path: str | Path, name: str) -> ProjectStore:
     engine = _engine(path)
     SQLModel.metadata.create_all(engine)
     with Session(engine) as session:
-        project = Project(name=name, uid=new_uid(), file_identity=_file_identity(path))
+        project = Project(name=name, uid=new_uid(), file_identity=_file_identity(path),
+                          file_path=str(path.resolve()))
         session.add(project)
         session.add(GlobalSettings())
         session.commit()

@@ -224,3 +224,47 @@ def test_epub_xml_loads_no_entity_no_dtd_and_speaks_no_entity_name(tmp_path: Pat
     rows = json.loads(narrator(tmp_path, "segments", "x.db", "--json").stdout)
     texts = [r["text_content"] for r in rows]
     assert texts == ["Opening", "Before after.", "Laughs end here."], texts
+
+
+# ------------------------------------------------- 3. another name for the project file
+
+
+def test_every_name_of_a_project_file_is_one_project(tmp_path: Path, tiny_model: Path) -> None:
+    """A hard link in another folder, a symlink and `./p.db` all open the file by its
+    home: one run lock (75 naming the running task), one write-ahead log, one default
+    audio folder, every task seen from every name."""
+    (tmp_path / "p.txt").write_text("\n\n".join(f"Sentence {n} is spoken here." for n in
+                                                range(1, 9)))
+    assert narrator(tmp_path, "new", "p.db", "--from", "p.txt").returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    os.link(tmp_path / "p.db", other / "link.db")
+    (tmp_path / "sym.db").symlink_to("p.db")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NARRATOR_MODEL_DIR": str(tiny_model)}
+    first = subprocess.Popen([sys.executable, "-m", "narrator", "generate-all", "p.db",
+                              "--json", "--progress", "plain"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    task = next(line for line in first.stderr if line.startswith("tts_batch_")).split(":")[0]
+    for name in (other / "link.db", "sym.db", "./p.db"):
+        second = narrator(tmp_path, "generate-all", name, model=tiny_model)
+        assert second.returncode == 75, second.stderr
+        assert task in one_error_line(second.stderr)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert json.loads(stdout)["processed"] == 8
+
+    tasks = json.loads(narrator(other, "tasks", "link.db", "--json").stdout)
+    assert [t["task_id"] for t in tasks] == [task]
+    rows = json.loads(narrator(other, "segments", "link.db", "--json").stdout)
+    assert all(r["audio_file"].startswith("p_audio/") for r in rows)
+    assert all((tmp_path / r["audio_file"]).is_file() for r in rows)
+    assert narrator(other, "edit", "link.db", "2", "Changed words.").returncode == 0
+    again = narrator(other, "generate-all", "link.db", "--changed", "--json",
+                     model=tiny_model)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["processed"] == 1
+    rows = json.loads(narrator(tmp_path, "segments", "sym.db", "--json").stdout)
+    assert rows[1]["audio_file"].startswith("p_audio/0002-")
+    assert sorted(p.name for p in other.iterdir()) == ["link.db"]  # no log, no audio here
+    assert not (tmp_path / "sym_audio").exists()

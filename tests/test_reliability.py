@@ -452,6 +452,7 @@ def test_a_version_1_file_upgrades_in_place(tmp_path: Path) -> None:
     con = sqlite3.connect(path)  # back to what the first release wrote
     con.execute("ALTER TABLE project DROP COLUMN uid")
     con.execute("ALTER TABLE project DROP COLUMN file_identity")
+    con.execute("ALTER TABLE project DROP COLUMN file_path")
     con.execute("ALTER TABLE batchtask DROP COLUMN error_kind")
     con.execute("ALTER TABLE batchtask DROP COLUMN skipped_during_run")
     con.execute("ALTER TABLE segment DROP COLUMN heading_level")
