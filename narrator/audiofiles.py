@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from narrator.engine import SAMPLE_RATE
 from narrator.errors import AudioDirUnwritable
+from narrator.planning import Recording
 from narrator.store import ProjectStore
 
 if TYPE_CHECKING:  # numpy is for writing audio: listing commands never need it
@@ -99,6 +100,52 @@ def write_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> flo
 
 def seconds_of(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     return samples.size / rate
+
+
+# A WAV's chunks before its data: narrator's has one (fmt), others a few (LIST, fact).
+_MAX_CHUNKS = 16
+
+
+def wav_frames(path: Path) -> int | None:
+    """The frames of a whole narrator WAV (16-bit PCM, mono, SAMPLE_RATE), read from its
+    header; None when it is something else, or holds fewer frames than its header says
+    (cut short). Reads a few bytes: listing a long book stays fast."""
+    with path.open("rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+            return None
+        form = None
+        for _ in range(_MAX_CHUNKS):
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            kind, size = struct.unpack("<4sI", head)
+            if kind == b"data":
+                whole = os.fstat(f.fileno()).st_size - f.tell() >= size
+                return size // 2 if whole and form == (1, 1, SAMPLE_RATE, 16) else None
+            body = f.read(size + (size & 1))
+            if kind == b"fmt " and size >= 16:
+                tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+                form = (tag, channels, rate, bits)
+    return None
+
+
+def recording_of(store: ProjectStore, audio_file: str | None,
+                 seconds: float | None) -> tuple[Recording, int]:
+    """What a segment's recorded audio is on disk, and its frames when it is whole: it is
+    damaged when it is not narrator's WAV, is cut short, or is not as long (to a frame)
+    as the `seconds` recorded with it."""
+    if not audio_file:
+        return Recording.none, 0
+    try:
+        frames = wav_frames(audio_path(store, audio_file))
+    except FileNotFoundError:
+        return Recording.missing, 0
+    except OSError:  # a folder in its place, no permission to read: not usable
+        frames = None
+    if frames is None or (seconds is not None and abs(frames - seconds * SAMPLE_RATE) > 1):
+        return Recording.damaged, 0
+    return Recording.whole, frames
 
 
 # ------------------------------------------------------------------ a project's files

@@ -368,6 +368,13 @@ def heading(
                                          "heading"))
 
 
+def _audio_cell(row) -> str:  # noqa: ANN001 - project.SegmentRow
+    """The audio column: blank (none), missing, damaged, stale or yes."""
+    if row.recording in ("missing", "damaged"):
+        return row.recording
+    return "stale" if row.stale else ("yes" if row.audio_file else "")
+
+
 def _duration(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.1f}s"
 
@@ -391,7 +398,7 @@ def segments(
     cells = [
         (str(row.sequence_index), str(row.id), f"h{row.heading_level}" if row.heading_level else "",
          "locked" if row.is_locked else "",
-         "stale" if row.stale else ("yes" if row.audio_file else ""),
+         _audio_cell(row),
          _duration(row.audio_duration), preview(row.text_content, 60))
         for row in rows
     ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from narrator.audiofiles import audio_path, claim_temp, publish, sync
+from narrator.audiofiles import audio_path, claim_temp, publish, recording_of, sync
 from narrator.batch import run_lock
 from narrator.encode import (
     FORMATS,
@@ -33,7 +33,7 @@ from narrator.encode import (
 from narrator.engine import SAMPLE_RATE
 from narrator.errors import BadDocument, BadInput, CannotWrite, NarratorError, NotReady
 from narrator.models import Project, Segment
-from narrator.planning import fingerprint
+from narrator.planning import Recording, fingerprint
 from narrator.project import read_settings
 from narrator.store import ProjectStore
 
@@ -195,21 +195,12 @@ def _frames(seconds: float) -> int:
     return round(seconds * SAMPLE_RATE)
 
 
-def _wav_frames(path: Path, index: int, project: Path) -> int:
-    """The segment's samples; BadDocument for a file that is not narrator's WAV."""
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-        usable = info.samplerate == SAMPLE_RATE and info.channels == 1
-    except soundfile.SoundFileError:
-        usable = False
-    if not usable:
-        raise BadDocument(
-            f"segment {index}'s audio {path.name} is damaged or not narrator's {SAMPLE_RATE} "
-            f"Hz mono WAV; render it again with `narrator generate {project} {index} --force`"
-        )
-    return info.frames
+def _damaged(path: Path, index: int, project: Path) -> BadDocument:
+    return BadDocument(
+        f"segment {index}'s audio {path.name} is damaged (cut short, or not narrator's "
+        f"{SAMPLE_RATE} Hz mono WAV, or not as long as recorded); render it again with "
+        f"`narrator generate {project} {index} --force`"
+    )
 
 
 def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) -> Book:
@@ -223,8 +214,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     with store.session() as session:
         rows = session.exec(
             select(Segment.sequence_index, Segment.text_content, Segment.is_locked,
-                   Segment.audio_file, Segment.audio_fingerprint, Segment.heading_level,
-                   Segment.audio_cues)
+                   Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
+                   Segment.heading_level, Segment.audio_cues)
             .where(Segment.project_id == store.project_id)
             .order_by(col(Segment.sequence_index))
         ).all()
@@ -234,7 +225,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     pause = 0.0  # the pause owed before the next audio in this part
     chapter: str = title
     pending_chapter = True  # the next audio starts a chapter
-    for index, text, locked, audio, stamp, level, cues in rows:
+    for index, text, locked, audio, seconds, stamp, level, cues in rows:
         if level is not None:
             chapter, pending_chapter = " ".join(text.split()) or title, True
             pause = max(pause, options.pauses.heading)
@@ -243,9 +234,11 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         if not text.strip():
             pause = max(pause, options.pauses.scene)
             continue
-        path = audio_path(store, audio) if audio else None
-        frames = _wav_frames(path, index, store.path) if path and path.is_file() else 0
-        if not frames:
+        recording, frames = recording_of(store, audio, seconds)
+        if recording is Recording.damaged:
+            raise _damaged(audio_path(store, audio), index, store.path)
+        path = audio_path(store, audio) if frames else None
+        if path is None:
             gaps.append(Gap(index, "locked without audio" if locked else "no audio"))
             continue
         if not locked and stamp != fingerprint(text, settings.voice_id, settings.speed,

@@ -11,11 +11,21 @@ from enum import StrEnum
 SKIP_REASONS = ("locked", "has_audio", "empty")
 
 
+class Recording(StrEnum):
+    """What a segment's recorded audio file is on disk."""
+
+    none = "none"  # no audio recorded
+    missing = "missing"  # recorded, but the file is gone
+    damaged = "damaged"  # cut short, not narrator's WAV, or not as long as recorded
+    whole = "whole"
+
+
 class Why(StrEnum):
     """Why a segment is rendered or skipped."""
 
     no_audio = "no_audio"
     audio_missing = "audio_missing"
+    audio_damaged = "audio_damaged"
     stale = "stale"
     forced = "forced"
     locked = "locked"
@@ -49,8 +59,14 @@ class SegmentState:
     text: str
     is_locked: bool
     audio_file: str | None
-    audio_exists: bool
+    recording: Recording
     audio_fingerprint: str | None
+
+    @property
+    def audio_exists(self) -> bool:
+        """Whether its audio is there to keep: a missing or damaged file is rendered again
+        as if it had none."""
+        return self.recording is Recording.whole
 
     def is_stale(self, current: str) -> bool:
         return self.audio_exists and self.audio_fingerprint != current
@@ -102,7 +118,11 @@ def decide(seg: SegmentState, voice: str, speed: float, lang: str, rules: Rules)
         return decision(True, Why.forced)
     if seg.audio_exists:
         return decision(True, Why.stale)
-    return decision(True, Why.audio_missing if seg.audio_file else Why.no_audio)
+    return decision(True, _NEEDS_AUDIO[seg.recording])
+
+
+_NEEDS_AUDIO = {Recording.none: Why.no_audio, Recording.missing: Why.audio_missing,
+                Recording.damaged: Why.audio_damaged}
 
 
 def plan_generation(

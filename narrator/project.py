@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from narrator.audiofiles import audio_path, may_remove
+from narrator.audiofiles import audio_path, may_remove, recording_of
 from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
@@ -44,6 +44,8 @@ class SegmentRow:
     audio_duration: float | None
     stale: bool
     heading_level: int | None
+    # what the recorded file is on disk: none, missing, damaged or whole
+    recording: str
 
     def as_dict(self) -> dict[str, object]:
         return dict(vars(self))
@@ -120,10 +122,9 @@ def _states(store: ProjectStore, rows: list[Any]) -> list[SegmentState]:
     return [
         SegmentState(
             id=id_, sequence_index=index, text=text, is_locked=locked, audio_file=audio,
-            audio_exists=bool(audio) and audio_path(store, audio).is_file(),
-            audio_fingerprint=stamp,
+            recording=recording_of(store, audio, seconds)[0], audio_fingerprint=stamp,
         )
-        for id_, index, text, locked, audio, _, stamp, _ in rows
+        for id_, index, text, locked, audio, seconds, stamp, _ in rows
     ]
 
 
@@ -155,7 +156,7 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
             audio_file=audio, audio_duration=duration,
             stale=bool(audio)
             and stamp != fingerprint(text, settings.voice_id, settings.speed, settings.lang),
-            heading_level=level,
+            heading_level=level, recording=recording_of(store, audio, duration)[0].value,
         )
         for id_, index, text, locked, audio, duration, stamp, level in rows
     ]

@@ -14,7 +14,7 @@ def test_new_imports_document(runner: CliRunner, tmp_path: Path) -> None:
     assert [r["text_content"] for r in rows] == ["One.", "Two.", "Three."]
     assert [r["sequence_index"] for r in rows] == [1, 2, 3]
     assert set(rows[0]) == {"id", "sequence_index", "text_content", "is_locked", "audio_file",
-                            "audio_duration", "stale", "heading_level"}
+                            "audio_duration", "stale", "heading_level", "recording"}
 
 
 def test_new_refuses_overwrite(runner: CliRunner, tmp_path: Path) -> None:

@@ -386,11 +386,14 @@ def test_a_damaged_recording_is_65_with_the_fix(runner, book) -> None:  # noqa: 
     assert "is damaged" in result.stderr and "--force" in result.stderr
 
 
-def test_an_empty_recording_is_a_gap(runner, book) -> None:  # noqa: ANN001
+def test_an_emptied_recording_is_damaged(runner, book) -> None:  # noqa: ANN001
+    """An empty WAV where a recording was is not as long as recorded: damaged (it was a
+    'no audio' gap before recordings were checked against their recorded length)."""
     path = audio_path(book, segment_states(book)[1].audio_file)
     soundfile.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE, subtype="PCM_16")
     result = export(runner, book, "-o", "out.m4b")
-    assert result.exit_code == 65 and "no audio: 2" in result.stderr
+    assert result.exit_code == 65 and "segment 2's audio" in result.stderr
+    assert "is damaged" in result.stderr
 
 
 def test_a_full_disk_while_tagging_is_73(runner, book, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

@@ -268,3 +268,59 @@ def test_every_name_of_a_project_file_is_one_project(tmp_path: Path, tiny_model:
     assert rows[1]["audio_file"].startswith("p_audio/0002-")
     assert sorted(p.name for p in other.iterdir()) == ["link.db"]  # no log, no audio here
     assert not (tmp_path / "sym_audio").exists()
+
+
+# ------------------------------------------------------------ 4. a cut-short recording
+
+
+def test_a_cut_short_recording_is_damaged_everywhere(tmp_path: Path, tiny_model: Path) -> None:
+    pytest.importorskip("av", reason="the export extra is not installed")
+    make_project(tmp_path / "p.db", ["The first one.", "The second one.", "The third one."])
+    done = narrator(tmp_path, "generate-all", "p.db", "--progress", "none", model=tiny_model)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)
+    assert {r["recording"] for r in rows} == {"whole"}
+    cut = tmp_path / rows[1]["audio_file"]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+
+    refused = narrator(tmp_path, "export", "p.db", "-o", "b.wav")
+    assert refused.returncode == 65
+    assert "segment 2's audio" in one_error_line(refused.stderr)
+    assert "narrator generate p.db 2 --force" in refused.stderr
+    assert not (tmp_path / "b.wav").exists()
+    listed = narrator(tmp_path, "segments", "p.db")
+    assert "damaged" in listed.stdout
+    assert json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)[1][
+        "recording"] == "damaged"
+
+    plan = json.loads(narrator(tmp_path, "generate-all", "p.db", "--dry-run", "--json",
+                               model=tiny_model).stdout)
+    assert [step["why"] for step in plan["plan"]] == ["has_audio", "audio_damaged",
+                                                      "has_audio"]
+    again = narrator(tmp_path, "generate-all", "p.db", "--json", model=tiny_model)
+    assert again.returncode == 0 and json.loads(again.stdout)["processed"] == 1
+    exported = narrator(tmp_path, "export", "p.db", "-o", "b.wav", "--json")
+    assert exported.returncode == 0, exported.stderr
+    rows = json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)
+    spoken = sum(r["audio_duration"] for r in rows)
+    assert soundfile.info(str(tmp_path / "b.wav")).duration > spoken
+
+
+def test_a_recording_whose_header_says_more_than_it_holds_is_damaged(tmp_path: Path) -> None:
+    """Cut short by its data, or by its recorded length; a missing file is missing."""
+    import numpy as np
+
+    from narrator.audiofiles import recording_of, write_wav
+    from narrator.planning import Recording
+
+    store = make_project(tmp_path / "p.db", ["x"])
+    seconds = write_wav(tmp_path / "a.wav", np.zeros(2400, dtype=np.float32))
+    assert recording_of(store, "a.wav", seconds) == (Recording.whole, 2400)
+    assert recording_of(store, "a.wav", seconds + 0.5)[0] is Recording.damaged
+    data = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "a.wav").write_bytes(data[:-2])
+    assert recording_of(store, "a.wav", None)[0] is Recording.damaged
+    (tmp_path / "a.wav").write_bytes(data[:40])
+    assert recording_of(store, "a.wav", None)[0] is Recording.damaged
+    assert recording_of(store, "gone.wav", 1.0)[0] is Recording.missing
+    assert recording_of(store, None, None)[0] is Recording.none

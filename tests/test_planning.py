@@ -1,13 +1,15 @@
-from narrator.planning import Rules, SegmentState, Why, fingerprint, plan_generation
+from narrator.planning import Recording, Rules, SegmentState, Why, fingerprint, plan_generation
 
 VOICE, SPEED, LANG = "af_heart", 1.0, "a"
 
 
 def seg(i: int, text: str = "text", locked: bool = False, audio: bool = False,
-        on_disk: bool = True, made_from: str | None = None) -> SegmentState:
+        on_disk: bool = True, made_from: str | None = None,
+        damaged: bool = False) -> SegmentState:
     stamp = fingerprint(made_from or text, VOICE, SPEED, LANG) if audio else None
-    return SegmentState(i, i, text, locked, f"a/{i}.wav" if audio else None,
-                        audio and on_disk, stamp)
+    recording = (Recording.none if not audio else Recording.missing if not on_disk
+                 else Recording.damaged if damaged else Recording.whole)
+    return SegmentState(i, i, text, locked, f"a/{i}.wav" if audio else None, recording, stamp)
 
 
 def plan(segments: list[SegmentState], **options: bool):  # noqa: ANN201
@@ -33,6 +35,11 @@ def test_no_skip_locked_and_force() -> None:
 def test_missing_audio_file_needs_audio() -> None:
     result = plan([seg(1, audio=True, on_disk=False)])
     assert result.to_process == [1] and result.decisions[0].why is Why.audio_missing
+
+
+def test_damaged_audio_needs_audio_without_force() -> None:
+    result = plan([seg(1, audio=True, damaged=True)])
+    assert result.to_process == [1] and result.decisions[0].why is Why.audio_damaged
 
 
 def test_changed_renders_only_stale_audio() -> None:
