@@ -36,6 +36,7 @@ from narrator.models import Project, Segment
 from narrator.planning import Recording, fingerprint
 from narrator.project import read_settings
 from narrator.store import ProjectStore
+from narrator.text import printable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -227,7 +228,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     pending_chapter = True  # the next audio starts a chapter
     for index, text, locked, audio, seconds, stamp, level, cues in rows:
         if level is not None:
-            chapter, pending_chapter = " ".join(text.split()) or title, True
+            chapter, pending_chapter = " ".join(printable(text).split()) or title, True
             pause = max(pause, options.pauses.heading)
             if options.split_chapters:
                 part = None
@@ -472,7 +473,7 @@ def captions_text(cues: list[Cue], kind: str) -> str:
     blocks = [
         (f"{n}\n" if kind == "srt" else "")
         + f"{clock(c.start, separator)} --> {clock(c.start + c.frames, separator)}\n"
-        + c.text
+        + printable(c.text)
         for n, c in enumerate(cues, start=1)
     ]
     head = ["WEBVTT"] if kind == "vtt" else []
@@ -486,7 +487,7 @@ def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
         "composer": options.narrator or voice, "date": options.year,
         "genre": options.genre or "Audiobook",
     }
-    return {k: v for k, v in tags.items() if v}
+    return {k: printable(v) for k, v in tags.items() if v}
 
 
 def _format_spec(options: ExportOptions, fmt: str) -> Format:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 if TYPE_CHECKING:  # the CLI imports ProgressMode at start-up: keep this module light
     from narrator.batch import BatchRun
-    from narrator.tasks import TaskSnapshot
+from narrator.tasks import TaskSnapshot
+from narrator.text import printable
 
 
 class ProgressMode(StrEnum):
@@ -29,8 +30,9 @@ HEARTBEAT_S = 30.0
 
 
 def preview(text: str, width: int = 40) -> str:
-    """The text on one line, cut to `width` characters."""
-    text = " ".join(text.split())
+    """The text on one line, cut to `width` characters, with nothing a terminal would
+    take as a command."""
+    text = " ".join(printable(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

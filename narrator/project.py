@@ -16,6 +16,7 @@ from narrator.models import GlobalSettings, Segment
 from narrator.planning import SegmentState, fingerprint
 from narrator.splitting import Block
 from narrator.store import ProjectStore
+from narrator.text import clean, warn_removed
 
 
 @dataclass(frozen=True)
@@ -180,16 +181,19 @@ def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]
             )
         ).one()
         start = (last or 0) + 1
-        indices = []
+        indices, removed = [], 0
         for offset, item in enumerate(texts):
             block = Block(item) if isinstance(item, str) else item
+            text, dropped = clean(block.text)
+            removed += dropped
             session.add(
                 Segment(project_id=store.project_id, sequence_index=start + offset,
-                        text_content=block.text, heading_level=block.heading_level)
+                        text_content=text, heading_level=block.heading_level)
             )
             indices.append(start + offset)
         session.commit()
-        return indices
+    warn_removed(removed)
+    return indices
 
 
 def _by_index(session: Session, store: ProjectStore, indices: Sequence[int]) -> list[Segment]:
@@ -230,9 +234,10 @@ def edit_segment(store: ProjectStore, index: int, text: str, force: bool = False
         (segment,) = _by_index(session, store, [index])
         if not force:
             _refuse_locked([segment], "edit")
-        segment.text_content = text
+        segment.text_content, removed = clean(text)
         session.add(segment)
         session.commit()
+    warn_removed(removed)
 
 
 def remove_segments(store: ProjectStore, indices: Sequence[int], force: bool = False) -> int:

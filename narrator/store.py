@@ -33,6 +33,7 @@ from narrator.errors import (
     ProjectNotFound,
 )
 from narrator.models import GlobalSettings, Project
+from narrator.text import clean, warn_removed
 
 # "NARR": marks a SQLite file as a narrator project (PRAGMA application_id).
 APPLICATION_ID = 0x4E415252
@@ -378,7 +379,8 @@ def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: s
 
 def create_project(path: str | Path, name: str) -> ProjectStore:
     """Create a new project file; refuse to touch an existing path."""
-    path = Path(path)
+    path, (name, removed) = Path(path), clean(name)
+    warn_removed(removed)
     if path.exists() or path.is_symlink():
         raise ProjectExists(f"{path} already exists; choose another name or remove it first")
     if not path.parent.is_dir():

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,3 +326,52 @@ def test_a_recording_whose_header_says_more_than_it_holds_is_damaged(tmp_path: P
     assert recording_of(store, "a.wav", None)[0] is Recording.damaged
     assert recording_of(store, "gone.wav", 1.0)[0] is Recording.missing
     assert recording_of(store, None, None)[0] is Recording.none
+
+
+# ----------------------------------------------------------- 5. control characters in text
+
+HOSTILE_TEXT = ("CHAPTER I.\n\nThe bell\x07 rang\x00 twice\x7f. \x1b[2J\x1b[31mRed\x1b[0m "
+                "light\u200b here\ufeff.\x1b]0;pwned\x07\x85 Done\r\n\nCafe\u0301 au lait.\n")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
+
+
+def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
+                                                              tiny_model: Path) -> None:
+    (tmp_path / "book.txt").write_text(HOSTILE_TEXT, encoding="utf-8")
+    made = narrator(tmp_path, "new", "p.db", "--from", "book.txt")
+    assert made.returncode == 0, made.stderr
+    assert "removed 28 control or invisible characters" in made.stderr
+    added = narrator(tmp_path, "add", "p.db", "-", stdin="Piped\x1b[1m in\x00.")
+    assert added.returncode == 0 and "removed 5 " in added.stderr, added.stderr
+    edited = narrator(tmp_path, "edit", "p.db", "4", "Edited\x1b[7m text\x0c.")
+    assert edited.returncode == 0 and "removed 5 " in edited.stderr, edited.stderr
+    rows = json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)
+    assert [r["text_content"] for r in rows] == [
+        "CHAPTER I.", "The bell rang twice. Red light here. Done", "Café au lait.",
+        "Edited text."]
+    assert rows[2]["text_content"] == unicodedata.normalize("NFC", "Cafe\u0301 au lait.")
+
+    rendered = narrator(tmp_path, "generate-all", "p.db", "--progress", "plain",
+                        model=tiny_model)
+    assert rendered.returncode == 0, rendered.stderr
+    listed = narrator(tmp_path, "segments", "p.db")
+    exported = narrator(tmp_path, "export", "p.db", "-o", "b.wav", "--captions", "srt",
+                        "--title", "Bad\x1b]0;title\x07 Title")
+    assert exported.returncode == 0, exported.stderr
+    captions = (tmp_path / "b.srt").read_text(encoding="utf-8")
+    for out in (made, added, edited, rendered, listed, exported):
+        assert not CONTROL.search(out.stdout + out.stderr), out.args
+    assert not CONTROL.search(captions) and "Red light" in captions
+
+
+def test_text_already_in_an_older_project_is_printed_without_controls(
+    tmp_path: Path
+) -> None:
+    """A project written before text was cleaned: what narrator prints from it is."""
+    import sqlite3
+
+    make_project(tmp_path / "p.db", ["placeholder"])
+    with sqlite3.connect(tmp_path / "p.db") as con:
+        con.execute("UPDATE segment SET text_content = ?", ("Old\x1b[2J text\x07.",))
+    shown = narrator(tmp_path, "segments", "p.db")
+    assert "Old text." in shown.stdout and not CONTROL.search(shown.stdout)
