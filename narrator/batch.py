@@ -34,6 +34,7 @@ from narrator.errors import (
     NarratorError,
     ProjectBusy,
     SegmentLocked,
+    refuse_blank,
 )
 from narrator.models import Segment
 from narrator.planning import Plan, Rules, SegmentState, Why, decide, fingerprint, plan_generation
@@ -199,6 +200,8 @@ def tidy_audio_folder(store: ProjectStore, folder: Path) -> list[Path]:
 
 def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, str, float, str]:
     """Settings with this run's overrides, as plain values; nothing is stored."""
+    refuse_blank({"--voice": options.voice, "--lang": options.lang,
+                  "--audio-dir": options.audio_dir})
     settings = read_settings(store)
     if options.audio_dir is not None:
         settings = replace(settings, audio_dir=options.audio_dir)

@@ -503,6 +503,7 @@ def say(
     from narrator.models import DEFAULT_SPEED, DEFAULT_VOICE
     from narrator.splitting import read_document
 
+    errors.refuse_blank({"--voice": voice, "--lang": lang})
     if text == "-":
         text = read_document("-")
     voice = voice or DEFAULT_VOICE
@@ -1018,9 +1019,8 @@ def export(
     meter: list[ExportMeter] = []
 
     def planned(book) -> None:  # noqa: ANN001 - export.Book
-        for gap in book.gaps:
-            left = "kept as it is" if gap.why == "stale audio" else "left out"
-            _warn(f"segment {gap.index}: {gap.why}, {left}")
+        for run in book.gap_runs:
+            _warn(run.describe())
         if book.format == "wav" and any(len(part.chapters) > 1 for part in book.parts):
             _warn("WAV holds no chapter marks: --json lists them, or use --split chapters")
         meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, book.passes))

@@ -7,6 +7,15 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def refuse_blank(options: dict[str, str | None]) -> None:
+    """BadInput for an option given as an empty string (an unset `$VOICE` in a script):
+    left out, it means the project's setting; given empty, it means a mistake."""
+    for flag, value in options.items():
+        if value is not None and not value.strip():
+            raise BadInput(f"{flag} is empty; give a value, or leave {flag} out to use the "
+                           "project's setting")
+
+
 class NarratorError(Exception):
     """Base class: its message is one line that says what is wrong and what to do."""
 

@@ -129,6 +129,37 @@ class Gap:
     why: str  # "no audio", "stale audio", "locked without audio"
 
 
+@dataclass(frozen=True)
+class GapRun:
+    """Gaps of one kind with no other spoken segment between them: one warning each."""
+
+    first: int
+    last: int
+    why: str
+
+    def describe(self) -> str:
+        which = (f"segment {self.first}" if self.first == self.last
+                 else f"segments {self.first}-{self.last}")
+        kept = "kept as it is" if self.why == "stale audio" else "left out"
+        return f"{which}: {self.why}, {kept}"
+
+
+def gap_runs(gaps: list[Gap], spoken: list[int]) -> list[GapRun]:
+    """The gaps as runs: `spoken` lists every segment with text, in order, so that a run
+    spans scene breaks but not a segment that is ready."""
+    why = {gap.index: gap.why for gap in gaps}
+    runs: list[GapRun] = []
+    previous = None
+    for index in spoken:
+        here = why.get(index)
+        if here is not None and here == previous:
+            runs[-1] = replace(runs[-1], last=index)
+        elif here is not None:
+            runs.append(GapRun(index, index, here))
+        previous = here
+    return runs
+
+
 @dataclass
 class Book:
     """What an export writes, decided before any audio is read."""
@@ -139,6 +170,7 @@ class Book:
     gaps: list[Gap]
     seconds: float
     passes: int  # how many times the audio is read: measure, (limit,) encode
+    gap_runs: list[GapRun] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -221,6 +253,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             .order_by(col(Segment.sequence_index))
         ).all()
     gaps: list[Gap] = []
+    spoken: list[int] = []
     parts: list[Part] = []
     part: Part | None = None
     pause = 0.0  # the pause owed before the next audio in this part
@@ -235,6 +268,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         if not text.strip():
             pause = max(pause, options.pauses.scene)
             continue
+        spoken.append(index)
         recording, frames = recording_of(store, audio, seconds)
         if recording is Recording.damaged:
             raise _damaged(audio_path(store, audio), index, store.path)
@@ -272,7 +306,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         raise NotReady(f"{store.path} has no recorded audio to export; render it first with "
                        f"`narrator generate-all {store.path}`")
     seconds = sum(p.frames for p in parts) / SAMPLE_RATE
-    return Book(store.path, fmt, parts, gaps, seconds, 3 if options.limit else 2)
+    return Book(store.path, fmt, parts, gaps, seconds, 3 if options.limit else 2,
+                gap_runs(gaps, spoken))
 
 
 def _room_tone(seconds: float, path: Path, at_end: bool) -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from conftest import make_project
+from conftest import invoke, make_project
+from typer.testing import CliRunner
 
 
 def python(cwd: Path, *args: object, model: Path | None = None,
@@ -375,3 +376,43 @@ def test_text_already_in_an_older_project_is_printed_without_controls(
         con.execute("UPDATE segment SET text_content = ?", ("Old\x1b[2J text\x07.",))
     shown = narrator(tmp_path, "segments", "p.db")
     assert "Old text." in shown.stdout and not CONTROL.search(shown.stdout)
+
+
+# ------------------------------------------------- 6. smaller promises the README makes
+
+
+@pytest.mark.parametrize("command", [
+    ["generate-all", "p.db", "--voice", ""], ["generate-all", "p.db", "--lang", " "],
+    ["generate-all", "p.db", "--audio-dir", ""], ["generate", "p.db", "1", "--voice", ""],
+    ["say", "Hello.", "-o", "x.wav", "--voice", ""], ["say", "Hello.", "-o", "x.wav",
+                                                      "--lang", ""],
+])
+def test_an_empty_voice_language_or_folder_is_a_usage_error(
+    runner: CliRunner, tmp_path: Path, tiny_model: Path, command: list[str]
+) -> None:
+    """An unset `$VOICE` in a script must not render a book in the project's voice."""
+    make_project(tmp_path / "p.db", ["Words."])
+    result = invoke(runner, *command, "--model-dir", tiny_model)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "is empty" in result.stderr
+    assert not (tmp_path / "p_audio").exists() and not (tmp_path / "x.wav").exists()
+
+
+def test_allow_missing_warns_once_per_run_of_missing_segments(runner: CliRunner,
+                                                              tmp_path: Path) -> None:
+    pytest.importorskip("av", reason="the export extra is not installed")
+    from fakes import FakeSynthesizer
+
+    from narrator.batch import generate_one
+
+    texts = [f"Segment {n}." for n in range(1, 31)]
+    texts[9] = ""  # a scene break does not cut a run
+    store = make_project(tmp_path / "p.db", texts)
+    for index in (1, 20):
+        generate_one(store, index, FakeSynthesizer())
+    result = invoke(runner, "export", "p.db", "-o", "out.wav", "--allow-missing")
+    assert result.exit_code == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "left out" in line] == [
+        "Warning: segments 2-19: no audio, left out",
+        "Warning: segments 21-30: no audio, left out",
+    ]
