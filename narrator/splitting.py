@@ -61,28 +61,73 @@ def one_line(text: str) -> str:
 
 def _markdown_blocks(text: str) -> list[Block]:
     """Headings and paragraphs of a Markdown document as plain text; a thematic break
-    (`* * *`) becomes an empty block so that a scene break stays in the narration's order."""
+    (`* * *`) becomes an empty block so that a scene break stays in the narration's order.
+    A line break or inline HTML is a space, an HTML block is read without its tags, a
+    table row by row (its cells' text, comma-separated) and a paragraph with nothing to
+    say (an image alone) is dropped."""
     from markdown_it import MarkdownIt
 
     blocks: list[Block] = []
     level = None
-    for token in MarkdownIt("commonmark").parse(text):
+    row: list[str] | None = None  # the cells of the table row being read
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
         if token.type == "heading_open":
             level = int(token.tag[1])
         elif token.type == "heading_close":
             level = None
         elif token.type == "hr":
             blocks.append(Block(""))
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close" and row is not None:
+            if any(row):
+                blocks.append(Block(", ".join(cell for cell in row if cell)))
+            row = None
         elif token.type == "inline":
-            parts = [
+            said = one_line("".join(
                 child.content if child.type in ("text", "code_inline") else " "
                 for child in token.children or []
-                if child.type in ("text", "code_inline", "softbreak", "hardbreak")
-            ]
-            blocks.append(Block(one_line("".join(parts)), level))
+                if child.type in ("text", "code_inline", "softbreak", "hardbreak", "html_inline")
+            ))
+            if row is not None:
+                row.append(said)
+            elif said:
+                blocks.append(Block(said, level))
         elif token.type in ("fence", "code_block"):
             blocks.append(Block(one_line(token.content)))
+        elif token.type == "html_block" and (said := one_line(_html_text(token.content))):
+            blocks.append(Block(said))
     return blocks
+
+
+def _html_text(markup: str) -> str:
+    """The text of an HTML fragment, without its tags, scripts and styles."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.hidden = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag in ("script", "style"):
+                self.hidden += 1
+            self.parts.append(" ")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in ("script", "style") and self.hidden:
+                self.hidden -= 1
+            self.parts.append(" ")
+
+        def handle_data(self, data: str) -> None:
+            if not self.hidden:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(markup)
+    parser.close()
+    return "".join(parser.parts)
 
 
 def _without_book_markup(text: str) -> str:

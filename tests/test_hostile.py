@@ -416,3 +416,42 @@ def test_allow_missing_warns_once_per_run_of_missing_segments(runner: CliRunner,
         "Warning: segments 2-19: no audio, left out",
         "Warning: segments 21-30: no audio, left out",
     ]
+
+
+MARKDOWN = """# The Keeper's Log
+
+The lamp was lit at dusk.<br>Nobody came.  
+The sea was calm.
+
+<div class="aside">
+<p>A <em>raw</em> HTML note &amp; its text.</p>
+<script>alert("never spoken")</script>
+</div>
+
+<!-- an editor's comment -->
+
+| Night | Ships |
+|-------|-------|
+| Monday | three |
+| Tuesday | none |
+
+![The lighthouse at night](lighthouse.png)
+
+* * *
+
+Then morning ![icon](i.png) came.
+"""
+
+
+def test_markdown_line_breaks_html_tables_and_images(tmp_path: Path) -> None:
+    (tmp_path / "log.md").write_text(MARKDOWN)
+    assert narrator(tmp_path, "new", "log.db", "--from", "log.md").returncode == 0
+    rows = json.loads(narrator(tmp_path, "segments", "log.db", "--json").stdout)
+    assert [(r["text_content"], r["heading_level"]) for r in rows] == [
+        ("The Keeper's Log", 1),
+        ("The lamp was lit at dusk. Nobody came. The sea was calm.", None),
+        ("A raw HTML note & its text.", None),
+        ("Night, Ships", None), ("Monday, three", None), ("Tuesday, none", None),
+        ("", None),  # the thematic break: a scene break; the image alone is not one
+        ("Then morning came.", None),
+    ]
