@@ -420,7 +420,7 @@ def test_allow_missing_warns_once_per_run_of_missing_segments(runner: CliRunner,
 
 MARKDOWN = """# The Keeper's Log
 
-The lamp was lit at dusk.<br>Nobody came.  
+The lamp was lit at dusk.<br>Nobody came.\\
 The sea was calm.
 
 <div class="aside">
