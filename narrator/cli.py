@@ -231,8 +231,8 @@ def new(
     from narrator.store import create_project
 
     blocks = split_document(source, split, chapter_pattern, keep_markup) if source else []
-    store = create_project(project, name or project.stem)
-    add_segments(store, blocks)
+    store = create_project(project, name or project.stem,
+                           fill=lambda store: add_segments(store, blocks))
     typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(blocks))}"
                + _headings_note(blocks))
 

@@ -5,6 +5,7 @@ mutagen. Blocks of float32 mono samples stream through; nothing holds a whole bo
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -229,14 +230,24 @@ def decode(path: Path) -> tuple[Any, Iterable[np.ndarray]]:
     return stream, blocks()
 
 
+# The largest cover narrator embeds (a 3000x3000 JPEG is a few MiB). The image is never
+# decoded here, so a decompression bomb costs only its file's bytes.
+MAX_COVER_BYTES = 16 << 20
+
+
 def cover_kind(path: Path) -> str:
-    """'jpeg' or 'png' from the file's first bytes; BadInput for anything else."""
+    """'jpeg' or 'png' from the file's first bytes; BadInput for anything else, or for a
+    file larger than MAX_COVER_BYTES."""
     try:
         with path.open("rb") as f:
             head = f.read(8)
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise BadInput(f"cannot read the cover {path}: {exc.strerror}; check --cover's "
                        "path") from exc
+    if size > MAX_COVER_BYTES:
+        raise BadInput(f"the cover {path} is {size / 2**20:.0f} MiB, more than the "
+                       f"{MAX_COVER_BYTES >> 20} MiB narrator embeds; make it smaller")
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):

@@ -11,10 +11,11 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
+from narrator.text import printable
+
 if TYPE_CHECKING:  # the CLI imports ProgressMode at start-up: keep this module light
     from narrator.batch import BatchRun
-from narrator.tasks import TaskSnapshot
-from narrator.text import printable
+    from narrator.tasks import TaskSnapshot
 
 
 class ProgressMode(StrEnum):

@@ -41,10 +41,14 @@ DEFAULT_CHAPTER_PATTERN = (
 )
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M)
 _GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M)
-_ILLUSTRATION = re.compile(r"\[Illustration[^\]]*\]", re.S)
-_SIDENOTE = re.compile(r"\[Sidenote:\s*([^\]]*)\]", re.S)
-_EMPHASIS = re.compile(r"(?<![\w*_])([_*])(?=\S)(.+?)(?<=\S)\1(?![\w*_])", re.S)
-_SCENE_BREAK = re.compile(r"^[\s*]*\*[\s*]*$")
+# Each span a pattern may match is bounded, so that hostile text (a megabyte of ' _a')
+# costs a linear scan, not one scan to the end per opening mark.
+MARKUP_SPAN = 500
+_ILLUSTRATION = re.compile(rf"\[Illustration[^\]]{{0,{MARKUP_SPAN}}}\]", re.S)
+_SIDENOTE = re.compile(rf"\[Sidenote:\s*([^\]]{{0,{MARKUP_SPAN}}})\]", re.S)
+_EMPHASIS = re.compile(rf"(?<![\w*_])([_*])(?=\S)(.{{1,{MARKUP_SPAN}}}?)(?<=\S)\1(?![\w*_])",
+                       re.S)
+_SCENE_BREAK = re.compile(r"[\s*]*")  # a paragraph of asterisks and spaces only
 
 
 def normalise(text: str) -> str:
@@ -160,7 +164,7 @@ def _text_blocks(text: str, chapter: re.Pattern[str] | None, clean: bool) -> lis
     for paragraph in _BLANK_LINES.split(text):
         if not paragraph.strip():
             continue
-        if clean and _SCENE_BREAK.match(paragraph):
+        if clean and "*" in paragraph and _SCENE_BREAK.fullmatch(paragraph):
             blocks.append(Block(""))
             continue
         if clean and (note := _SIDENOTE.fullmatch(paragraph.strip())):

@@ -123,7 +123,8 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
 
 
-def _engine(path: Path) -> Engine:
+def _engine(path: Path, named: Path | None = None) -> Engine:
+    """An engine on the file at `path`; its storage errors name `named` (default: path)."""
     # A real pool: SQLAlchemy's default for "sqlite://" is one connection per thread,
     # which does not suit a worker thread that comes and goes.
     engine = create_engine(
@@ -147,7 +148,7 @@ def _engine(path: Path) -> Engine:
     # statement met them.
     @event.listens_for(engine, "handle_error")
     def _storage(context: ExceptionContext) -> NarratorError | None:
-        return storage_error(context.original_exception, path)
+        return storage_error(context.original_exception, named or path)
 
     return engine
 
@@ -377,30 +378,54 @@ def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: s
         return uid
 
 
-def create_project(path: str | Path, name: str) -> ProjectStore:
-    """Create a new project file; refuse to touch an existing path."""
+def create_project(
+    path: str | Path, name: str, fill: Callable[[ProjectStore], object] | None = None
+) -> ProjectStore:
+    """Create a new project file and `fill` it (an import), all under a temporary name
+    beside `path`, which it takes only once complete: a full disk or a bad document
+    leaves no file behind, and an existing path is never touched."""
     path, (name, removed) = Path(path), clean(name)
     warn_removed(removed)
     if path.exists() or path.is_symlink():
         raise ProjectExists(f"{path} already exists; choose another name or remove it first")
     if not path.parent.is_dir():
         raise ProjectNotFound(f"{path.parent} does not exist; create the folder first")
-    con = sqlite3.connect(path)
+    tmp = path.with_name(f".{path.name}.{new_uid()}.partial")
+    engine = None
     try:
-        con.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        con.execute(f"PRAGMA user_version={schema_version()}")
-        con.execute("PRAGMA journal_mode=WAL")
-        con.commit()
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            con.execute(f"PRAGMA user_version={schema_version()}")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.commit()
+        finally:
+            con.close()
+        engine = _engine(tmp, named=path)
+        SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:
+            project = Project(name=name, uid=new_uid(), file_identity=_file_identity(tmp),
+                              file_path=str(_real(path).resolve()))
+            session.add(project)
+            session.add(GlobalSettings())
+            session.commit()
+            project_id, uid = project.id, project.uid
+        assert project_id is not None
+        if fill is not None:
+            fill(ProjectStore(path=tmp, project_id=project_id, engine=engine, uid=uid))
+        engine.dispose()  # the log folded into the file: one file to move into place
+        os.link(tmp, path)  # never replaces a file made meanwhile, unlike a rename
+    except FileExistsError as exc:
+        raise ProjectExists(f"{path} already exists; choose another name or remove it "
+                            "first") from exc
+    except sqlite3.Error as exc:  # the bare connection's: a full disk, a read-only folder
+        problem = storage_error(exc, path)
+        if problem is None:
+            raise
+        raise problem from exc
     finally:
-        con.close()
-    engine = _engine(path)
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        project = Project(name=name, uid=new_uid(), file_identity=_file_identity(path),
-                          file_path=str(path.resolve()))
-        session.add(project)
-        session.add(GlobalSettings())
-        session.commit()
-        project_id = project.id
-    assert project_id is not None
-    return ProjectStore(path=path, project_id=project_id, engine=engine, uid=project.uid)
+        if engine is not None:
+            engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)
+    return ProjectStore(path=path, project_id=project_id, engine=_engine(path), uid=uid)

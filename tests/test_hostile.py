@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import unicodedata
@@ -15,47 +14,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from conftest import invoke, make_project
+from conftest import CONTROL, invoke, make_project, narrator, one_error_line, peak_rss_mib
 from typer.testing import CliRunner
-
-
-def python(cwd: Path, *args: object, model: Path | None = None,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Python in a process of its own, offline, with the model folder given."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    if model is not None:
-        env["NARRATOR_MODEL_DIR"] = str(model)
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, input=stdin, timeout=300)
-
-
-def narrator(cwd: Path, *args: object, model: Path | None = None,
-             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """narrator in a process of its own, as a user runs it."""
-    return python(cwd, "-m", "narrator", *args, model=model, stdin=stdin)
-
-
-def one_error_line(stderr: str) -> str:
-    """The run's error: exactly one `Error:` line, and no traceback anywhere."""
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 512 KiB tmpfs (root only; skipped where mounting is refused)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                           capture_output=True, text=True)
-    if tried.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {tried.stderr.strip() or 'refused'}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def wav_is_whole(path: Path) -> bool:
@@ -176,19 +136,6 @@ def bomb_chunks(mib: int) -> Iterator[bytes]:
     for _ in range(mib):
         yield block
     yield b"</p></body></html>"
-
-
-def peak_rss_mib(cwd: Path, *args: object) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run narrator; its exit and its peak resident memory (from a fresh parent's rusage,
-    so no earlier child of the test process counts)."""
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
-             "capture_output=True, text=True); sys.stdout.write(r.stdout); "
-             "sys.stderr.write(r.stderr); print(resource.getrusage("
-             "resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
-    done = python(cwd, "-c", probe, sys.executable, "-m", "narrator", *args)
-    *stderr, peak = done.stderr.splitlines()
-    done.stderr = "\n".join(stderr)
-    return done, int(peak) / 1024
 
 
 @pytest.mark.parametrize("lying", [False, True], ids=["declared", "lying-header"])
@@ -333,7 +280,6 @@ def test_a_recording_whose_header_says_more_than_it_holds_is_damaged(tmp_path: P
 
 HOSTILE_TEXT = ("CHAPTER I.\n\nThe bell\x07 rang\x00 twice\x7f. \x1b[2J\x1b[31mRed\x1b[0m "
                 "light\u200b here\ufeff.\x1b]0;pwned\x07\x85 Done\r\n\nCafe\u0301 au lait.\n")
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 
 
 def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
