@@ -5,14 +5,13 @@ carries this project's uid."""
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
 import struct
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from narrator.atomic import TEMP_SUFFIX, publish, temp_path
 from narrator.engine import SAMPLE_RATE
 from narrator.errors import AudioDirUnwritable
 from narrator.planning import Recording
@@ -21,20 +20,13 @@ from narrator.store import ProjectStore
 if TYPE_CHECKING:  # numpy is for writing audio: listing commands never need it
     import numpy as np
 
-TEMP_SUFFIX = ".partial"
-
-
-def temp_path(target: Path) -> Path:
-    """A hidden temporary name beside `target`, which it names: `.<target>.<rand>.partial`."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
-
-
 def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[bytes, bytes]:
     """Mono 16-bit PCM as a WAV: its 44-byte header and its data, the very bytes
     libsndfile writes (it scales to 32 bits, rounds to even, keeps the top 16 bits)."""
     import numpy as np
 
-    samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    samples = np.clip(np.nan_to_num(samples, nan=-1.0), -1.0, 1.0)  # NaN: as libsndfile
     wide = np.clip(np.rint(samples.astype(np.float64) * 2.0**31), -(2.0**31), 2.0**31 - 1)
     data = (wide.astype(np.int64) >> 16).astype("<i2").tobytes()
     header = struct.pack(
@@ -61,37 +53,6 @@ def write_temp_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -
     return tmp
 
 
-def claim_temp(target: Path) -> Path:
-    """Create the temporary file for `target` now (and its folder), so that an unwritable
-    place fails before any work; first remove what an earlier writer of `target` that was
-    killed outright left (`.<target>.<rand>.partial`)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for left in target.parent.glob(f".{glob.escape(target.name)}.*{TEMP_SUFFIX}"):
-        left.unlink(missing_ok=True)
-    tmp = temp_path(target)
-    tmp.touch(exist_ok=False)
-    return tmp
-
-
-def sync(path: Path) -> None:
-    """Flush a written file to disk (before `publish` renames it into place)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, target: Path) -> None:
-    """Move a written temporary file into place atomically and durably."""
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    sync(target.parent)  # the rename is durable only once the folder's entry is on disk
-
-
 def write_wav(target: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     """Write a WAV atomically (temporary file, sync, rename); return its seconds."""
     publish(write_temp_wav(target, samples, rate), target)
@@ -104,6 +65,7 @@ def seconds_of(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
 
 # A WAV's chunks before its data: narrator's has one (fmt), others a few (LIST, fact).
 _MAX_CHUNKS = 16
+_EXTENSIBLE = 0xFFFE  # WAVE_FORMAT_EXTENSIBLE, whose subformat names the encoding
 
 
 def wav_frames(path: Path) -> int | None:
@@ -123,10 +85,14 @@ def wav_frames(path: Path) -> int | None:
             if kind == b"data":
                 whole = os.fstat(f.fileno()).st_size - f.tell() >= size
                 return size // 2 if whole and form == (1, 1, SAMPLE_RATE, 16) else None
+            if kind != b"fmt " or size < 16:
+                f.seek(size + (size & 1), os.SEEK_CUR)  # a chunk's size may lie: not read
+                continue
             body = f.read(size + (size & 1))
-            if kind == b"fmt " and size >= 16:
-                tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-                form = (tag, channels, rate, bits)
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            if tag == _EXTENSIBLE and size >= 40:  # other tools' PCM: the subformat says
+                tag = struct.unpack_from("<H", body, 24)[0]
+            form = (tag, channels, rate, bits)
     return None
 
 

@@ -231,9 +231,10 @@ def new(
     from narrator.store import create_project
 
     blocks = split_document(source, split, chapter_pattern, keep_markup) if source else []
+    added: list[int] = []
     store = create_project(project, name or project.stem,
-                           fill=lambda store: add_segments(store, blocks))
-    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(blocks))}"
+                           fill=lambda store: added.extend(add_segments(store, blocks)))
+    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(added))}"
                + _headings_note(blocks))
 
 
@@ -269,6 +270,9 @@ def add(
     if not segments:
         raise errors.BadInput("nothing to add; give texts, --from FILE, or - for stdin")
     indices = add_segments(store, segments)
+    if not indices:
+        raise errors.BadInput("nothing to add: the text held only control or invisible "
+                              "characters")
     where = f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else f"{indices[0]}"
     typer.echo(f"Added {_count(len(indices))} ({where})" + _headings_note(segments))
 

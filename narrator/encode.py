@@ -246,7 +246,7 @@ def cover_kind(path: Path) -> str:
         raise BadInput(f"cannot read the cover {path}: {exc.strerror}; check --cover's "
                        "path") from exc
     if size > MAX_COVER_BYTES:
-        raise BadInput(f"the cover {path} is {size / 2**20:.0f} MiB, more than the "
+        raise BadInput(f"the cover {path} is {size / 2**20:.1f} MiB, more than the "
                        f"{MAX_COVER_BYTES >> 20} MiB narrator embeds; make it smaller")
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from narrator.audiofiles import audio_path, claim_temp, publish, recording_of, sync
+from narrator.atomic import claim_temp, publish, sync
+from narrator.audiofiles import audio_path, recording_of
 from narrator.batch import run_lock
 from narrator.encode import (
     FORMATS,
@@ -36,7 +37,7 @@ from narrator.models import Project, Segment
 from narrator.planning import Recording, fingerprint
 from narrator.project import read_settings
 from narrator.store import ProjectStore
-from narrator.text import printable
+from narrator.text import printable, printable_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -261,7 +262,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     pending_chapter = True  # the next audio starts a chapter
     for index, text, locked, audio, seconds, stamp, level, cues in rows:
         if level is not None:
-            chapter, pending_chapter = " ".join(printable(text).split()) or title, True
+            chapter, pending_chapter = printable_line(text) or title, True
             pause = max(pause, options.pauses.heading)
             if options.split_chapters:
                 part = None

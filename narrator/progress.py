@@ -11,7 +11,7 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
-from narrator.text import printable
+from narrator.text import printable_line
 
 if TYPE_CHECKING:  # the CLI imports ProgressMode at start-up: keep this module light
     from narrator.batch import BatchRun
@@ -33,7 +33,7 @@ HEARTBEAT_S = 30.0
 def preview(text: str, width: int = 40) -> str:
     """The text on one line, cut to `width` characters, with nothing a terminal would
     take as a command."""
-    text = " ".join(printable(text).split())
+    text = printable_line(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -182,15 +182,16 @@ def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]
         ).one()
         start = (last or 0) + 1
         indices, removed = [], 0
-        for offset, item in enumerate(texts):
+        for item in texts:
             block = Block(item) if isinstance(item, str) else item
             text, dropped = clean(block.text)
             removed += dropped
-            session.add(
-                Segment(project_id=store.project_id, sequence_index=start + offset,
-                        text_content=text, heading_level=block.heading_level)
-            )
-            indices.append(start + offset)
+            if dropped and not text.strip():
+                continue  # control or invisible characters only: not a scene break
+            index = start + len(indices)
+            session.add(Segment(project_id=store.project_id, sequence_index=index,
+                                text_content=text, heading_level=block.heading_level))
+            indices.append(index)
         session.commit()
     warn_removed(removed)
     return indices

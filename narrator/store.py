@@ -22,6 +22,7 @@ from sqlmodel import Session, SQLModel, select
 if TYPE_CHECKING:
     from filelock import FileLock
 
+from narrator.atomic import sync, temp_path
 from narrator.errors import (
     AmbiguousProject,
     CannotWrite,
@@ -117,9 +118,9 @@ class ProjectStore:
         return Session(self.engine.execution_options(begin="IMMEDIATE"), expire_on_commit=False)
 
 
-def _connect(path: Path, mode: str) -> sqlite3.Connection:
-    # mode=rw / ro never creates a file, unlike a plain connect.
-    uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
+def _connect(path: Path) -> sqlite3.Connection:
+    # mode=rw never creates a file, unlike a plain connect.
+    uri = f"file:{quote(str(path.resolve()))}?mode=rw"
     return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
 
 
@@ -128,7 +129,7 @@ def _engine(path: Path, named: Path | None = None) -> Engine:
     # A real pool: SQLAlchemy's default for "sqlite://" is one connection per thread,
     # which does not suit a worker thread that comes and goes.
     engine = create_engine(
-        "sqlite://", creator=lambda: _connect(path, "rw"), poolclass=QueuePool
+        "sqlite://", creator=lambda: _connect(path), poolclass=QueuePool
     )
     _engines.add(engine)
 
@@ -282,16 +283,16 @@ def _check_file(path: Path) -> Path:
     return next((Path(home) for home in homes if _another_name(path, home)), path)
 
 
-def _real(path: Path) -> Path:
-    """`path` with its folder's real path, the file's own name kept (unlike resolve(),
-    which would read through a symlinked file): the name this very path gives the file."""
-    return path.absolute().parent.resolve() / path.name
+def _home(path: Path) -> str:
+    """The home `path` gives a project file: its folder's real path and its own name (not
+    resolve(), which would read through a symlinked file and move the audio folder)."""
+    return str(path.absolute().parent.resolve() / path.name)
 
 
 def _another_name(path: Path, home: str) -> bool:
     """Whether `path` names the file whose home is `home` under another name."""
     try:
-        return bool(home) and _real(path) != Path(home) and os.path.samefile(home, path)
+        return bool(home) and _home(path) != home and os.path.samefile(home, path)
     except OSError:  # the home is gone (moved, removed): this name becomes the home
         return False
 
@@ -359,7 +360,7 @@ def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: s
     never sweeps, replaces or removes the files the original records. A read-only copy
     keeps the uid: it writes and removes nothing. `claimed`: the identity on record;
     `home`: the path on record, which `path` becomes when it is not (a moved file)."""
-    identity, real = _file_identity(path), str(path.resolve())
+    identity, real = _file_identity(path), _home(path)
     if claimed == identity and home == real:
         return uid
     try:
@@ -386,11 +387,12 @@ def create_project(
     leaves no file behind, and an existing path is never touched."""
     path, (name, removed) = Path(path), clean(name)
     warn_removed(removed)
+    exists = ProjectExists(f"{path} already exists; choose another name or remove it first")
     if path.exists() or path.is_symlink():
-        raise ProjectExists(f"{path} already exists; choose another name or remove it first")
+        raise exists
     if not path.parent.is_dir():
         raise ProjectNotFound(f"{path.parent} does not exist; create the folder first")
-    tmp = path.with_name(f".{path.name}.{new_uid()}.partial")
+    tmp = temp_path(path)
     engine = None
     try:
         con = sqlite3.connect(tmp)
@@ -405,7 +407,7 @@ def create_project(
         SQLModel.metadata.create_all(engine)
         with Session(engine) as session:
             project = Project(name=name, uid=new_uid(), file_identity=_file_identity(tmp),
-                              file_path=str(_real(path).resolve()))
+                              file_path=_home(path))
             session.add(project)
             session.add(GlobalSettings())
             session.commit()
@@ -413,19 +415,51 @@ def create_project(
         assert project_id is not None
         if fill is not None:
             fill(ProjectStore(path=tmp, project_id=project_id, engine=engine, uid=uid))
-        engine.dispose()  # the log folded into the file: one file to move into place
-        os.link(tmp, path)  # never replaces a file made meanwhile, unlike a rename
-    except FileExistsError as exc:
-        raise ProjectExists(f"{path} already exists; choose another name or remove it "
-                            "first") from exc
+        _fold_log(engine, path)
+        engine.dispose()
+        _take_name(tmp, path, exists)
     except sqlite3.Error as exc:  # the bare connection's: a full disk, a read-only folder
         problem = storage_error(exc, path)
         if problem is None:
             raise
         raise problem from exc
+    except OSError as exc:
+        raise storage_error(exc, path) or CannotWrite(
+            f"cannot create {path} ({exc.strerror}); check the folder, then try again"
+        ) from exc
     finally:
         if engine is not None:
             engine.dispose()
         for suffix in ("", "-wal", "-shm"):
             tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)
     return ProjectStore(path=path, project_id=project_id, engine=_engine(path), uid=uid)
+
+
+def _fold_log(engine: Engine, path: Path) -> None:
+    """Fold the write-ahead log into the file, or CannotWrite: closing the last connection
+    would try too, but ignores a full disk, leaving a file that lacks what the log held."""
+    with engine.connect() as conn:
+        busy, logged, folded = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    if busy or logged != folded:
+        raise CannotWrite(f"cannot write {path} (its log could not be folded in); check that "
+                          "the disk has space, then try again")
+
+
+# link() refused: a file system without hard links (FAT, exFAT, some network mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def _take_name(tmp: Path, path: Path, exists: ProjectExists) -> None:
+    """Give the complete file at `tmp` its name `path`, never replacing a file made there
+    meanwhile (a hard link fails where a rename would replace), then sync the folder."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise exists from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists() or path.is_symlink():
+            raise exists from None
+        os.rename(tmp, path)
+    sync(path.parent)

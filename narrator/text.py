@@ -7,12 +7,17 @@ import re
 import unicodedata
 import warnings
 
-# A terminal escape sequence (CSI or OSC), then any C0/C1 control character but newline
-# and tab, then the invisible ones (zero-width space, joiners, word joiner, BOM).
-_TERMINAL_ESCAPE = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+# A terminal escape sequence (CSI, or OSC up to its end, the line's end or 256
+# characters), then any C0/C1 control character but newline and tab, then the invisible
+# ones (zero-width space, word joiner, BOM). The joiners (U+200C, U+200D) stay: they
+# shape Persian and Indic words.
+_TERMINAL_ESCAPE = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]{0,256}(?:\x07|\x1b\\)?"
 _UNSPEAKABLE = re.compile(
-    _TERMINAL_ESCAPE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]"
+    _TERMINAL_ESCAPE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]"
 )
+# Control characters that separate words or lines: a space or a newline, not nothing.
+_SEPARATORS = str.maketrans({"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n",
+                             "\x1c": " ", "\x1d": " ", "\x1e": " ", "\x1f": " "})
 
 
 class ControlCharacters(UserWarning):
@@ -21,17 +26,23 @@ class ControlCharacters(UserWarning):
 
 def clean(text: str) -> tuple[str, int]:
     """Text as a project keeps it, the one rule for every way in (import, add, edit,
-    stdin, names): NFC, Unix newlines, and no control or invisible characters (terminal
-    escape sequences go whole). Also how many characters were removed."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    stdin, names): NFC, Unix newlines, separators (form feed, NEL...) as spaces or
+    newlines, and no other control or invisible character (terminal escape sequences go
+    whole). Also how many characters were removed."""
+    text = text.replace("\r\n", "\n").translate(_SEPARATORS)
     kept = _UNSPEAKABLE.sub("", text)
-    return kept, len(text) - len(kept)
+    return unicodedata.normalize("NFC", kept), len(text) - len(kept)
 
 
 def printable(text: str) -> str:
     """`text` without control or invisible characters: for anything narrator prints or
     writes from a project older than `clean`."""
-    return _UNSPEAKABLE.sub("", text)
+    return _UNSPEAKABLE.sub("", text.translate(_SEPARATORS))
+
+
+def printable_line(text: str) -> str:
+    """`printable` on one line: every run of whitespace one space."""
+    return " ".join(printable(text).split())
 
 
 def warn_removed(removed: int) -> None:

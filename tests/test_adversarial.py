@@ -76,6 +76,24 @@ def test_any_chapter_bytes_import_or_are_refused(tmp_path: Path, body: bytes) ->
     assert blocks and all(isinstance(b.text, str) for b in blocks)
 
 
+@pytest.mark.parametrize(("text", "kept"), [
+    ("end.\x0cCHAPTER II\x85Next\x0bline\x1fend", "end.\nCHAPTER II\nNext\nline end"),
+    ("Chapter one.\x1b]stray\n\nMany paragraphs.", "Chapter one.\n\nMany paragraphs."),
+    ("e\u200b\u0301", "é"),  # normalised after the removal: stable
+    ("می\u200cخواهم", "می\u200cخواهم"),  # a joiner shapes the word: kept
+], ids=["separators", "unterminated-osc", "nfc-after", "joiner"])
+def test_clean_keeps_words_apart_and_text_after_a_stray_escape(text: str, kept: str) -> None:
+    assert clean(text)[0] == kept
+
+
+def test_a_paragraph_of_invisible_characters_is_not_a_scene_break(tmp_path: Path) -> None:
+    (tmp_path / "book.txt").write_text("First.\n\n\u200b\ufeff\n\nSecond.\n\n* * *\n\nThird.")
+    done = narrator(tmp_path, "new", "b.db", "--from", "book.txt")
+    assert done.returncode == 0 and "with 4 segments" in done.stdout, done.stdout
+    rows = json.loads(narrator(tmp_path, "segments", "b.db", "--json").stdout)
+    assert [r["text_content"] for r in rows] == ["First.", "Second.", "", "Third."]
+
+
 # ------------------------------------------------------------------ concrete hostiles
 
 
@@ -186,3 +204,41 @@ def test_a_project_file_on_a_full_disk_is_73_and_loses_nothing(tmp_path: Path,
     assert added.returncode == 73 and "p.db" in one_error_line(added.stderr)
     rows = json.loads(narrator(small_disk, "segments", "p.db", "--json").stdout)
     assert [r["text_content"] for r in rows] == ["One.", "Two."]
+
+
+def test_new_on_a_disk_that_fills_while_folding_its_log_is_73_never_a_bad_file(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """The import fits in the write-ahead log but the disk fills as the log is folded into
+    the file: that must fail as a full disk, not leave a project that reads as damaged."""
+    for n in (1850, 2000, 2300, 2800, 3300, 3800):
+        (tmp_path / "book.txt").write_text(
+            "\n\n".join(f"Paragraph {i} of a long book, with words." for i in range(n)))
+        done = narrator(small_disk, "new", f"q{n}.db", "--from", tmp_path / "book.txt")
+        if done.returncode:
+            assert done.returncode == 73 and f"q{n}.db" in one_error_line(done.stderr)
+            assert list(small_disk.iterdir()) == []
+            continue
+        rows = narrator(small_disk, "segments", f"q{n}.db", "--json")
+        assert rows.returncode == 0, (n, rows.stderr)
+        assert len(json.loads(rows.stdout)) == n
+        for made in small_disk.iterdir():
+            made.unlink()
+
+
+def test_new_where_the_file_system_has_no_hard_links_renames_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT, exFAT and some network mounts refuse link(): the project still appears."""
+    import errno
+    import os
+
+    from narrator import store as store_module
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(store_module.os, "link", no_links)
+    made = make_project(tmp_path / "p.db", ["One."])
+    assert made.path == tmp_path / "p.db" and (tmp_path / "p.db").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]

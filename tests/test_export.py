@@ -414,9 +414,7 @@ def test_a_full_disk_while_tagging_is_73(runner, book, monkeypatch: pytest.Monke
 def test_captions_are_published_only_with_their_audio(
     runner, book, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
-    import narrator.audiofiles
-
-    real_publish = narrator.audiofiles.publish
+    from narrator.atomic import publish as real_publish
 
     def refuse_the_audio(tmp: Path, target: Path) -> None:
         if target.suffix == ".m4b":

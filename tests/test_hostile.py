@@ -220,6 +220,31 @@ def test_every_name_of_a_project_file_is_one_project(tmp_path: Path, tiny_model:
     assert not (tmp_path / "sym_audio").exists()
 
 
+def test_a_file_first_opened_through_a_symlink_keeps_one_audio_folder(tmp_path: Path) -> None:
+    """A project written before homes were recorded, opened through a symlink: the home is
+    the symlink's name, as the audio folder was, not the target's (which would make every
+    recording beside the symlink look missing)."""
+    import sqlite3
+
+    from narrator.audiofiles import audio_folder
+    from narrator.store import close_all, open_project
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "work").mkdir()
+    make_project(tmp_path / "data" / "p.db", ["One."])
+    close_all()
+    with sqlite3.connect(tmp_path / "data" / "p.db") as con:  # back to schema 4
+        con.execute("ALTER TABLE project DROP COLUMN file_path")
+        con.execute("PRAGMA user_version=4")
+    con.close()
+    (tmp_path / "work" / "p.db").symlink_to(tmp_path / "data" / "p.db")
+    folders = []
+    for _ in range(2):  # each open as its own command: the log folded in between
+        folders.append(audio_folder(open_project(tmp_path / "work" / "p.db"), None))
+        close_all()
+    assert folders == [tmp_path / "work" / "p_audio"] * 2
+
+
 # ------------------------------------------------------------ 4. a cut-short recording
 
 
@@ -290,7 +315,7 @@ def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
     assert "removed 28 control or invisible characters" in made.stderr
     added = narrator(tmp_path, "add", "p.db", "-", stdin="Piped\x1b[1m in\x00.")
     assert added.returncode == 0 and "removed 5 " in added.stderr, added.stderr
-    edited = narrator(tmp_path, "edit", "p.db", "4", "Edited\x1b[7m text\x0c.")
+    edited = narrator(tmp_path, "edit", "p.db", "4", "Edited\x1b[7m text\x07.")
     assert edited.returncode == 0 and "removed 5 " in edited.stderr, edited.stderr
     rows = json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)
     assert [r["text_content"] for r in rows] == [

@@ -302,8 +302,8 @@ def test_full_project_file_is_73(
     """SQLite's own "database or disk is full", made by capping the file's pages."""
     real_connect = store_module._connect
 
-    def capped(path: Path, mode: str) -> sqlite3.Connection:
-        con = real_connect(path, mode)
+    def capped(path: Path) -> sqlite3.Connection:
+        con = real_connect(path)
         con.execute("PRAGMA max_page_count=8")
         return con
 

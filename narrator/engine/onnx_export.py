@@ -199,7 +199,7 @@ def _origin(snapshot: Path) -> str:
 def _place(source: Path, target: Path) -> None:
     """`source` at `target`: a hard link to the Hugging Face cache's file where the file
     system allows (no second copy on disk), else a copy; atomic either way."""
-    from narrator.audiofiles import publish, temp_path
+    from narrator.atomic import publish, temp_path
 
     partial = temp_path(target)
     try:

@@ -147,7 +147,7 @@ def _writable(folder: Path) -> bool:
 def _record(folder: Path, entry: dict[str, Any]) -> None:
     """Add this machine's timing to the folder's record, atomically; where it cannot be
     written (a full disk) the record stays as it was, and the next process times again."""
-    from narrator.audiofiles import publish, temp_path
+    from narrator.atomic import publish, temp_path
 
     record = _timings(folder) | {machine(): entry}
     partial = temp_path(folder / TIMINGS)
