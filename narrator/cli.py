@@ -18,7 +18,7 @@ from narrator import errors
 from narrator.progress import ProgressMode, preview
 from narrator.splitting import Split
 
-# sysexits where one fits; the README's table says the same. A subclass takes its
+# sysexits where one fits; docs/cli.md's table says the same. A subclass takes its
 # nearest listed ancestor's code.
 EXIT_CODES: dict[type[errors.NarratorError], int] = {
     errors.BadInput: 2,
