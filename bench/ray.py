@@ -61,10 +61,10 @@ def driver_rate(folder: Path) -> float:
     """record_render of a 10 s render, repeated: segments per second one driver records."""
     import numpy as np
 
-    from narrator.batch import RenderSpec, record_render
     from narrator.engine import Speech
     from narrator.planning import Rules
     from narrator.project import add_segments, segment_state
+    from narrator.recording import RenderSpec, record_render
     from narrator.store import create_project
 
     store = create_project(folder / "driver.db", "driver")

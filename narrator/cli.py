@@ -226,8 +226,8 @@ def new(
 
         narrator new alice.db --from alice.txt --chapter-pattern '^CHAPTER'
     """
+    from narrator.documents import split_document
     from narrator.project import add_segments
-    from narrator.splitting import split_document
     from narrator.store import create_project
 
     blocks = split_document(source, split, chapter_pattern, keep_markup) if source else []
@@ -257,8 +257,9 @@ def add(
 
         pdftotext book.pdf - | narrator add book.db -
     """
+    from narrator.documents import read_document, split_document
     from narrator.project import add_segments
-    from narrator.splitting import Block, read_document, split_document, split_text
+    from narrator.splitting import Block, split_text
 
     store = _open(project, project_id)
     segments: list[Block] = []
@@ -448,7 +449,7 @@ def settings(
         narrator settings book.db --speed 1.1
     """
     from narrator.audiofiles import audio_folder
-    from narrator.engine.doctor import voice_problem
+    from narrator.doctor import voice_problem
     from narrator.engine.sources import locate_model
     from narrator.engine.voices import LANGUAGES, parse_voice
     from narrator.project import update_settings
@@ -503,9 +504,9 @@ def say(
         narrator say "Hello there." -o hello.wav --voice jm_kumo --lang en-us
     """
     from narrator.audiofiles import write_wav
+    from narrator.documents import read_document
     from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_SPEED, DEFAULT_VOICE
-    from narrator.splitting import read_document
 
     errors.refuse_blank({"--voice": voice, "--lang": lang})
     if text == "-":
@@ -578,7 +579,7 @@ def doctor(
 
         narrator doctor --voice jm_kumo --lang en-us
     """
-    from narrator.engine.doctor import diagnose, voice_problem
+    from narrator.doctor import diagnose, voice_problem
     from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_VOICE
 

@@ -26,6 +26,7 @@ from typing import Any
 from narrator.engine import Synthesizer
 from narrator.errors import ClusterUnavailable, MissingExtra, first_line
 from narrator.planning import SegmentState
+from narrator.recording import BatchJob, hand_out, take_back
 from narrator.store import ProjectStore
 from narrator.tasks import StopNow, TaskManager, TaskSnapshot, TaskStatus
 
@@ -165,11 +166,9 @@ class RayRunner:
         return count, {"num_cpus": cpus / count}, max(1, int(cpus // count))
 
     def render_all(
-        self, store: ProjectStore, job: Any, manager: TaskManager,  # noqa: ANN401 - BatchJob
+        self, store: ProjectStore, job: BatchJob, manager: TaskManager,
         synthesizer: Synthesizer,
     ) -> TaskStatus:
-        from narrator.batch import hand_out, take_back
-
         ray = _import_ray()
         from ray.exceptions import RayActorError, RayTaskError
 

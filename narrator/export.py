@@ -17,7 +17,6 @@ from sqlmodel import col, select
 
 from narrator.atomic import claim_temp, publish, sync
 from narrator.audiofiles import audio_path, recording_of
-from narrator.batch import run_lock
 from narrator.encode import (
     FORMATS,
     Format,
@@ -37,6 +36,7 @@ from narrator.models import Project, Segment
 from narrator.planning import Recording, fingerprint
 from narrator.project import read_settings
 from narrator.store import ProjectStore
+from narrator.tasks import run_lock
 from narrator.text import printable, printable_line
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from narrator.errors import BadInput
@@ -30,8 +29,6 @@ class Block(NamedTuple):
     heading_level: int | None = None
 
 
-MARKDOWN_SUFFIXES = {".md", ".markdown"}
-EPUB_SUFFIXES = {".epub"}
 _BLANK_LINES = re.compile(r"\n\s*\n")
 _SPACES = re.compile(r"\s+")
 # A chapter line of a plain-text book ("CHAPTER IV.", "Chapter 12: The Storm", "BOOK II"),
@@ -288,42 +285,3 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
     except re.error as exc:
         raise BadInput(f"--chapter-pattern {pattern!r} is not a valid regular expression "
                        f"({exc}); e.g. '^CHAPTER [IVXLC]+'") from exc
-
-
-def read_document(path: str | Path) -> str:
-    """Read a UTF-8 document (`-` is standard input); a clear error otherwise."""
-    import sys
-
-    if str(path) == "-":
-        data = sys.stdin.buffer.read()
-        name = "standard input"
-    else:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BadInput(f"cannot read {path}: {exc.strerror}; check the path") from exc
-        name = str(path)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadInput(
-            f"{name} is not UTF-8 text (byte {exc.start}); convert it, e.g. with iconv"
-        ) from exc
-
-
-def split_document(
-    path: str | Path, split: Split = Split.paragraph, chapter_pattern: str | None = None,
-    keep_markup: bool = False,
-) -> list[Block]:
-    """Blocks of a text, Markdown or EPUB file, by its suffix. Plain text finds chapter
-    lines by DEFAULT_CHAPTER_PATTERN unless `chapter_pattern` says otherwise."""
-    suffix = Path(str(path)).suffix.lower()
-    if suffix in EPUB_SUFFIXES:
-        from narrator.epub import epub_blocks
-
-        return epub_blocks(Path(path), split)
-    if suffix in MARKDOWN_SUFFIXES:
-        return split_text(read_document(path), split, markdown=True)
-    return split_text(read_document(path), split, chapter_pattern=chapter_pattern or (
-        DEFAULT_CHAPTER_PATTERN if suffix == ".txt" else None), clean=not keep_markup)

@@ -10,12 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from narrator.errors import ProjectNotFound
+from narrator.errors import ProjectBusy, ProjectNotFound
 from narrator.models import BatchError, BatchTask, utcnow
-from narrator.store import ProjectStore, run_in_progress
+from narrator.store import ProjectStore, run_in_progress, take_run_lock
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 
 class TaskStatus(StrEnum):
@@ -411,3 +415,13 @@ def mark_interrupted(store: ProjectStore) -> list[str]:
         session.commit()
         return [r.task_id for r in rows]
 
+
+def run_lock(store: ProjectStore) -> FileLock:
+    """One run at a time per project file, whatever path names it."""
+    lock = take_run_lock(store.path)
+    if lock is None:
+        running = active_task(store)
+        who = (f"task {running.task_id} (pid {running.pid}) is rendering" if running
+               else "another narrator command (a run or an export) holds")
+        raise ProjectBusy(f"{who} {store.path}; wait for it, or see `narrator status`")
+    return lock

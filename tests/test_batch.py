@@ -11,7 +11,7 @@ from sqlalchemy.exc import SAWarning
 from sqlmodel import Session, SQLModel
 
 from narrator import batch as batch_module
-from narrator.batch import GenerateOptions, RenderSpec, generate_all, generate_one, run_lock
+from narrator.batch import GenerateOptions, generate_all, generate_one
 from narrator.errors import (
     AudioDirUnwritable,
     ModelUnavailable,
@@ -21,8 +21,9 @@ from narrator.errors import (
 from narrator.models import BatchTask
 from narrator.planning import Rules
 from narrator.project import edit_segment, list_segments, read_settings, set_locked
+from narrator.recording import RenderSpec
 from narrator.store import ProjectStore, open_project
-from narrator.tasks import TaskManager, TaskMirror, TaskStatus, load_tasks
+from narrator.tasks import TaskManager, TaskMirror, TaskStatus, load_tasks, run_lock
 
 TEXTS = ["One.", "Two.", "", "Four.", "   "]
 

@@ -12,7 +12,8 @@ from conftest import invoke, invoke_json, make_project
 from fakes import FakeSynthesizer
 from typer.testing import CliRunner
 
-from narrator.splitting import Block, Split, split_document, split_text
+from narrator.documents import split_document
+from narrator.splitting import Block, Split, split_text
 
 ALICE = Path(__file__).parent / "data" / "alice.txt"
 

@@ -18,10 +18,10 @@ from test_signals import only_recorded_files
 from typer.testing import CliRunner
 
 from narrator.audiofiles import audio_path
-from narrator.batch import run_lock
 from narrator.engine.synth import KokoroSynthesizer
 from narrator.project import list_segments, set_locked
 from narrator.store import open_project
+from narrator.tasks import run_lock
 
 TEXTS = ["The lamp was lit at dusk.", "", "Waves broke on the rocks below.",
          "A gull cried once.", "Morning came grey and still.", "The keeper slept."]

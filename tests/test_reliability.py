@@ -190,10 +190,10 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
     worker thread's right after its last chunk): StopNow, nothing recorded, no error."""
     import numpy as np
 
-    from narrator.batch import BatchJob, RenderSpec, take_back
     from narrator.engine import Speech
     from narrator.planning import Rules
     from narrator.project import segment_state
+    from narrator.recording import BatchJob, RenderSpec, take_back
     from narrator.tasks import StopNow, TaskManager, TaskSnapshot
 
     manager = TaskManager()

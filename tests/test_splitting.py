@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from narrator.documents import split_document
 from narrator.errors import BadInput
-from narrator.splitting import Block, Split, split_document, split_text
+from narrator.splitting import Block, Split, split_text
 
 
 def texts(blocks: list[Block]) -> list[str]:

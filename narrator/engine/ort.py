@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine import Speech
-from narrator.engine.sources import CONFIG, ONNX_GRAPHS, onnx_graphs
+from narrator.engine.sources import CONFIG, ONNX_GRAPHS, graphs_current, onnx_graphs
 from narrator.engine.synth import (
     KokoroSynthesizer,
     Lazy,
@@ -220,8 +220,6 @@ def graph_report(folder: Path) -> str | None:
     graphs = onnx_graphs(folder)
     if not graphs or onnxruntime_missing():
         return None
-    from narrator.engine.pypi import graphs_current
-
     missing = [name for name in ONNX_GRAPHS if name not in graphs]
     lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
              "writes every graph, and the fastest here is then taken)") if missing else ""

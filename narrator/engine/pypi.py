@@ -32,12 +32,13 @@ from narrator.engine.sources import (
     ONNX_MODEL,
     ONNX_STATIC_MODEL,
     SOURCE,
+    STFT,
     VOICES,
     WEIGHTS,
     building,
+    graphs_current,
     has_files,
     kokoro_config_text,
-    onnx_graphs,
     voices_in,
 )
 from narrator.engine.voices import read_pack
@@ -147,7 +148,6 @@ def with_durations(model: Any) -> Any:
 # pi (CustomSTFT corrects the same). A bias of STFT_ZERO_BIN on those two channels makes it
 # pi.
 STFT_ZERO_BIN = 1e-30
-STFT = "STFT"  # the operator with_conv_stft rewrites
 
 
 def with_conv_stft(model: Any) -> Any:
@@ -398,27 +398,6 @@ def is_complete(dest: Path) -> bool:
     return has_files(dest, [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
                             *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
                      ) and graphs_current(dest)
-
-
-# Operators of kokoro-onnx's export that narrator now rewrites (with_conv_stft): graphs that
-# still hold one were written by an earlier narrator, and the next pull rebuilds them.
-REWRITTEN_OPS = {STFT}
-
-
-def graphs_current(dest: Path) -> bool:
-    """Whether no graph in `dest` holds an operator narrator now rewrites (REWRITTEN_OPS)."""
-    try:
-        import onnx
-    except ImportError:  # no way to tell; older graphs run all the same
-        return True
-    for path in onnx_graphs(dest).values():
-        try:
-            nodes = onnx.load(str(path), load_external_data=False).graph.node
-        except Exception:  # damaged: rebuild it
-            return False
-        if any(node.op_type in REWRITTEN_OPS for node in nodes):
-            return False
-    return True
 
 
 def rebuild_model(
