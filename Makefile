@@ -1,6 +1,7 @@
 # Two entry points, each of which sets everything up from nothing:
 #   make demo   build the example project and render it
 #   make test   run the test suite
+#   make lint   ruff's checks and its formatter, as CI runs them
 VENV ?= .venv
 # e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for the CPU build
 TORCH_PIP_ARGS ?=
@@ -26,8 +27,8 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m pip install -q ruff
 	$(PY) -m ruff check narrator tests bench
+	$(PY) -m ruff format --check narrator tests bench
 
 bench: $(STAMP)
 	$(PY) bench/startup.py

@@ -26,11 +26,14 @@ def _peak():
 atexit.register(_peak)
 """
 # The narrator command line, run as such a child.
-NARRATOR = PEAK + """
+NARRATOR = (
+    PEAK
+    + """
 from narrator.cli import main
 sys.argv = ["narrator", *sys.argv[1:]]
 main()
 """
+)
 
 
 def peak_mib(stderr: str) -> int | None:

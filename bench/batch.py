@@ -35,8 +35,13 @@ def texts(n: int) -> list[str]:
 def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a process; return (wall seconds, peak RSS in MiB, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=env or os.environ.copy(), text=True)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env or os.environ.copy(),
+        text=True,
+    )
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -54,8 +59,10 @@ def model_folder(scratch: Path) -> tuple[Path, str]:
     # Built in a child: torch in this process would count in every child's peak RSS,
     # which Linux carries across fork.
     folder = scratch / "tiny"
-    code = "import sys, pathlib; from narrator.engine.tiny import write_tiny_checkpoint; " \
-           "write_tiny_checkpoint(pathlib.Path(sys.argv[1]))"
+    code = (
+        "import sys, pathlib; from narrator.engine.tiny import write_tiny_checkpoint; "
+        "write_tiny_checkpoint(pathlib.Path(sys.argv[1]))"
+    )
     subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(folder)], check=True)
     return folder, "the tests' random-weight checkpoint (no real weights installed)"
 
@@ -70,10 +77,24 @@ def make_project(path: Path, n: int) -> None:
 def narrator_run(scratch: Path, folder: Path, voice: str, n: int) -> tuple[float, float]:
     db = scratch / f"narrator{n}.db"
     make_project(db, n)
-    wall, rss, _ = run_child([
-        sys.executable, "-m", "narrator", "generate-all", str(db), "--model-dir", str(folder),
-        "--voice", voice, "--lang", "en-us", "--progress", "none", "--json",
-    ])
+    wall, rss, _ = run_child(
+        [
+            sys.executable,
+            "-m",
+            "narrator",
+            "generate-all",
+            str(db),
+            "--model-dir",
+            str(folder),
+            "--voice",
+            voice,
+            "--lang",
+            "en-us",
+            "--progress",
+            "none",
+            "--json",
+        ]
+    )
     return wall, rss
 
 
@@ -86,8 +107,9 @@ def bare_loop(folder: str, voice: str, n: int) -> None:
     from narrator.engine.g2p import phonemize
 
     config = json.loads((Path(folder) / "config.json").read_text())
-    model = KModel(repo_id="hexgrad/Kokoro-82M", config=config,
-                   model=str(Path(folder) / "kokoro-v1_0.pth")).eval()
+    model = KModel(
+        repo_id="hexgrad/Kokoro-82M", config=config, model=str(Path(folder) / "kokoro-v1_0.pth")
+    ).eval()
     pack = torch.load(Path(folder) / "voices" / f"{voice}.pt", weights_only=True)
     out = Path(tempfile.mkdtemp())
     for i, text in enumerate(texts(n)):
@@ -110,8 +132,22 @@ def kokoro_cli(scratch: Path, folder: Path, voice: str, n: int) -> tuple[float, 
     start, peak = time.perf_counter(), 0.0
     for i, text in enumerate(texts(n)):
         # English would need spaCy's model: Spanish (-l e) uses espeak, as narrator here
-        _, rss, _ = run_child([sys.executable, "-m", "kokoro", "-l", "e", "-m", voice,
-                               "-t", text, "-o", str(scratch / f"k{i}.wav")], env)
+        _, rss, _ = run_child(
+            [
+                sys.executable,
+                "-m",
+                "kokoro",
+                "-l",
+                "e",
+                "-m",
+                voice,
+                "-t",
+                text,
+                "-o",
+                str(scratch / f"k{i}.wav"),
+            ],
+            env,
+        )
         peak = max(peak, rss)
     return time.perf_counter() - start, peak
 
@@ -147,16 +183,23 @@ def main() -> None:
         voice = "af_heart" if "af_heart" in voices_in(folder) else voices_in(folder)[0]
         print(f"checkpoint: {label}; voice {voice}; {os.cpu_count()} CPUs")
         a_wall, a_rss = narrator_run(scratch, folder, voice, args.n)
-        b_wall, b_rss, _ = run_child([sys.executable, __file__, "--child", "bare", str(folder),
-                                      voice, str(args.n)])
-        print(f"N={args.n}: (a) narrator generate-all {a_wall:.2f}s (peak RSS {a_rss:.0f} MiB)"
-              f"  (b) bare KModel loop {b_wall:.2f}s (peak RSS {b_rss:.0f} MiB)")
-        print(f"  (a)/(b) = {a_wall / b_wall:.3f}  (target <= 1.03); "
-              f"overhead {(a_wall - b_wall) / args.n * 1000:.1f} ms per segment")
+        b_wall, b_rss, _ = run_child(
+            [sys.executable, __file__, "--child", "bare", str(folder), voice, str(args.n)]
+        )
+        print(
+            f"N={args.n}: (a) narrator generate-all {a_wall:.2f}s (peak RSS {a_rss:.0f} MiB)"
+            f"  (b) bare KModel loop {b_wall:.2f}s (peak RSS {b_rss:.0f} MiB)"
+        )
+        print(
+            f"  (a)/(b) = {a_wall / b_wall:.3f}  (target <= 1.03); "
+            f"overhead {(a_wall - b_wall) / args.n * 1000:.1f} ms per segment"
+        )
         a20, _ = narrator_run(scratch, folder, voice, args.n_cli)
         c_wall, c_rss = kokoro_cli(scratch, folder, voice, args.n_cli)
-        print(f"N={args.n_cli}: (a) narrator {a20:.2f}s  (c) kokoro CLI per segment "
-              f"{c_wall:.2f}s (peak RSS {c_rss:.0f} MiB)")
+        print(
+            f"N={args.n_cli}: (a) narrator {a20:.2f}s  (c) kokoro CLI per segment "
+            f"{c_wall:.2f}s (peak RSS {c_rss:.0f} MiB)"
+        )
         print(f"  (c)/(a) = {c_wall / a20:.2f}  (target >= 3)")
         for n in (50, 500):
             _, rss, _ = run_child([sys.executable, __file__, "--child", "fake", str(n)])

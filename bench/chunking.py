@@ -59,8 +59,10 @@ def main() -> None:
                 refs.append(normalise(text))
                 hyps.append(normalise(transcribe(wav)))
             took = time.perf_counter() - start
-            print(f"chunks {label:<14} {audio:6.1f}s audio in {took:6.1f}s = "
-                  f"{audio / took:.2f}x real time; WER {jiwer.wer(refs, hyps):.2f}")
+            print(
+                f"chunks {label:<14} {audio:6.1f}s audio in {took:6.1f}s = "
+                f"{audio / took:.2f}x real time; WER {jiwer.wer(refs, hyps):.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def clips(folder: Path, model_dir: str | None) -> tuple[list[Path], str]:
     paths = []
     for n in range(4):
         paths.append(folder / f"clip{n}.wav")
-        write_wav(paths[-1], speech[n * size:(n + 1) * size])
+        write_wav(paths[-1], speech[n * size : (n + 1) * size])
     return paths, f"{synth.folder().name}, voice {voice}"
 
 
@@ -76,10 +76,15 @@ def build(folder: Path, segments: int, sources: list[Path]) -> Path:
     """A project whose every segment has fresh audio: a hard link to a clip."""
     db = folder / "book.db"
     store = create_project(db, "Bench Book")
-    add_segments(store, [
-        Block(f"Chapter {n // CHAPTER_EVERY + 1}", 1) if n % CHAPTER_EVERY == 0
-        else Block(f"Paragraph {n}.") for n in range(segments)
-    ])
+    add_segments(
+        store,
+        [
+            Block(f"Chapter {n // CHAPTER_EVERY + 1}", 1)
+            if n % CHAPTER_EVERY == 0
+            else Block(f"Paragraph {n}.")
+            for n in range(segments)
+        ],
+    )
     settings = read_settings(store)
     audio = folder / "book_audio"
     audio.mkdir()
@@ -90,27 +95,49 @@ def build(folder: Path, segments: int, sources: list[Path]) -> Path:
             os.link(sources[n % len(sources)], audio / name)
             con.execute(
                 "UPDATE segment SET audio_file = ?, audio_fingerprint = ? WHERE id = ?",
-                (f"book_audio/{name}", fingerprint(text, settings.voice_id, settings.speed,
-                                                   settings.lang), segment_id))
+                (
+                    f"book_audio/{name}",
+                    fingerprint(text, settings.voice_id, settings.speed, settings.lang),
+                    segment_id,
+                ),
+            )
     return db
 
 
 def run(db: Path, fmt: str, extra: list[str]) -> dict[str, object]:
     out = db.with_suffix(f".{fmt}")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", NARRATOR, "export", str(db), "-o", str(out),
-                           "--progress", "none", "--json", *extra],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NARRATOR,
+            "export",
+            str(db),
+            "-o",
+            str(out),
+            "--progress",
+            "none",
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.monotonic() - started
     manifest = json.loads(proc.stdout) if proc.stdout.strip() else {"files": []}
     audio = sum(f["duration"] for f in manifest["files"])
     chapters = sum(len(f["chapters"]) for f in manifest["files"])
-    return {"exit": proc.returncode, "audio_h": round(audio / 3600, 2),
-            "chapters": chapters, "wall_s": round(wall, 1),
-            "x_real_time": round(audio / wall, 1) if wall else None,
-            "peak_rss_mib": peak_mib(proc.stderr),
-            "loudness": manifest["files"][0]["loudness"] if manifest["files"] else None,
-            "size_mib": round(out.stat().st_size / 2**20, 1) if out.exists() else None}
+    return {
+        "exit": proc.returncode,
+        "audio_h": round(audio / 3600, 2),
+        "chapters": chapters,
+        "wall_s": round(wall, 1),
+        "x_real_time": round(audio / wall, 1) if wall else None,
+        "peak_rss_mib": peak_mib(proc.stderr),
+        "loudness": manifest["files"][0]["loudness"] if manifest["files"] else None,
+        "size_mib": round(out.stat().st_size / 2**20, 1) if out.exists() else None,
+    }
 
 
 def main() -> None:
@@ -124,8 +151,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         sources, spoken_by = clips(Path(scratch), args.model_dir)
         seconds = sum(soundfile.info(str(p)).duration for p in sources)
-        print(f"# clips: {len(sources)} x {seconds / len(sources):.1f} s, {spoken_by}; "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"# clips: {len(sources)} x {seconds / len(sources):.1f} s, {spoken_by}; "
+            f"{os.cpu_count()} CPUs"
+        )
         rows = Rows()
         for n in args.segments:
             folder = Path(scratch) / f"n{n}"

@@ -51,10 +51,15 @@ def main() -> None:
     vocab, pack = vocab_of(folder), engine.voice_pack(VOICE)
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
     limit = args.chunk_limit or engine.chunk_limit
-    chunks = [chunk_text(c) for p in paragraphs[: args.paragraphs]
-              for c in write_script(p, "a", None, limit).chunks]
-    print(f"# {len(chunks)} chunks of at most {limit} phonemes from {args.paragraphs} "
-          f"paragraphs; voice {VOICE}")
+    chunks = [
+        chunk_text(c)
+        for p in paragraphs[: args.paragraphs]
+        for c in write_script(p, "a", None, limit).chunks
+    ]
+    print(
+        f"# {len(chunks)} chunks of at most {limit} phonemes from {args.paragraphs} "
+        f"paragraphs; voice {VOICE}"
+    )
     rows, options = Rows(), run_options()
     for run in range(1, args.passes + 1):
         for name, path in graphs.items():
@@ -64,9 +69,15 @@ def main() -> None:
             for phonemes in chunks:
                 audio, _ = session.run(None, feeds(vocab, phonemes, pack, 1.0), options)
                 samples += audio.size
-            rows.print({"graph": name, "pass": run, "load_s": round(load, 1),
-                        "render_s": round(time.monotonic() - started, 1),
-                        "audio_s": round(samples / SAMPLE_RATE, 1)})
+            rows.print(
+                {
+                    "graph": name,
+                    "pass": run,
+                    "load_s": round(load, 1),
+                    "render_s": round(time.monotonic() - started, 1),
+                    "audio_s": round(samples / SAMPLE_RATE, 1),
+                }
+            )
     print(f"# narrator's onnx engine here: {graph_report(folder)}")
 
 

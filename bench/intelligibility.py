@@ -79,8 +79,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voice", action="append", help="voices to test (default: all present)")
     parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--engine", action="append", choices=["torch", "onnx"],
-                        help="engines to test (default: torch)")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        choices=["torch", "onnx"],
+        help="engines to test (default: torch)",
+    )
     args = parser.parse_args()
 
     import jiwer
@@ -100,8 +104,7 @@ def main() -> None:
     overall: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         engines = {"torch": KokoroSynthesizer, "onnx": OnnxSynthesizer}
-        for engine, backend in itertools.product(args.engine or ["torch"],
-                                                 backends_available("a")):
+        for engine, backend in itertools.product(args.engine or ["torch"], backends_available("a")):
             synth = engines[engine](model_dir=found.folder, g2p_backend=backend)
             for voice in voices:
                 refs, hyps, start, audio = [], [], time.perf_counter(), 0.0
@@ -114,11 +117,15 @@ def main() -> None:
                 long_wer = jiwer.wer(refs[-1], hyps[-1])
                 overall.append(wer)
                 took = time.perf_counter() - start
-                print(f"{engine:<5} g2p {backend:<7} voice {voice:<14} WER {wer:.2f} "
-                      f"(sentences {jiwer.wer(refs[:-1], hyps[:-1]):.2f}, long paragraph "
-                      f"{long_wer:.2f}); {audio:.0f}s audio in {took:.0f}s")
-    print(f"overall mean WER {sum(overall) / len(overall):.2f} over {len(overall)} runs of "
-          f"{len(texts)} texts")
+                print(
+                    f"{engine:<5} g2p {backend:<7} voice {voice:<14} WER {wer:.2f} "
+                    f"(sentences {jiwer.wer(refs[:-1], hyps[:-1]):.2f}, long paragraph "
+                    f"{long_wer:.2f}); {audio:.0f}s audio in {took:.0f}s"
+                )
+    print(
+        f"overall mean WER {sum(overall) / len(overall):.2f} over {len(overall)} runs of "
+        f"{len(texts)} texts"
+    )
 
 
 if __name__ == "__main__":

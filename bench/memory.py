@@ -62,7 +62,9 @@ def measure(n: int, variant: str, unit: str) -> dict[str, object]:
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(n), db, variant, str(PROSE), unit],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env=os.environ | {"HF_HUB_OFFLINE": "1"},
         )
         out = proc.stdout.read() if proc.stdout else ""
@@ -71,24 +73,36 @@ def measure(n: int, variant: str, unit: str) -> dict[str, object]:
     result = json.loads(out) if out.strip() else {}
     audio = float(result.get("audio_seconds") or 0)
     return {
-        "variant": variant, "segments": f"{n} {unit}", "exit": os.waitstatus_to_exitcode(status),
-        "audio_s": round(audio, 1), "wall_s": round(wall, 1),
+        "variant": variant,
+        "segments": f"{n} {unit}",
+        "exit": os.waitstatus_to_exitcode(status),
+        "audio_s": round(audio, 1),
+        "wall_s": round(wall, 1),
         "x_real_time": round(audio / wall, 3) if wall else None,
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
         "minor_faults_m": round(usage.ru_minflt / 1e6, 2),
-        "user_s": round(usage.ru_utime, 1), "sys_s": round(usage.ru_stime, 1),
+        "user_s": round(usage.ru_utime, 1),
+        "sys_s": round(usage.ru_stime, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, nargs="+", default=[30, 150])
-    parser.add_argument("--variants", nargs="+", default=["narrator", "glibc-default"],
-                        choices=["narrator", "glibc-default", "onnx"],
-                        help="narrator: the torch engine; glibc-default: torch without "
-                             "narrator's malloc setting; onnx: the onnx engine")
-    parser.add_argument("--unit", choices=["sentences", "paragraphs"], default="sentences",
-                        help="segments of one sentence, or of one paragraph (long inputs)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["narrator", "glibc-default"],
+        choices=["narrator", "glibc-default", "onnx"],
+        help="narrator: the torch engine; glibc-default: torch without "
+        "narrator's malloc setting; onnx: the onnx engine",
+    )
+    parser.add_argument(
+        "--unit",
+        choices=["sentences", "paragraphs"],
+        default="sentences",
+        help="segments of one sentence, or of one paragraph (long inputs)",
+    )
     args = parser.parse_args()
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(PROSE.read_text().split()))
     print(f"# {len(sentences)} sentences in {PROSE.name}; repeated when N is larger")

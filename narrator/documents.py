@@ -34,7 +34,9 @@ def read_document(path: str | Path) -> str:
 
 
 def split_document(
-    path: str | Path, split: Split = Split.paragraph, chapter_pattern: str | None = None,
+    path: str | Path,
+    split: Split = Split.paragraph,
+    chapter_pattern: str | None = None,
     keep_markup: bool = False,
 ) -> list[Block]:
     """Blocks of a text, Markdown or EPUB file, by its suffix. Plain text finds chapter
@@ -46,5 +48,9 @@ def split_document(
         return epub_blocks(Path(path), split)
     if suffix in MARKDOWN_SUFFIXES:
         return split_text(read_document(path), split, markdown=True)
-    return split_text(read_document(path), split, chapter_pattern=chapter_pattern or (
-        DEFAULT_CHAPTER_PATTERN if suffix == ".txt" else None), clean=not keep_markup)
+    return split_text(
+        read_document(path),
+        split,
+        chapter_pattern=chapter_pattern or (DEFAULT_CHAPTER_PATTERN if suffix == ".txt" else None),
+        clean=not keep_markup,
+    )

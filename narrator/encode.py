@@ -52,8 +52,10 @@ FORMATS: dict[str, Format] = {
 def clock(frames: int, separator: str = ".") -> str:
     """HH:MM:SS.mmm of a sample position (SRT wants a comma before the milliseconds)."""
     ms = round(frames * 1000 / SAMPLE_RATE)
-    return (f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}"
-            f"{separator}{ms % 1000:03d}")
+    return (
+        f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}"
+        f"{separator}{ms % 1000:03d}"
+    )
 
 
 def av_module() -> Any:
@@ -137,8 +139,11 @@ def limited(blocks: Iterable[np.ndarray], ceiling_db: float) -> Iterator[np.ndar
     release, its delay compensated, so every sample stays where it was): peaks above the
     ceiling come down, nothing else changes."""
     av = av_module()
-    graph = _graph(av, "alimiter", f"limit={10 ** (ceiling_db / 20)}:level=false:"
-                      "latency=true:attack=5:release=50")
+    graph = _graph(
+        av,
+        "alimiter",
+        f"limit={10 ** (ceiling_db / 20)}:level=false:latency=true:attack=5:release=50",
+    )
     frames = 0
     for block in blocks:
         graph.push(_frame(av, block, frames))
@@ -151,8 +156,9 @@ def limited(blocks: Iterable[np.ndarray], ceiling_db: float) -> Iterator[np.ndar
 def _graph(av: Any, name: str, args: str, rate: int = SAMPLE_RATE) -> Any:
     """A filter graph: float32 mono at `rate` -> one filter -> out."""
     graph = av.filter.Graph()
-    source = graph.add_abuffer(format="flt", sample_rate=rate, layout="mono",
-                               time_base=Fraction(1, rate))
+    source = graph.add_abuffer(
+        format="flt", sample_rate=rate, layout="mono", time_base=Fraction(1, rate)
+    )
     node = graph.add(name, args)
     sink = graph.add("aformat", "sample_fmts=flt")
     out = graph.add("abuffersink")
@@ -181,7 +187,10 @@ class Mark:
 
 
 def encode(
-    path: Path, fmt: Format, blocks: Iterable[np.ndarray], tags: dict[str, str],
+    path: Path,
+    fmt: Format,
+    blocks: Iterable[np.ndarray],
+    tags: dict[str, str],
     chapters: list[Mark],
 ) -> None:
     """Encode float32 mono blocks at SAMPLE_RATE into `path` (resampled to the format's
@@ -189,8 +198,9 @@ def encode(
     bytes."""
     av = av_module()
     with av.open(str(path), "w", format=fmt.muxer, options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream(fmt.codec, rate=fmt.sample_rate, layout="mono",
-                                options=dict(fmt.options))
+        stream = out.add_stream(
+            fmt.codec, rate=fmt.sample_rate, layout="mono", options=dict(fmt.options)
+        )
         if fmt.bit_rate:
             stream.bit_rate = fmt.bit_rate
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
@@ -199,11 +209,18 @@ def encode(
         # theirs from mutagen (see finish): FFmpeg leaves them out of FLAC and rounds
         # Ogg's chapter starts to whole seconds.
         if chapters and fmt.muxer in CHAPTERS_BY_FFMPEG:
-            out.set_chapters([
-                {"id": n, "start": mark.start, "end": mark.start + mark.frames,
-                 "time_base": Fraction(1, SAMPLE_RATE), "metadata": {"title": mark.title}}
-                for n, mark in enumerate(chapters, start=1)
-            ])
+            out.set_chapters(
+                [
+                    {
+                        "id": n,
+                        "start": mark.start,
+                        "end": mark.start + mark.frames,
+                        "time_base": Fraction(1, SAMPLE_RATE),
+                        "metadata": {"title": mark.title},
+                    }
+                    for n, mark in enumerate(chapters, start=1)
+                ]
+            )
         pts = 0
         for block in blocks:
             out.mux(stream.encode(_frame(av, block, pts)))
@@ -243,11 +260,14 @@ def cover_kind(path: Path) -> str:
             head = f.read(8)
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
-        raise BadInput(f"cannot read the cover {path}: {exc.strerror}; check --cover's "
-                       "path") from exc
+        raise BadInput(
+            f"cannot read the cover {path}: {exc.strerror}; check --cover's path"
+        ) from exc
     if size > MAX_COVER_BYTES:
-        raise BadInput(f"the cover {path} is {size / 2**20:.1f} MiB, more than the "
-                       f"{MAX_COVER_BYTES >> 20} MiB narrator embeds; make it smaller")
+        raise BadInput(
+            f"the cover {path} is {size / 2**20:.1f} MiB, more than the "
+            f"{MAX_COVER_BYTES >> 20} MiB narrator embeds; make it smaller"
+        )
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -296,8 +316,7 @@ def finish(path: Path, fmt: Format, chapters: list[Mark], cover: Path | None) ->
         from mutagen.id3 import APIC, ID3, PictureType
 
         tags = ID3(path)
-        tags.add(APIC(encoding=3, mime=mime, type=PictureType.COVER_FRONT, desc="Cover",
-                      data=data))
+        tags.add(APIC(encoding=3, mime=mime, type=PictureType.COVER_FRONT, desc="Cover", data=data))
         tags.save(path)
     elif fmt.muxer in ("flac", "ogg"):
         from mutagen.flac import FLAC, Picture

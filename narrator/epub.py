@@ -24,27 +24,45 @@ if TYPE_CHECKING:
 _BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "dt", "dd")
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 # epub:type / role values of what a listener should not hear
-_UNSPOKEN_TYPES = {"noteref", "footnote", "endnote", "rearnote", "pagebreak", "annoref",
-                   "doc-noteref", "doc-footnote", "doc-endnote", "doc-pagebreak"}
+_UNSPOKEN_TYPES = {
+    "noteref",
+    "footnote",
+    "endnote",
+    "rearnote",
+    "pagebreak",
+    "annoref",
+    "doc-noteref",
+    "doc-footnote",
+    "doc-endnote",
+    "doc-pagebreak",
+}
 _UNSPOKEN_TAGS = ("script", "style", "img", "svg", "math", "audio", "video", "object", "head")
 _NOTE_MARK = re.compile(r"[*†‡§¶]+")  # a bare number may be an exponent: it stays
 # An entity reference the HTML parser left as text: defined in the document's own DTD
 # (which is never loaded: no file, no network, no expansion) or not at all. Not spoken.
 _UNRESOLVED_ENTITY = re.compile(r"&[A-Za-z_][\w.-]*;")
+
+
 def _check_not_encrypted(archive: BoundedArchive) -> None:
     """DRM: content documents listed as encrypted (font obfuscation alone is fine)."""
     names = set(archive.archive.namelist())
     if "META-INF/rights.xml" in names:
-        raise BadDocument(f"{archive.path} is DRM-protected (Adobe ADEPT rights); narrator "
-                          "can only read EPUBs without DRM")
+        raise BadDocument(
+            f"{archive.path} is DRM-protected (Adobe ADEPT rights); narrator "
+            "can only read EPUBs without DRM"
+        )
     if "META-INF/encryption.xml" not in names:
         return
     listing = archive.read("META-INF/encryption.xml").decode("utf-8", "replace")
     encrypted = re.findall(r'CipherReference[^>]*URI="([^"]+)"', listing)
-    if any(PurePosixPath(uri).suffix.lower() in (".xhtml", ".html", ".htm", ".xml")
-           for uri in encrypted):
-        raise BadDocument(f"{archive.path} is DRM-protected (its chapters are encrypted); "
-                          "narrator can only read EPUBs without DRM")
+    if any(
+        PurePosixPath(uri).suffix.lower() in (".xhtml", ".html", ".htm", ".xml")
+        for uri in encrypted
+    ):
+        raise BadDocument(
+            f"{archive.path} is DRM-protected (its chapters are encrypted); "
+            "narrator can only read EPUBs without DRM"
+        )
 
 
 def _read_book(path: Path) -> Any:
@@ -90,8 +108,11 @@ def _spoken(root: HtmlElement) -> HtmlElement:
         if mark.find(".//a") is not None or _NOTE_MARK.fullmatch(mark.text_content().strip()):
             mark.drop_tree()
     for element in list(root.iter()):
-        kinds = set((element.get("{http://www.idpf.org/2007/ops}type") or element.get(
-            "epub:type") or "").split()) | {element.get("role") or ""}
+        kinds = set(
+            (
+                element.get("{http://www.idpf.org/2007/ops}type") or element.get("epub:type") or ""
+            ).split()
+        ) | {element.get("role") or ""}
         if kinds & _UNSPOKEN_TYPES and element.getparent() is not None:
             element.drop_tree()
     return root
@@ -136,8 +157,10 @@ def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
     except FileNotFoundError as exc:
         raise BadInput(f"cannot read {path}: no such file; check the path") from exc
     except Exception as exc:  # zipfile, XML and ebooklib errors alike: not a usable EPUB
-        raise BadDocument(f"{path} is not a readable EPUB ({type(exc).__name__}: {exc}); "
-                          "check the file, or convert it with Calibre") from exc
+        raise BadDocument(
+            f"{path} is not a readable EPUB ({type(exc).__name__}: {exc}); "
+            "check the file, or convert it with Calibre"
+        ) from exc
     titles = _toc_titles(book.toc)
     blocks: list[Block] = []
     for idref, *_ in book.spine:
@@ -147,8 +170,9 @@ def epub_blocks(path: Path, split: Split = Split.paragraph) -> list[Block]:
         try:
             root = html.fromstring(item.get_content())
         except Exception as exc:  # noqa: BLE001 - lxml's parse errors vary
-            raise BadDocument(f"{path}: chapter {item.get_name()} is not readable XHTML "
-                              f"({exc}); check the file") from exc
+            raise BadDocument(
+                f"{path}: chapter {item.get_name()} is not readable XHTML ({exc}); check the file"
+            ) from exc
         name = item.get_name()
         title = titles.get(name) or titles.get(PurePosixPath(name).name)
         blocks += _chapter_blocks(_spoken(root), title)

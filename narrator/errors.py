@@ -12,8 +12,9 @@ def refuse_blank(options: dict[str, str | None]) -> None:
     left out, it means the project's setting; given empty, it means a mistake."""
     for flag, value in options.items():
         if value is not None and not value.strip():
-            raise BadInput(f"{flag} is empty; give a value, or leave {flag} out to use the "
-                           "project's setting")
+            raise BadInput(
+                f"{flag} is empty; give a value, or leave {flag} out to use the project's setting"
+            )
 
 
 class NarratorError(Exception):

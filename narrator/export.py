@@ -139,8 +139,11 @@ class GapRun:
     why: str
 
     def describe(self) -> str:
-        which = (f"segment {self.first}" if self.first == self.last
-                 else f"segments {self.first}-{self.last}")
+        which = (
+            f"segment {self.first}"
+            if self.first == self.last
+            else f"segments {self.first}-{self.last}"
+        )
         kept = "kept as it is" if self.why == "stale audio" else "left out"
         return f"{which}: {self.why}, {kept}"
 
@@ -190,11 +193,20 @@ class Written:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "path": str(self.path), "duration": round(self.seconds, 3),
-            "chapters": [{"title": m.title, "start": round(m.start / SAMPLE_RATE, 3),
-                          "duration": round(m.frames / SAMPLE_RATE, 3)} for m in self.chapters],
-            "loudness": _round(self.levels.loudness), "peak": _round(self.levels.peak),
-            "rms": _round(self.levels.rms), "gain": round(self.gain, 2),
+            "path": str(self.path),
+            "duration": round(self.seconds, 3),
+            "chapters": [
+                {
+                    "title": m.title,
+                    "start": round(m.start / SAMPLE_RATE, 3),
+                    "duration": round(m.frames / SAMPLE_RATE, 3),
+                }
+                for m in self.chapters
+            ],
+            "loudness": _round(self.levels.loudness),
+            "peak": _round(self.levels.peak),
+            "rms": _round(self.levels.rms),
+            "gain": round(self.gain, 2),
             "measured_loudness": _round(self.measured.loudness),
             "captions": str(self.captions) if self.captions else None,
         }
@@ -217,11 +229,14 @@ def output_format(output: Path, fmt: str | None) -> tuple[Path, str]:
     suffix = output.suffix.lstrip(".").lower()
     name = (fmt or suffix).lower()
     if name not in FORMATS:
-        raise BadInput(f"cannot export to {name or output.name!r}; choose one of "
-                       f"{', '.join(FORMATS)} (--format or the output's suffix)")
+        raise BadInput(
+            f"cannot export to {name or output.name!r}; choose one of "
+            f"{', '.join(FORMATS)} (--format or the output's suffix)"
+        )
     if suffix in FORMATS and suffix != name:
-        raise BadInput(f"{output.name} is not a .{name} file; give -o a .{name} name, or "
-                       "leave --format out")
+        raise BadInput(
+            f"{output.name} is not a .{name} file; give -o a .{name} name, or leave --format out"
+        )
     return (output if suffix == name else output.with_name(f"{output.name}.{name}")), name
 
 
@@ -242,14 +257,22 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     which segments are missing or stale. Refuses (NotReady) unless allow_missing."""
     settings = read_settings(store)
     output, fmt = output_format(
-        options.output or store.path.with_suffix(f".{options.format or 'm4b'}"), options.format)
+        options.output or store.path.with_suffix(f".{options.format or 'm4b'}"), options.format
+    )
     check_options(options, fmt)
     title = options.title or project_name
     with store.session() as session:
         rows = session.exec(
-            select(Segment.sequence_index, Segment.text_content, Segment.is_locked,
-                   Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
-                   Segment.heading_level, Segment.audio_cues)
+            select(
+                Segment.sequence_index,
+                Segment.text_content,
+                Segment.is_locked,
+                Segment.audio_file,
+                Segment.audio_duration,
+                Segment.audio_fingerprint,
+                Segment.heading_level,
+                Segment.audio_cues,
+            )
             .where(Segment.project_id == store.project_id)
             .order_by(col(Segment.sequence_index))
         ).all()
@@ -277,13 +300,17 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
         if path is None:
             gaps.append(Gap(index, "locked without audio" if locked else "no audio"))
             continue
-        if not locked and stamp != fingerprint(text, settings.voice_id, settings.speed,
-                                               settings.lang):
+        if not locked and stamp != fingerprint(
+            text, settings.voice_id, settings.speed, settings.lang
+        ):
             gaps.append(Gap(index, "stale audio"))
         if part is None:
             number = len(parts) + 1 if options.split_chapters else 0
-            name = (output.with_name(f"{output.stem}-{number:02d}-{slug(chapter)}{output.suffix}")
-                    if options.split_chapters else output)
+            name = (
+                output.with_name(f"{output.stem}-{number:02d}-{slug(chapter)}{output.suffix}")
+                if options.split_chapters
+                else output
+            )
             part = Part(name, chapter if options.split_chapters else title, number)
             parts.append(part)
             part.add(Clip(None, _room_tone(options.head, path, at_end=False)))
@@ -304,11 +331,14 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     if not rows:
         raise NotReady(f"{store.path} has no segments; add text with `narrator add` first")
     if not parts:
-        raise NotReady(f"{store.path} has no recorded audio to export; render it first with "
-                       f"`narrator generate-all {store.path}`")
+        raise NotReady(
+            f"{store.path} has no recorded audio to export; render it first with "
+            f"`narrator generate-all {store.path}`"
+        )
     seconds = sum(p.frames for p in parts) / SAMPLE_RATE
-    return Book(store.path, fmt, parts, gaps, seconds, 3 if options.limit else 2,
-                gap_runs(gaps, spoken))
+    return Book(
+        store.path, fmt, parts, gaps, seconds, 3 if options.limit else 2, gap_runs(gaps, spoken)
+    )
 
 
 def _room_tone(seconds: float, path: Path, at_end: bool) -> int:
@@ -348,8 +378,10 @@ def _cues(recorded: list | None, text: str, start: int, frames: int) -> list[Cue
     segment rendered before timings were recorded is one cue."""
     if not recorded:
         return [Cue(start, frames, " ".join(text.split()))]
-    return [Cue(start + min(at, frames), min(length, frames - min(at, frames)), words)
-            for at, length, words in recorded]
+    return [
+        Cue(start + min(at, frames), min(length, frames - min(at, frames)), words)
+        for at, length, words in recorded
+    ]
 
 
 def _not_ready(gaps: list[Gap], project: Path) -> str:
@@ -364,8 +396,10 @@ def _not_ready(gaps: list[Gap], project: Path) -> str:
     fix = f"`narrator generate-all {project} --changed`"
     if "locked without audio" in by_why:
         fix += " (unlock the locked ones first, or render them with --no-skip-locked)"
-    return (f"{len(gaps)} segment{'s' if len(gaps) != 1 else ''} not ready to export "
-            f"({listed}); run {fix}, or export what there is with --allow-missing")
+    return (
+        f"{len(gaps)} segment{'s' if len(gaps) != 1 else ''} not ready to export "
+        f"({listed}); run {fix}, or export what there is with --allow-missing"
+    )
 
 
 def _blocks(part: Part, gain_db: float = 0.0) -> Iterator[np.ndarray]:
@@ -389,7 +423,10 @@ Progress = Callable[[str, int], None]
 
 
 def write_book(
-    book: Book, options: ExportOptions, tags: dict[str, str], on_progress: Progress,
+    book: Book,
+    options: ExportOptions,
+    tags: dict[str, str],
+    on_progress: Progress,
 ) -> list[Written]:
     """Measure and write each part (and its captions): temporary files beside the
     targets, renamed into place when complete, the audio first. `on_progress(stage,
@@ -402,12 +439,14 @@ def write_book(
         captions = part.path.with_suffix(f".{options.captions}") if options.captions else None
         temps = {target: _claim(target) for target in (part.path, captions) if target}
         try:
-            measured, gain, levels = _write_audio(part, book, fmt, options, tags,
-                                                 temps[part.path], on_progress)
+            measured, gain, levels = _write_audio(
+                part, book, fmt, options, tags, temps[part.path], on_progress
+            )
             held_back = not options.limit and gain < _wanted_gain(measured, options) - 1
             if captions is not None:
-                temps[captions].write_text(captions_text(part.cues, options.captions),
-                                           encoding="utf-8")
+                temps[captions].write_text(
+                    captions_text(part.cues, options.captions), encoding="utf-8"
+                )
             for target, tmp in temps.items():
                 sync(tmp)
                 publish(tmp, target)
@@ -416,14 +455,29 @@ def write_book(
         finally:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
-        written.append(Written(part.path, part.frames / SAMPLE_RATE, part.chapters,
-                               measured, gain, levels, captions, held_back))
+        written.append(
+            Written(
+                part.path,
+                part.frames / SAMPLE_RATE,
+                part.chapters,
+                measured,
+                gain,
+                levels,
+                captions,
+                held_back,
+            )
+        )
     return written
 
 
 def _write_audio(
-    part: Part, book: Book, fmt: Format, options: ExportOptions, tags: dict[str, str],
-    tmp: Path, on_progress: Progress,
+    part: Part,
+    book: Book,
+    fmt: Format,
+    options: ExportOptions,
+    tags: dict[str, str],
+    tmp: Path,
+    on_progress: Progress,
 ) -> tuple[Levels, float, Levels]:
     """Measure the part, then gain (and limit) and encode it into `tmp`: the levels as
     measured, the gain, and the levels written."""
@@ -447,8 +501,9 @@ def _claim(target: Path) -> Path:
     try:
         return claim_temp(target)
     except OSError as exc:
-        raise CannotWrite(f"cannot write {target}: {exc.strerror}; choose another place "
-                          "with -o") from exc
+        raise CannotWrite(
+            f"cannot write {target}: {exc.strerror}; choose another place with -o"
+        ) from exc
 
 
 def _export_error(exc: Exception, path: Path, project: Path) -> Exception:
@@ -462,19 +517,26 @@ def _export_error(exc: Exception, path: Path, project: Path) -> Exception:
     if isinstance(exc, MutagenError) and isinstance(exc.__context__, OSError):
         exc = exc.__context__  # mutagen wraps the OSError (a full disk, say)
     if isinstance(exc, OSError):
-        return CannotWrite(f"cannot write {path}: {exc.strerror or exc}; free some space or "
-                           "choose another place with -o")
+        return CannotWrite(
+            f"cannot write {path}: {exc.strerror or exc}; free some space or "
+            "choose another place with -o"
+        )
     if isinstance(exc, soundfile.SoundFileError):
-        return BadDocument(f"a recording cannot be read ({exc}); render it again with "
-                           f"`narrator generate-all {project} --force`")
+        return BadDocument(
+            f"a recording cannot be read ({exc}); render it again with "
+            f"`narrator generate-all {project} --force`"
+        )
     if isinstance(exc, av_module().FFmpegError):
-        return NarratorError(f"FFmpeg could not write {path.name} ({exc}); try another "
-                             "--bitrate or --format")
+        return NarratorError(
+            f"FFmpeg could not write {path.name} ({exc}); try another --bitrate or --format"
+        )
     return exc
 
 
-def _counted(blocks: Iterator[np.ndarray], on_block: Callable[[int], None],
-             ) -> Iterator[np.ndarray]:
+def _counted(
+    blocks: Iterator[np.ndarray],
+    on_block: Callable[[int], None],
+) -> Iterator[np.ndarray]:
     for block in blocks:
         on_block(block.size)
         yield block
@@ -519,8 +581,12 @@ def captions_text(cues: list[Cue], kind: str) -> str:
 def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
     """The tags every file carries (FFmpeg's names: it maps them to each format's own)."""
     tags = {
-        "title": title, "album": title, "artist": options.author, "album_artist": options.author,
-        "composer": options.narrator or voice, "date": options.year,
+        "title": title,
+        "album": title,
+        "artist": options.author,
+        "album_artist": options.author,
+        "composer": options.narrator or voice,
+        "date": options.year,
         "genre": options.genre or "Audiobook",
     }
     return {k: printable(v) for k, v in tags.items() if v}
@@ -537,8 +603,10 @@ def check_options(options: ExportOptions, fmt: str) -> None:
         if not 0 <= seconds <= 60:
             raise BadInput(f"the {name} pause must be 0-60 seconds, not {seconds}")
     if not -40 <= options.loudness <= -5:
-        raise BadInput(f"--loudness {options.loudness} is outside -40..-5 LUFS; "
-                       "spoken word is usually -18 to -16")
+        raise BadInput(
+            f"--loudness {options.loudness} is outside -40..-5 LUFS; "
+            "spoken word is usually -18 to -16"
+        )
     if not -20 <= options.peak <= 0:
         raise BadInput(f"--peak {options.peak} is outside -20..0 dBFS")
     if options.captions not in (None, "srt", "vtt"):
@@ -548,8 +616,10 @@ def check_options(options: ExportOptions, fmt: str) -> None:
         if fmt_spec.max_bit_rate is None:
             raise BadInput(f"{fmt.upper()} is lossless: it takes no --bitrate")
         if not 16_000 <= options.bit_rate <= fmt_spec.max_bit_rate:
-            raise BadInput(f"--bitrate {options.bit_rate // 1000} is outside what {fmt.upper()} "
-                           f"takes here: 16-{fmt_spec.max_bit_rate // 1000} kbps")
+            raise BadInput(
+                f"--bitrate {options.bit_rate // 1000} is outside what {fmt.upper()} "
+                f"takes here: 16-{fmt_spec.max_bit_rate // 1000} kbps"
+            )
     if options.cover is not None:
         if FORMATS[fmt].muxer == "wav":
             raise BadInput("WAV files hold no cover; choose m4b, mp3, flac or opus")
@@ -582,8 +652,15 @@ def acx_options(options: ExportOptions) -> ExportOptions:
         raise BadInput("--profile acx writes MP3: give -o a .mp3 name and no other --format")
     if options.bit_rate is not None:
         raise BadInput("--profile acx sets the bit rate (192 kbps CBR): leave --bitrate out")
-    return replace(options, format="mp3", split_chapters=True, head=0.75, tail=2.0,
-                   peak=ACX_PEAK_TARGET, limit=True)
+    return replace(
+        options,
+        format="mp3",
+        split_chapters=True,
+        head=0.75,
+        tail=2.0,
+        peak=ACX_PEAK_TARGET,
+        limit=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -623,20 +700,26 @@ def acx_checks(path: Path) -> list[Check]:
     head = (first if first is not None else frames) / rate
     tail = (frames - 1 - last if last is not None else frames) / rate
     cbr = info.bitrate_mode in (BitrateMode.CBR, BitrateMode.UNKNOWN) and not getattr(
-        info, "sketchy", False)
+        info, "sketchy", False
+    )
     return [
-        Check("format", f"MP3 {info.sample_rate} Hz, {info.channels} ch, "
-              f"{bit_rate // 1000} kbps {'CBR' if cbr else 'VBR'}",
-              "MP3 44100 Hz, 1 ch, 192 kbps CBR",
-              info.sample_rate == 44_100 and info.channels == 1
-              and bit_rate == 192_000 and cbr),
+        Check(
+            "format",
+            f"MP3 {info.sample_rate} Hz, {info.channels} ch, "
+            f"{bit_rate // 1000} kbps {'CBR' if cbr else 'VBR'}",
+            "MP3 44100 Hz, 1 ch, 192 kbps CBR",
+            info.sample_rate == 44_100 and info.channels == 1 and bit_rate == 192_000 and cbr,
+        ),
         Check("rms", f"{rms:.1f} dB", "-23 to -18 dB", ACX_RMS[0] <= rms <= ACX_RMS[1]),
         Check("peak", f"{peak:.1f} dB", "at most -3 dB", peak <= ACX_PEAK),
-        Check("head", f"{head:.2f} s", "0.5-1 s of room tone",
-              ACX_HEAD[0] <= head <= ACX_HEAD[1]),
+        Check("head", f"{head:.2f} s", "0.5-1 s of room tone", ACX_HEAD[0] <= head <= ACX_HEAD[1]),
         Check("tail", f"{tail:.2f} s", "1-5 s of room tone", ACX_TAIL[0] <= tail <= ACX_TAIL[1]),
-        Check("length", f"{frames / rate / 60:.1f} min", f"at most {ACX_MINUTES} min",
-              frames / rate <= ACX_MINUTES * 60),
+        Check(
+            "length",
+            f"{frames / rate / 60:.1f} min",
+            f"at most {ACX_MINUTES} min",
+            frames / rate <= ACX_MINUTES * 60,
+        ),
     ]
 
 
@@ -655,7 +738,9 @@ class Exported:
 
 
 def export_project(
-    store: ProjectStore, options: ExportOptions, on_progress: Progress,
+    store: ProjectStore,
+    options: ExportOptions,
+    on_progress: Progress,
     on_plan: Callable[[Book], None] = lambda book: None,
 ) -> Exported:
     """Plan the book, write its files (and captions), and with the ACX profile measure

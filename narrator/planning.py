@@ -121,8 +121,11 @@ def decide(seg: SegmentState, voice: str, speed: float, lang: str, rules: Rules)
     return decision(True, _NEEDS_AUDIO[seg.recording])
 
 
-_NEEDS_AUDIO = {Recording.none: Why.no_audio, Recording.missing: Why.audio_missing,
-                Recording.damaged: Why.audio_damaged}
+_NEEDS_AUDIO = {
+    Recording.none: Why.no_audio,
+    Recording.missing: Why.audio_missing,
+    Recording.damaged: Why.audio_damaged,
+}
 
 
 def plan_generation(

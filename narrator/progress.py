@@ -107,8 +107,10 @@ class PlainView:
         now = time.monotonic()
         if now - self._last_line >= self._heartbeat:
             where = f"chunk {snap.chunk} of {snap.chunks}" if snap.chunks else "starting"
-            self._print(f"{self._head(snap)} still rendering: {where}, "
-                        f"{now - snap.segment_started:.0f}s so far")
+            self._print(
+                f"{self._head(snap)} still rendering: {where}, "
+                f"{now - snap.segment_started:.0f}s so far"
+            )
 
     def note(self, message: str) -> None:
         self._print(message)
@@ -131,26 +133,34 @@ class JsonlView:
         if not self._started:  # subscribed late: the first snapshot may be past the start
             self._started = True
             if snap.event not in ("task_created", "task_started"):
-                self._emit({"event": "task_started", "time": round(time.time(), 3)}
-                           | snap.as_dict())
+                self._emit(
+                    {"event": "task_started", "time": round(time.time(), 3)} | snap.as_dict()
+                )
         record: dict[str, object] = {
-            "event": snap.event, "task_id": snap.task_id, "time": round(time.time(), 3),
+            "event": snap.event,
+            "task_id": snap.task_id,
+            "time": round(time.time(), 3),
         }
         if snap.event in ("task_created", "task_started", "task_finished"):
             record |= snap.as_dict()
         elif snap.event in ("cancel_requested",):
             pass
         else:
-            record |= {"position": snap.current, "of": snap.segments_to_process,
-                       "segment_id": snap.current_segment_id,
-                       "sequence_index": snap.current_index,
-                       "chapter": snap.current_chapter}
+            record |= {
+                "position": snap.current,
+                "of": snap.segments_to_process,
+                "segment_id": snap.current_segment_id,
+                "sequence_index": snap.current_index,
+                "chapter": snap.current_chapter,
+            }
             if snap.event == "chunk":
                 record |= {"chunk": snap.chunk, "chunks": snap.chunks}
             elif snap.event == "segment_done":
-                record |= {"audio_seconds": round(snap.last_audio_seconds, 3),
-                           "wall_seconds": round(snap.last_wall_seconds, 3),
-                           "render_seconds": round(snap.last_render_seconds, 3)}
+                record |= {
+                    "audio_seconds": round(snap.last_audio_seconds, 3),
+                    "wall_seconds": round(snap.last_wall_seconds, 3),
+                    "render_seconds": round(snap.last_render_seconds, 3),
+                }
             elif snap.event == "segment_failed":
                 record |= {"message": snap.errors[-1].message}
             elif snap.event == "segment_skipped":
@@ -198,7 +208,8 @@ class BarView:
         speed = f" {snap.x_real_time:.2f}x real time" if snap.x_real_time else ""
         segment = (
             f"#{snap.current_index} {preview(snap.current_text, 30)}"
-            if snap.current_index is not None else "starting"
+            if snap.current_index is not None
+            else "starting"
         )
         if snap.chunks > 1:
             segment += f" ({snap.chunk}/{snap.chunks})"
@@ -206,8 +217,11 @@ class BarView:
             segment = f"cancelling: finishing #{snap.current_index}"
         done = snap.processed + snap.failed + sum(snap.skipped_during_run.values())
         self._progress.update(
-            self._task, total=snap.segments_to_process, completed=done,
-            description=segment, audio=f"{snap.audio_seconds:.1f}s audio{speed}",
+            self._task,
+            total=snap.segments_to_process,
+            completed=done,
+            description=segment,
+            audio=f"{snap.audio_seconds:.1f}s audio{speed}",
         )
 
     def tick(self, snap: TaskSnapshot) -> None:
@@ -224,8 +238,11 @@ def make_view(mode: ProgressMode) -> ProgressView:
     """`auto`: the live bar on a terminal, plain lines elsewhere."""
     if mode is ProgressMode.auto:
         mode = ProgressMode.bar if sys.stderr.isatty() else ProgressMode.plain
-    views = {ProgressMode.bar: BarView, ProgressMode.plain: PlainView,
-             ProgressMode.jsonl: JsonlView}
+    views = {
+        ProgressMode.bar: BarView,
+        ProgressMode.plain: PlainView,
+        ProgressMode.jsonl: JsonlView,
+    }
     return views.get(mode, SilentView)()
 
 
@@ -287,8 +304,14 @@ class ExportMeter:
     encoding): a Rich bar, plain lines (every tenth, or a heartbeat), JSON lines, or
     nothing. Call it with (stage, samples done since the last call)."""
 
-    def __init__(self, mode: ProgressMode, seconds: float, rate: int, passes: int = 2,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        mode: ProgressMode,
+        seconds: float,
+        rate: int,
+        passes: int = 2,
+        stream: TextIO | None = None,
+    ) -> None:
         if mode is ProgressMode.auto:
             mode = ProgressMode.bar if sys.stderr.isatty() else ProgressMode.plain
         self._mode, self._rate = mode, rate
@@ -301,9 +324,13 @@ class ExportMeter:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("{task.description:<9}"), BarColumn(),
-                                 TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                                 console=Console(stderr=True))
+            self._bar = Progress(
+                TextColumn("{task.description:<9}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
             self._task = self._bar.add_task("measuring", total=self._total)
             self._bar.start()
 
@@ -311,18 +338,30 @@ class ExportMeter:
         self._done += samples / self._rate
         now = time.monotonic()
         if self._bar is not None:
-            self._bar.update(self._task, completed=min(self._done, self._total),
-                             description=stage)
+            self._bar.update(self._task, completed=min(self._done, self._total), description=stage)
         elif self._mode is ProgressMode.plain and (
             self._done - self._said >= self._total / 10 or now - self._last_line >= HEARTBEAT_S
         ):
-            print(f"{stage}: {100 * self._done / self._total:.0f}% "
-                  f"({_speed(self._done, now - self._started)})", file=self._stream, flush=True)
+            print(
+                f"{stage}: {100 * self._done / self._total:.0f}% "
+                f"({_speed(self._done, now - self._started)})",
+                file=self._stream,
+                flush=True,
+            )
             self._said, self._last_line = self._done, now
         elif self._mode is ProgressMode.jsonl and self._done - self._said >= self._total / 20:
-            print(json.dumps({"event": "export_progress", "stage": stage,
-                              "done": round(self._done / self._total, 3),
-                              "time": round(time.time(), 3)}), file=self._stream, flush=True)
+            print(
+                json.dumps(
+                    {
+                        "event": "export_progress",
+                        "stage": stage,
+                        "done": round(self._done / self._total, 3),
+                        "time": round(time.time(), 3),
+                    }
+                ),
+                file=self._stream,
+                flush=True,
+            )
             self._said = self._done
 
     def close(self) -> None:

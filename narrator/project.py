@@ -102,14 +102,21 @@ def update_settings(
 
 
 def _segment_columns(
-    session: Session, store: ProjectStore, index: int | None = None,
+    session: Session,
+    store: ProjectStore,
+    index: int | None = None,
     segment_id: int | None = None,
 ) -> list[Any]:
     """Plain rows (no ORM objects): all, the one at `index`, or the one with `segment_id`.
     Listing stays fast."""
     query = select(
-        Segment.id, Segment.sequence_index, Segment.text_content, Segment.is_locked,
-        Segment.audio_file, Segment.audio_duration, Segment.audio_fingerprint,
+        Segment.id,
+        Segment.sequence_index,
+        Segment.text_content,
+        Segment.is_locked,
+        Segment.audio_file,
+        Segment.audio_duration,
+        Segment.audio_fingerprint,
         Segment.heading_level,
     ).where(Segment.project_id == store.project_id)
     if index is not None:
@@ -122,8 +129,13 @@ def _segment_columns(
 def _states(store: ProjectStore, rows: list[Any]) -> list[SegmentState]:
     return [
         SegmentState(
-            id=id_, sequence_index=index, text=text, is_locked=locked, audio_file=audio,
-            recording=recording_of(store, audio, seconds)[0], audio_fingerprint=stamp,
+            id=id_,
+            sequence_index=index,
+            text=text,
+            is_locked=locked,
+            audio_file=audio,
+            recording=recording_of(store, audio, seconds)[0],
+            audio_fingerprint=stamp,
         )
         for id_, index, text, locked, audio, seconds, stamp, _ in rows
     ]
@@ -153,11 +165,16 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
         rows = _segment_columns(session, store)
     return [
         SegmentRow(
-            id=id_, sequence_index=index, text_content=text, is_locked=locked,
-            audio_file=audio, audio_duration=duration,
+            id=id_,
+            sequence_index=index,
+            text_content=text,
+            is_locked=locked,
+            audio_file=audio,
+            audio_duration=duration,
             stale=bool(audio)
             and stamp != fingerprint(text, settings.voice_id, settings.speed, settings.lang),
-            heading_level=level, recording=recording_of(store, audio, duration)[0].value,
+            heading_level=level,
+            recording=recording_of(store, audio, duration)[0].value,
         )
         for id_, index, text, locked, audio, duration, stamp, level in rows
     ]
@@ -176,9 +193,7 @@ def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]
     return their sequence indices."""
     with store.writing() as session:
         last = session.exec(
-            select(func.max(Segment.sequence_index)).where(
-                Segment.project_id == store.project_id
-            )
+            select(func.max(Segment.sequence_index)).where(Segment.project_id == store.project_id)
         ).one()
         start = (last or 0) + 1
         indices, removed = [], 0
@@ -189,8 +204,14 @@ def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]
             if dropped and not text.strip():
                 continue  # control or invisible characters only: not a scene break
             index = start + len(indices)
-            session.add(Segment(project_id=store.project_id, sequence_index=index,
-                                text_content=text, heading_level=block.heading_level))
+            session.add(
+                Segment(
+                    project_id=store.project_id,
+                    sequence_index=index,
+                    text_content=text,
+                    heading_level=block.heading_level,
+                )
+            )
             indices.append(index)
         session.commit()
     warn_removed(removed)
@@ -271,7 +292,6 @@ def set_locked(store: ProjectStore, indices: Sequence[int], locked: bool) -> int
         return len(segments)
 
 
-
 HEADING_LEVELS = range(1, 7)
 
 
@@ -289,8 +309,12 @@ def set_heading(store: ProjectStore, index: int, level: int | None) -> None:
 def chapter_at(session: Session, store: ProjectStore, index: int) -> str | None:
     """The text of the last heading at or before `index`: the chapter it belongs to."""
     return session.exec(
-        select(Segment.text_content).where(
-            Segment.project_id == store.project_id, col(Segment.heading_level).isnot(None),
+        select(Segment.text_content)
+        .where(
+            Segment.project_id == store.project_id,
+            col(Segment.heading_level).isnot(None),
             Segment.sequence_index <= index,
-        ).order_by(col(Segment.sequence_index).desc()).limit(1)
+        )
+        .order_by(col(Segment.sequence_index).desc())
+        .limit(1)
     ).first()

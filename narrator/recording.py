@@ -62,8 +62,9 @@ class Runner(Protocol):
     def close(self) -> None:
         """Undo prepare(): when no run follows (a dry run), or when a signal halts one."""
 
-    def render_all(self, store: ProjectStore, job: BatchJob, manager: TaskManager,
-                   synthesizer: Synthesizer) -> TaskStatus:
+    def render_all(
+        self, store: ProjectStore, job: BatchJob, manager: TaskManager, synthesizer: Synthesizer
+    ) -> TaskStatus:
         """Render the job's segments; the task's final status (COMPLETED or CANCELLED)."""
         ...
 
@@ -77,8 +78,9 @@ class ThreadRunner:
     def close(self) -> None:
         pass
 
-    def render_all(self, store: ProjectStore, job: BatchJob, manager: TaskManager,
-                   synthesizer: Synthesizer) -> TaskStatus:
+    def render_all(
+        self, store: ProjectStore, job: BatchJob, manager: TaskManager, synthesizer: Synthesizer
+    ) -> TaskStatus:
         spec = job.spec
 
         def between_chunks(chunk: int, chunks: int) -> None:
@@ -93,9 +95,16 @@ class ThreadRunner:
             if state is None:
                 continue
             try:
-                outcome = _speech_or_error(partial(
-                    synthesizer.render, state.text, spec.voice, spec.speed, spec.lang,
-                    on_chunk=between_chunks))
+                outcome = _speech_or_error(
+                    partial(
+                        synthesizer.render,
+                        state.text,
+                        spec.voice,
+                        spec.speed,
+                        spec.lang,
+                        on_chunk=between_chunks,
+                    )
+                )
                 take_back(store, job, manager, state, outcome)
             except StopNow:  # abandoned, or halted before its recording: nothing recorded
                 return TaskStatus.CANCELLED
@@ -125,16 +134,22 @@ def why_not(now: SegmentState | None, rendered: str | None, spec: RenderSpec) ->
     return None if decision.render else decision.why.value
 
 
-def hand_out(store: ProjectStore, job: BatchJob, manager: TaskManager, position: int,
-             segment_id: int) -> SegmentState | None:
+def hand_out(
+    store: ProjectStore, job: BatchJob, manager: TaskManager, position: int, segment_id: int
+) -> SegmentState | None:
     """Progress first, then the plan's rules asked again of the segment as it is now: the
     segment to render, or None when it changed since planning (skipped and counted)."""
     with store.session() as session:
         state = state_by_id(session, store, segment_id)
         chapter = chapter_at(session, store, state.sequence_index) if state else None
-    manager.update_task_progress(job.task_id, position, segment_id,
-                                 state.sequence_index if state else -1,
-                                 state.text if state else "", chapter)
+    manager.update_task_progress(
+        job.task_id,
+        position,
+        segment_id,
+        state.sequence_index if state else -1,
+        state.text if state else "",
+        chapter,
+    )
     skip = why_not(state, None, job.spec)
     if skip is not None:
         manager.record_skip(job.task_id, skip)
@@ -142,16 +157,23 @@ def hand_out(store: ProjectStore, job: BatchJob, manager: TaskManager, position:
     return state
 
 
-def take_back(store: ProjectStore, job: BatchJob, manager: TaskManager, state: SegmentState,
-              outcome: Speech | Exception, handed: TaskSnapshot | None = None) -> None:
+def take_back(
+    store: ProjectStore,
+    job: BatchJob,
+    manager: TaskManager,
+    state: SegmentState,
+    outcome: Speech | Exception,
+    handed: TaskSnapshot | None = None,
+) -> None:
     """Record a segment's render, or its failure, which is recorded and the batch goes on;
     a storage failure or the model failing ends the batch (raised). `handed`: the task as
     the segment was handed out, where several render at once (see TaskManager)."""
     try:
         if isinstance(outcome, Exception):
             raise outcome
-        skip = record_render(store, Path(job.audio_dir), state, outcome, job.spec,
-                             manager.recording(job.task_id))
+        skip = record_render(
+            store, Path(job.audio_dir), state, outcome, job.spec, manager.recording(job.task_id)
+        )
     except (ModelUnavailable, StopNow):
         raise  # no segment can be rendered (exit 69); or halted before the recording
     except Exception as exc:
@@ -159,8 +181,9 @@ def take_back(store: ProjectStore, job: BatchJob, manager: TaskManager, state: S
         if problem is not None:
             raise problem from exc
         message = str(exc) or type(exc).__name__
-        manager.add_error(job.task_id, SegmentFailure(state.id, state.sequence_index, message),
-                          handed)
+        manager.add_error(
+            job.task_id, SegmentFailure(state.id, state.sequence_index, message), handed
+        )
         return
     if skip is None:
         manager.record_success(job.task_id, seconds_of(outcome.samples), handed)
@@ -169,8 +192,12 @@ def take_back(store: ProjectStore, job: BatchJob, manager: TaskManager, state: S
 
 
 def record_render(
-    store: ProjectStore, folder: Path, state: SegmentState, speech: Speech,
-    spec: RenderSpec, gate: AbstractContextManager[object],
+    store: ProjectStore,
+    folder: Path,
+    state: SegmentState,
+    speech: Speech,
+    spec: RenderSpec,
+    gate: AbstractContextManager[object],
 ) -> str | None:
     """Write a render beside its target, then in one write transaction: ask the plan's
     rules again of the segment as it is now; if it may still be rendered, move the file
@@ -192,7 +219,9 @@ def record_render(
                 publish(tmp, target)
                 try:
                     segment.audio_file, segment.audio_duration, segment.audio_fingerprint = (
-                        name, seconds_of(speech.samples), stamp,
+                        name,
+                        seconds_of(speech.samples),
+                        stamp,
                     )
                     segment.audio_cues = [list(cue) for cue in speech.cues]
                     session.add(segment)

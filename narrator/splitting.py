@@ -43,8 +43,7 @@ _GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG.*$"
 MARKUP_SPAN = 500
 _ILLUSTRATION = re.compile(rf"\[Illustration[^\]]{{0,{MARKUP_SPAN}}}\]", re.S)
 _SIDENOTE = re.compile(rf"\[Sidenote:\s*([^\]]{{0,{MARKUP_SPAN}}})\]", re.S)
-_EMPHASIS = re.compile(rf"(?<![\w*_])([_*])(?=\S)(.{{1,{MARKUP_SPAN}}}?)(?<=\S)\1(?![\w*_])",
-                       re.S)
+_EMPHASIS = re.compile(rf"(?<![\w*_])([_*])(?=\S)(.{{1,{MARKUP_SPAN}}}?)(?<=\S)\1(?![\w*_])", re.S)
 _SCENE_BREAK = re.compile(r"[\s*]*")  # a paragraph of asterisks and spaces only
 
 
@@ -85,11 +84,14 @@ def _markdown_blocks(text: str) -> list[Block]:
                 blocks.append(Block(", ".join(cell for cell in row if cell)))
             row = None
         elif token.type == "inline":
-            said = one_line("".join(
-                child.content if child.type in ("text", "code_inline") else " "
-                for child in token.children or []
-                if child.type in ("text", "code_inline", "softbreak", "hardbreak", "html_inline")
-            ))
+            said = one_line(
+                "".join(
+                    child.content if child.type in ("text", "code_inline") else " "
+                    for child in token.children or []
+                    if child.type
+                    in ("text", "code_inline", "softbreak", "hardbreak", "html_inline")
+                )
+            )
             if row is not None:
                 row.append(said)
             elif said:
@@ -136,7 +138,7 @@ def _without_book_markup(text: str) -> str:
     and licence, [Illustration] notes, and _emphasis_ / *emphasis* markers. Sidenotes
     stay, marked, for _text_blocks to place."""
     if start := _GUTENBERG_START.search(text):
-        text = text[start.end():]
+        text = text[start.end() :]
     if end := _GUTENBERG_END.search(text):
         text = text[: end.start()]
     text = _ILLUSTRATION.sub("", text)
@@ -171,8 +173,9 @@ def _text_blocks(text: str, chapter: re.Pattern[str] | None, clean: bool) -> lis
         if clean:
             paragraph = _SIDENOTE.sub("", paragraph)
         line = one_line(paragraph)
-        blocks.append(Block(line, 1) if _is_chapter(line, chapter)
-                      else Block(_paragraph_text(paragraph)))
+        blocks.append(
+            Block(line, 1) if _is_chapter(line, chapter) else Block(_paragraph_text(paragraph))
+        )
     return blocks
 
 
@@ -225,11 +228,13 @@ def _sentencizer() -> Callable[[str], Any]:
 
     rules = English.Defaults
     tokenizer = Tokenizer(
-        create_vocab("en", rules), rules=rules.tokenizer_exceptions,
+        create_vocab("en", rules),
+        rules=rules.tokenizer_exceptions,
         prefix_search=compile_prefix_regex(rules.prefixes).search,
         suffix_search=compile_suffix_regex(rules.suffixes).search,
         infix_finditer=compile_infix_regex(rules.infixes).finditer,
-        token_match=rules.token_match, url_match=rules.url_match,
+        token_match=rules.token_match,
+        url_match=rules.url_match,
     )
     sentencizer = Sentencizer()
     return lambda text: sentencizer(tokenizer(text))
@@ -255,8 +260,11 @@ def sentences(paragraph: str) -> list[str]:
 
 
 def split_text(
-    text: str, split: Split = Split.paragraph, markdown: bool = False,
-    chapter_pattern: str | None = None, clean: bool = True,
+    text: str,
+    split: Split = Split.paragraph,
+    markdown: bool = False,
+    chapter_pattern: str | None = None,
+    clean: bool = True,
 ) -> list[Block]:
     """Split a document into blocks, in order. Headings stay whole whatever `split` says."""
     text = normalise(text)
@@ -272,9 +280,13 @@ def split_text(
 
 def by_sentence(blocks: list[Block]) -> list[Block]:
     """Each paragraph cut into its sentences; headings and scene breaks stay whole."""
-    return [piece for b in blocks for piece in (
-        [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
-    )]
+    return [
+        piece
+        for b in blocks
+        for piece in (
+            [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
+        )
+    ]
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -283,5 +295,7 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern, re.M)
     except re.error as exc:
-        raise BadInput(f"--chapter-pattern {pattern!r} is not a valid regular expression "
-                       f"({exc}); e.g. '^CHAPTER [IVXLC]+'") from exc
+        raise BadInput(
+            f"--chapter-pattern {pattern!r} is not a valid regular expression "
+            f"({exc}); e.g. '^CHAPTER [IVXLC]+'"
+        ) from exc

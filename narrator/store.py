@@ -56,9 +56,7 @@ def _v2_identity_and_task_outcome(conn: Connection) -> None:
     """A uid per project (audio file names say which project made them); a task's error
     kind and what it skipped during the run."""
     conn.exec_driver_sql("ALTER TABLE project ADD COLUMN uid VARCHAR NOT NULL DEFAULT ''")
-    conn.exec_driver_sql(
-        "ALTER TABLE project ADD COLUMN file_identity VARCHAR NOT NULL DEFAULT ''"
-    )
+    conn.exec_driver_sql("ALTER TABLE project ADD COLUMN file_identity VARCHAR NOT NULL DEFAULT ''")
     for (project_id,) in conn.exec_driver_sql("SELECT id FROM project").fetchall():
         conn.exec_driver_sql("UPDATE project SET uid = ? WHERE id = ?", (new_uid(), project_id))
     conn.exec_driver_sql("ALTER TABLE batchtask ADD COLUMN error_kind VARCHAR")
@@ -86,7 +84,10 @@ def _v5_home(conn: Connection) -> None:
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
 UPGRADES: list[Callable[[Connection], None]] = [
-    _v2_identity_and_task_outcome, _v3_headings, _v4_sentence_timings, _v5_home,
+    _v2_identity_and_task_outcome,
+    _v3_headings,
+    _v4_sentence_timings,
+    _v5_home,
 ]
 
 
@@ -128,9 +129,7 @@ def _engine(path: Path, named: Path | None = None) -> Engine:
     """An engine on the file at `path`; its storage errors name `named` (default: path)."""
     # A real pool: SQLAlchemy's default for "sqlite://" is one connection per thread,
     # which does not suit a worker thread that comes and goes.
-    engine = create_engine(
-        "sqlite://", creator=lambda: _connect(path), poolclass=QueuePool
-    )
+    engine = create_engine("sqlite://", creator=lambda: _connect(path), poolclass=QueuePool)
     _engines.add(engine)
 
     # SQLAlchemy's recipe for SQLite transactions: the driver stops beginning them itself,
@@ -156,8 +155,11 @@ def _engine(path: Path, named: Path | None = None) -> Engine:
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _UNWRITABLE = {
-    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
 }
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # The disk, not the input: a run cannot go on past these.
@@ -194,9 +196,7 @@ def storage_error(
                 f"cannot write {path} ({exc}); check that it is writable and the disk has space"
             )
         if code in _DAMAGED:
-            return ProjectDamaged(
-                f"{path} is damaged ({exc}); restore it from a backup"
-            )
+            return ProjectDamaged(f"{path} is damaged ({exc}); restore it from a backup")
         return None
     if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
         where = exc.filename or folder or project
@@ -253,9 +253,7 @@ def _check_file(path: Path) -> Path:
     with path.open("rb") as f:
         header = f.read(len(SQLITE_HEADER))
     if header != SQLITE_HEADER:
-        raise NotAProject(
-            f"{path} is not a SQLite file; give a project made by `narrator new`"
-        )
+        raise NotAProject(f"{path} is not a SQLite file; give a project made by `narrator new`")
     # immutable: the main file as it is, with no lock and no write-ahead log, which would
     # follow this name (another name's log may be in use)
     con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?immutable=1", uri=True)
@@ -270,12 +268,14 @@ def _check_file(path: Path) -> Path:
     if app_id != APPLICATION_ID:
         con.close()
         raise NotAProject(
-            f"{path} is a SQLite file but not a narrator project; "
-            "create one with `narrator new`"
+            f"{path} is a SQLite file but not a narrator project; create one with `narrator new`"
         )
     try:  # a project still in the log of the process that made it has no home here yet
-        homes = ([row[0] for row in con.execute("SELECT file_path FROM project")]
-                 if version >= HOME_SCHEMA else [])
+        homes = (
+            [row[0] for row in con.execute("SELECT file_path FROM project")]
+            if version >= HOME_SCHEMA
+            else []
+        )
     except sqlite3.DatabaseError:
         homes = []
     finally:
@@ -319,8 +319,9 @@ def _projects(engine: Engine) -> dict[int, tuple[str, str, str]]:
     """Each project's id -> (uid, the file identity the uid belongs to, the file's home)."""
     with Session(engine) as session:
         rows = session.exec(
-            select(Project.id, Project.uid, Project.file_identity, Project.file_path)
-            .order_by(Project.id)
+            select(Project.id, Project.uid, Project.file_identity, Project.file_path).order_by(
+                Project.id
+            )
         )
         return {id_: (uid, identity, home) for id_, uid, identity, home in rows}
 
@@ -353,8 +354,9 @@ def _file_identity(path: Path) -> str:
     return f"{info.st_dev}:{info.st_ino}"
 
 
-def _claim_uid(engine: Engine, path: Path, project_id: int, uid: str, claimed: str,
-               home: str) -> str:
+def _claim_uid(
+    engine: Engine, path: Path, project_id: int, uid: str, claimed: str, home: str
+) -> str:
     """The project's uid, for this very file. A copy of a project file (another inode:
     `cp`, a restored backup) takes a uid of its own the first time it is opened, so it
     never sweeps, replaces or removes the files the original records. A read-only copy
@@ -406,8 +408,9 @@ def create_project(
         engine = _engine(tmp, named=path)
         SQLModel.metadata.create_all(engine)
         with Session(engine) as session:
-            project = Project(name=name, uid=new_uid(), file_identity=_file_identity(tmp),
-                              file_path=_home(path))
+            project = Project(
+                name=name, uid=new_uid(), file_identity=_file_identity(tmp), file_path=_home(path)
+            )
             session.add(project)
             session.add(GlobalSettings())
             session.commit()
@@ -441,8 +444,10 @@ def _fold_log(engine: Engine, path: Path) -> None:
     with engine.connect() as conn:
         busy, logged, folded = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     if busy or logged != folded:
-        raise CannotWrite(f"cannot write {path} (its log could not be folded in); check that "
-                          "the disk has space, then try again")
+        raise CannotWrite(
+            f"cannot write {path} (its log could not be folded in); check that "
+            "the disk has space, then try again"
+        )
 
 
 # link() refused: a file system without hard links (FAT, exFAT, some network mounts)

@@ -136,9 +136,15 @@ class TaskMirror:
     def save(self, snap: TaskSnapshot) -> None:
         with self._store.writing() as session:
             row = session.get(BatchTask, snap.task_id) or BatchTask(
-                task_id=snap.task_id, project_id=snap.project_id, status=snap.status.value,
-                total_segments=snap.total_segments, segments_to_process=snap.segments_to_process,
-                voice=snap.voice, speed=snap.speed, lang=snap.lang, pid=os.getpid(),
+                task_id=snap.task_id,
+                project_id=snap.project_id,
+                status=snap.status.value,
+                total_segments=snap.total_segments,
+                segments_to_process=snap.segments_to_process,
+                voice=snap.voice,
+                speed=snap.speed,
+                lang=snap.lang,
+                pid=os.getpid(),
                 skipped_locked=snap.skipped.get("locked", 0),
                 skipped_has_audio=snap.skipped.get("has_audio", 0),
                 skipped_empty=snap.skipped.get("empty", 0),
@@ -182,7 +188,10 @@ class TaskManager:
         return self._update(task_id, event, lambda _snap: changes)
 
     def _update(
-        self, task_id: str, event: str, change: Callable[[TaskSnapshot], dict[str, object]],
+        self,
+        task_id: str,
+        event: str,
+        change: Callable[[TaskSnapshot], dict[str, object]],
         save: bool = True,
     ) -> TaskSnapshot:
         """Apply `change` to the current snapshot atomically, then publish the result
@@ -227,23 +236,41 @@ class TaskManager:
         return self._set(task_id, "task_started", status=TaskStatus.RUNNING)
 
     def update_task_progress(
-        self, task_id: str, current: int, segment_id: int, sequence_index: int, text: str,
+        self,
+        task_id: str,
+        current: int,
+        segment_id: int,
+        sequence_index: int,
+        text: str,
         chapter: str | None = None,
     ) -> TaskSnapshot:
         """Record the segment about to be rendered (before rendering it)."""
         return self._set(
-            task_id, "segment_started", current=current, current_segment_id=segment_id,
-            current_index=sequence_index, current_text=text, current_chapter=chapter,
-            chunk=0, chunks=0,
-            segment_started=time.monotonic(), first_chunk_at=None,
+            task_id,
+            "segment_started",
+            current=current,
+            current_segment_id=segment_id,
+            current_index=sequence_index,
+            current_text=text,
+            current_chapter=chapter,
+            chunk=0,
+            chunks=0,
+            segment_started=time.monotonic(),
+            first_chunk_at=None,
         )
 
     def chunk_started(self, task_id: str, chunk: int, chunks: int) -> TaskSnapshot:
         """Chunk `chunk` of `chunks` of the segment in hand starts (not written out)."""
-        return self._update(task_id, "chunk", lambda snap: {
-            "chunk": chunk, "chunks": chunks,
-            "first_chunk_at": snap.first_chunk_at or time.monotonic(),
-        }, save=False)
+        return self._update(
+            task_id,
+            "chunk",
+            lambda snap: {
+                "chunk": chunk,
+                "chunks": chunks,
+                "first_chunk_at": snap.first_chunk_at or time.monotonic(),
+            },
+            save=False,
+        )
 
     @staticmethod
     def _segment_ended(snap: TaskSnapshot, handed: TaskSnapshot | None) -> dict[str, object]:
@@ -254,58 +281,104 @@ class TaskManager:
         named = {}
         ended = snap
         if handed is not None:
-            named = {name: getattr(handed, name) for name in (
-                "current", "current_segment_id", "current_index", "current_text",
-                "current_chapter")}
+            named = {
+                name: getattr(handed, name)
+                for name in (
+                    "current",
+                    "current_segment_id",
+                    "current_index",
+                    "current_text",
+                    "current_chapter",
+                )
+            }
             ended = handed
         began = ended.segment_started or now
         render = now - (ended.first_chunk_at or began)
-        return named | {"last_wall_seconds": now - began, "last_render_seconds": render,
-                        "render_seconds": snap.render_seconds + render}
+        return named | {
+            "last_wall_seconds": now - began,
+            "last_render_seconds": render,
+            "render_seconds": snap.render_seconds + render,
+        }
 
-    def record_success(self, task_id: str, audio_seconds: float,
-                       handed: TaskSnapshot | None = None) -> TaskSnapshot:
-        return self._update(task_id, "segment_done", lambda snap: {
-            **self._segment_ended(snap, handed), "processed": snap.processed + 1,
-            "audio_seconds": snap.audio_seconds + audio_seconds,
-            "last_audio_seconds": audio_seconds,
-        })
+    def record_success(
+        self, task_id: str, audio_seconds: float, handed: TaskSnapshot | None = None
+    ) -> TaskSnapshot:
+        return self._update(
+            task_id,
+            "segment_done",
+            lambda snap: {
+                **self._segment_ended(snap, handed),
+                "processed": snap.processed + 1,
+                "audio_seconds": snap.audio_seconds + audio_seconds,
+                "last_audio_seconds": audio_seconds,
+            },
+        )
 
-    def add_error(self, task_id: str, failure: SegmentFailure,
-                  handed: TaskSnapshot | None = None) -> TaskSnapshot:
+    def add_error(
+        self, task_id: str, failure: SegmentFailure, handed: TaskSnapshot | None = None
+    ) -> TaskSnapshot:
         if self._mirror:
             self._mirror.add_error(task_id, failure)
-        return self._update(task_id, "segment_failed", lambda snap: {
-            **self._segment_ended(snap, handed), "failed": snap.failed + 1,
-            "errors": (*snap.errors, failure),
-        })
+        return self._update(
+            task_id,
+            "segment_failed",
+            lambda snap: {
+                **self._segment_ended(snap, handed),
+                "failed": snap.failed + 1,
+                "errors": (*snap.errors, failure),
+            },
+        )
 
     def record_skip(self, task_id: str, reason: str) -> TaskSnapshot:
         """A segment the worker found changed since planning (locked now, removed...)."""
-        return self._update(task_id, "segment_skipped", lambda snap: {
-            "skipped_during_run": snap.skipped_during_run
-            | {reason: snap.skipped_during_run.get(reason, 0) + 1},
-        })
+        return self._update(
+            task_id,
+            "segment_skipped",
+            lambda snap: {
+                "skipped_during_run": snap.skipped_during_run
+                | {reason: snap.skipped_during_run.get(reason, 0) + 1},
+            },
+        )
 
     def finish(
-        self, task_id: str, status: TaskStatus, error: str | None = None,
+        self,
+        task_id: str,
+        status: TaskStatus,
+        error: str | None = None,
         error_kind: str | None = None,
     ) -> TaskSnapshot:
         """End the task, once: a task already ended keeps how it ended. The state is set
         before it is written out: if the file cannot take the write, the task has still
         ended for this process."""
-        return self._update(task_id, "task_finished", lambda snap: {} if snap.done else {
-            "status": status, "error": error, "error_kind": error_kind,
-            "finished": time.monotonic(),
-        })
+        return self._update(
+            task_id,
+            "task_finished",
+            lambda snap: (
+                {}
+                if snap.done
+                else {
+                    "status": status,
+                    "error": error,
+                    "error_kind": error_kind,
+                    "finished": time.monotonic(),
+                }
+            ),
+        )
 
     def fail_storage(self, task_id: str, error: Exception) -> TaskSnapshot:
         """Storage refused a write: the run stops. Set in memory first, then written out
         if the file will take it; a task never finished on disk shows as interrupted."""
-        snap = self._update(task_id, "task_finished", lambda snap: {
-            "status": snap.status if snap.done else TaskStatus.FAILED, "error": str(error),
-            "error_kind": type(error).__name__, "finished": snap.finished or time.monotonic(),
-        }, save=False)
+        snap = self._update(
+            task_id,
+            "task_finished",
+            lambda snap: {
+                "status": snap.status if snap.done else TaskStatus.FAILED,
+                "error": str(error),
+                "error_kind": type(error).__name__,
+                "finished": snap.finished or time.monotonic(),
+            },
+            save=False,
+        )
         with contextlib.suppress(Exception):  # the disk may have room again, or not
             self._save(task_id)
         return snap
@@ -348,25 +421,37 @@ class TaskManager:
 
 
 def _from_row(row: BatchTask, errors: list[BatchError], running: bool | None) -> TaskSnapshot:
-    wall = (row.finished_at or utcnow()).replace(tzinfo=None) - row.created_at.replace(
-        tzinfo=None
-    )
+    wall = (row.finished_at or utcnow()).replace(tzinfo=None) - row.created_at.replace(tzinfo=None)
     status, error = TaskStatus(row.status), row.error
     if status in ACTIVE and running is False:
         # nobody holds the run lock: the process died; the next run records this too
         status, error = TaskStatus.FAILED, INTERRUPTED
     return TaskSnapshot(
-        task_id=row.task_id, project_id=row.project_id, status=status,
-        total_segments=row.total_segments, segments_to_process=row.segments_to_process,
-        skipped={"locked": row.skipped_locked, "has_audio": row.skipped_has_audio,
-                 "empty": row.skipped_empty},
-        voice=row.voice, speed=row.speed, lang=row.lang, current=row.current,
-        current_segment_id=row.current_segment_id, current_chapter=row.current_chapter,
-        processed=row.processed, failed=row.failed,
-        audio_seconds=row.audio_seconds, error=error, error_kind=row.error_kind,
+        task_id=row.task_id,
+        project_id=row.project_id,
+        status=status,
+        total_segments=row.total_segments,
+        segments_to_process=row.segments_to_process,
+        skipped={
+            "locked": row.skipped_locked,
+            "has_audio": row.skipped_has_audio,
+            "empty": row.skipped_empty,
+        },
+        voice=row.voice,
+        speed=row.speed,
+        lang=row.lang,
+        current=row.current,
+        current_segment_id=row.current_segment_id,
+        current_chapter=row.current_chapter,
+        processed=row.processed,
+        failed=row.failed,
+        audio_seconds=row.audio_seconds,
+        error=error,
+        error_kind=row.error_kind,
         skipped_during_run=dict(row.skipped_during_run or {}),
         errors=tuple(SegmentFailure(e.segment_id, e.sequence_index, e.message) for e in errors),
-        started=0.0, finished=wall.total_seconds(),
+        started=0.0,
+        finished=wall.total_seconds(),
     )
 
 
@@ -421,7 +506,10 @@ def run_lock(store: ProjectStore) -> FileLock:
     lock = take_run_lock(store.path)
     if lock is None:
         running = active_task(store)
-        who = (f"task {running.task_id} (pid {running.pid}) is rendering" if running
-               else "another narrator command (a run or an export) holds")
+        who = (
+            f"task {running.task_id} (pid {running.pid}) is rendering"
+            if running
+            else "another narrator command (a run or an export) holds"
+        )
         raise ProjectBusy(f"{who} {store.path}; wait for it, or see `narrator status`")
     return lock

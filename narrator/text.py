@@ -12,12 +12,20 @@ import warnings
 # ones (zero-width space, word joiner, BOM). The joiners (U+200C, U+200D) stay: they
 # shape Persian and Indic words.
 _TERMINAL_ESCAPE = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]{0,256}(?:\x07|\x1b\\)?"
-_UNSPEAKABLE = re.compile(
-    _TERMINAL_ESCAPE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]"
-)
+_UNSPEAKABLE = re.compile(_TERMINAL_ESCAPE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]")
 # Control characters that separate words or lines: a space or a newline, not nothing.
-_SEPARATORS = str.maketrans({"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n",
-                             "\x1c": " ", "\x1d": " ", "\x1e": " ", "\x1f": " "})
+_SEPARATORS = str.maketrans(
+    {
+        "\r": "\n",
+        "\x0b": "\n",
+        "\x0c": "\n",
+        "\x85": "\n",
+        "\x1c": " ",
+        "\x1d": " ",
+        "\x1e": " ",
+        "\x1f": " ",
+    }
+)
 
 
 class ControlCharacters(UserWarning):
@@ -47,6 +55,10 @@ def printable_line(text: str) -> str:
 
 def warn_removed(removed: int) -> None:
     if removed:
-        warnings.warn(f"removed {removed} control or invisible character"
-                      f"{'s' if removed != 1 else ''} (NUL, escape sequences, zero-width "
-                      "spaces...) from the text", ControlCharacters, stacklevel=3)
+        warnings.warn(
+            f"removed {removed} control or invisible character"
+            f"{'s' if removed != 1 else ''} (NUL, escape sequences, zero-width "
+            "spaces...) from the text",
+            ControlCharacters,
+            stacklevel=3,
+        )

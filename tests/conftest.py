@@ -75,18 +75,35 @@ def onnx_graph_bytes(op_type: str = "Identity") -> bytes:
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 
 
-def python(cwd: Path, *args: object, model: Path | None = None, stdin: str | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def python(
+    cwd: Path,
+    *args: object,
+    model: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """Python in a process of its own, offline, with the model folder given."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     if model is not None:
         env["NARRATOR_MODEL_DIR"] = str(model)
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, input=stdin, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+    )
 
 
-def narrator(cwd: Path, *args: object, model: Path | None = None, stdin: str | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def narrator(
+    cwd: Path,
+    *args: object,
+    model: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """narrator in a process of its own, as a user runs it."""
     return python(cwd, "-m", "narrator", *args, model=model, stdin=stdin, timeout=timeout)
 
@@ -104,8 +121,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 512 KiB tmpfs (root only; skipped where mounting is refused)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                           capture_output=True, text=True)
+    tried = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if tried.returncode:
         pytest.skip(f"cannot mount a small tmpfs here: {tried.stderr.strip() or 'refused'}")
     try:
@@ -117,10 +137,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def peak_rss_mib(cwd: Path, *args: object) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run narrator; its exit and its peak resident memory (from a fresh parent's rusage,
     so no earlier child of the test process counts)."""
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
-             "capture_output=True, text=True); sys.stdout.write(r.stdout); "
-             "sys.stderr.write(r.stderr); print(resource.getrusage("
-             "resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+    probe = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
+        "capture_output=True, text=True); sys.stdout.write(r.stdout); "
+        "sys.stderr.write(r.stderr); print(resource.getrusage("
+        "resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)"
+    )
     done = python(cwd, "-c", probe, sys.executable, "-m", "narrator", *args)
     *stderr, peak = done.stderr.splitlines()
     done.stderr = "\n".join(stderr)

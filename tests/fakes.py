@@ -32,7 +32,11 @@ class FakeSynthesizer:
             raise ModelUnavailable("fake model unavailable; run `narrator model pull`")
 
     def render(
-        self, text: str, voice: str, speed: float, lang: str,
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
         """10 ms of tone per character, in `chunks` pieces; a cue per sentence (cut after

@@ -25,22 +25,37 @@ from narrator.text import clean
 
 # Text that looks like what importers meet: markup marks, brackets, entities, controls.
 MARKUP = st.lists(
-    st.sampled_from(list("ab _*#[]|<>/&;:-!.\n\t\r \x00\x1b\u200b\ufeffé")
-                    + ["CHAPTER ", "[Sidenote: ", "[Illustration", "<br>", "<p>", "</p>",
-                       "| --- |", "* * *", "&amp;", "&xxe;", "\x1b[2J", "e\u0301"]),
+    st.sampled_from(
+        list("ab _*#[]|<>/&;:-!.\n\t\r \x00\x1b\u200b\ufeffé")
+        + [
+            "CHAPTER ",
+            "[Sidenote: ",
+            "[Illustration",
+            "<br>",
+            "<p>",
+            "</p>",
+            "| --- |",
+            "* * *",
+            "&amp;",
+            "&xxe;",
+            "\x1b[2J",
+            "e\u0301",
+        ]
+    ),
     max_size=200,
 ).map("".join)
 ANY_TEXT = st.one_of(st.text(max_size=400), MARKUP)
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=ANY_TEXT, markdown=st.booleans(), split=st.sampled_from([Split.paragraph,
-                                                                      Split.line]),
-       keep=st.booleans())
-def test_any_text_splits_into_blocks(text: str, markdown: bool, split: Split,
-                                     keep: bool) -> None:
-    blocks = split_text(text, split, markdown=markdown, chapter_pattern=r"^CHAPTER",
-                        clean=not keep)
+@given(
+    text=ANY_TEXT,
+    markdown=st.booleans(),
+    split=st.sampled_from([Split.paragraph, Split.line]),
+    keep=st.booleans(),
+)
+def test_any_text_splits_into_blocks(text: str, markdown: bool, split: Split, keep: bool) -> None:
+    blocks = split_text(text, split, markdown=markdown, chapter_pattern=r"^CHAPTER", clean=not keep)
     assert all(isinstance(b.text, str) for b in blocks)
     assert all(b.heading_level in (None, 1, 2, 3, 4, 5, 6) for b in blocks)
 
@@ -60,10 +75,15 @@ def test_clean_text_has_no_control_characters_and_is_stable(text: str) -> None:
     assert clean(kept) == (kept, 0) and removed >= 0
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(st.binary(max_size=2000), MARKUP.map(
-    lambda t: f"<html><body><p>{t}</p></body></html>".encode())))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=2000),
+        MARKUP.map(lambda t: f"<html><body><p>{t}</p></body></html>".encode()),
+    )
+)
 def test_any_chapter_bytes_import_or_are_refused(tmp_path: Path, body: bytes) -> None:
     pytest.importorskip("ebooklib", reason="the epub extra is not installed")
     from narrator.epub import epub_blocks
@@ -76,12 +96,16 @@ def test_any_chapter_bytes_import_or_are_refused(tmp_path: Path, body: bytes) ->
     assert blocks and all(isinstance(b.text, str) for b in blocks)
 
 
-@pytest.mark.parametrize(("text", "kept"), [
-    ("end.\x0cCHAPTER II\x85Next\x0bline\x1fend", "end.\nCHAPTER II\nNext\nline end"),
-    ("Chapter one.\x1b]stray\n\nMany paragraphs.", "Chapter one.\n\nMany paragraphs."),
-    ("e\u200b\u0301", "é"),  # normalised after the removal: stable
-    ("می\u200cخواهم", "می\u200cخواهم"),  # a joiner shapes the word: kept
-], ids=["separators", "unterminated-osc", "nfc-after", "joiner"])
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("end.\x0cCHAPTER II\x85Next\x0bline\x1fend", "end.\nCHAPTER II\nNext\nline end"),
+        ("Chapter one.\x1b]stray\n\nMany paragraphs.", "Chapter one.\n\nMany paragraphs."),
+        ("e\u200b\u0301", "é"),  # normalised after the removal: stable
+        ("می\u200cخواهم", "می\u200cخواهم"),  # a joiner shapes the word: kept
+    ],
+    ids=["separators", "unterminated-osc", "nfc-after", "joiner"],
+)
 def test_clean_keeps_words_apart_and_text_after_a_stray_escape(text: str, kept: str) -> None:
     assert clean(text)[0] == kept
 
@@ -97,11 +121,16 @@ def test_a_paragraph_of_invisible_characters_is_not_a_scene_break(tmp_path: Path
 # ------------------------------------------------------------------ concrete hostiles
 
 
-@pytest.mark.parametrize("text", [
-    " _a" * 330_000,  # an emphasis mark that never closes, a million times
-    "[Sidenote:" * 100_000, "[Illustration" * 100_000,  # brackets that never close
-    "* " * 500_000 + "x",  # almost a scene break, a megabyte long
-], ids=["emphasis", "sidenote", "illustration", "scene-break"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        " _a" * 330_000,  # an emphasis mark that never closes, a million times
+        "[Sidenote:" * 100_000,
+        "[Illustration" * 100_000,  # brackets that never close
+        "* " * 500_000 + "x",  # almost a scene break, a megabyte long
+    ],
+    ids=["emphasis", "sidenote", "illustration", "scene-break"],
+)
 def test_markup_patterns_scan_hostile_text_in_linear_time(tmp_path: Path, text: str) -> None:
     """Each of these took hours before the patterns' spans were bounded (quadratic)."""
     (tmp_path / "book.txt").write_text(text)
@@ -123,10 +152,10 @@ def test_a_huge_single_line_imports_in_bounded_memory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "cp1252"])
-def test_a_document_not_in_utf8_is_one_line_and_leaves_no_file(tmp_path: Path,
-                                                              encoding: str) -> None:
-    (tmp_path / "book.txt").write_bytes("Café, déjà vu. “Quoted.”".encode(encoding,
-                                                                        "replace"))
+def test_a_document_not_in_utf8_is_one_line_and_leaves_no_file(
+    tmp_path: Path, encoding: str
+) -> None:
+    (tmp_path / "book.txt").write_bytes("Café, déjà vu. “Quoted.”".encode(encoding, "replace"))
     done = narrator(tmp_path, "new", "b.db", "--from", "book.txt")
     assert done.returncode == 2
     assert "not UTF-8" in one_error_line(done.stderr) and "iconv" in done.stderr
@@ -158,11 +187,15 @@ def test_an_epub_whose_spine_names_a_missing_file_is_refused(tmp_path: Path) -> 
     pytest.importorskip("ebooklib", reason="the epub extra is not installed")
     import zipfile
 
-    book = raw_epub(tmp_path / "gap.epub", {"ch1.xhtml": b"<p>Here.</p>",
-                                            "ch2.xhtml": b"<p>Gone.</p>"})
+    book = raw_epub(
+        tmp_path / "gap.epub", {"ch1.xhtml": b"<p>Here.</p>", "ch2.xhtml": b"<p>Gone.</p>"}
+    )
     with zipfile.ZipFile(book) as archive:
-        kept = [(info, archive.read(info)) for info in archive.infolist()
-                if not info.filename.endswith("ch2.xhtml")]
+        kept = [
+            (info, archive.read(info))
+            for info in archive.infolist()
+            if not info.filename.endswith("ch2.xhtml")
+        ]
     with zipfile.ZipFile(book, "w") as archive:
         for info, data in kept:
             archive.writestr(info, data)
@@ -189,12 +222,14 @@ def test_an_oversized_cover_is_refused_before_anything_is_read(tmp_path: Path) -
     assert not (tmp_path / "b.m4b").exists()
 
 
-def test_a_project_file_on_a_full_disk_is_73_and_loses_nothing(tmp_path: Path,
-                                                              small_disk: Path) -> None:
+def test_a_project_file_on_a_full_disk_is_73_and_loses_nothing(
+    tmp_path: Path, small_disk: Path
+) -> None:
     """`new` on a full disk leaves no file; `add` to a project on it keeps the project
     as it was."""
-    (tmp_path / "book.txt").write_text("\n\n".join(f"Paragraph {n} of a long book, with "
-                                                   "words." for n in range(20_000)))
+    (tmp_path / "book.txt").write_text(
+        "\n\n".join(f"Paragraph {n} of a long book, with words." for n in range(20_000))
+    )
     (tmp_path / "sm.txt").write_text("One.\n\nTwo.")
     assert narrator(small_disk, "new", "p.db", "--from", tmp_path / "sm.txt").returncode == 0
     full = narrator(small_disk, "new", "q.db", "--from", tmp_path / "book.txt")
@@ -213,7 +248,8 @@ def test_new_on_a_disk_that_fills_while_folding_its_log_is_73_never_a_bad_file(
     the file: that must fail as a full disk, not leave a project that reads as damaged."""
     for n in (1850, 2000, 2300, 2800, 3300, 3800):
         (tmp_path / "book.txt").write_text(
-            "\n\n".join(f"Paragraph {i} of a long book, with words." for i in range(n)))
+            "\n\n".join(f"Paragraph {i} of a long book, with words." for i in range(n))
+        )
         done = narrator(small_disk, "new", f"q{n}.db", "--from", tmp_path / "book.txt")
         if done.returncode:
             assert done.returncode == 73 and f"q{n}.db" in one_error_line(done.stderr)

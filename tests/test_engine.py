@@ -163,8 +163,11 @@ def test_narrator_own_folder_wins_over_cache(tiny_model: Path, tmp_path: Path) -
 
 def test_same_audio_from_a_copy_of_the_model(tiny_model: Path, tmp_path: Path) -> None:
     render(tiny_model, "Where the model lives does not matter.", tmp_path / "1.wav")
-    render(clone(tiny_model, tmp_path / "m2"), "Where the model lives does not matter.",
-           tmp_path / "2.wav")
+    render(
+        clone(tiny_model, tmp_path / "m2"),
+        "Where the model lives does not matter.",
+        tmp_path / "2.wav",
+    )
     assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()
 
 
@@ -185,7 +188,10 @@ def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int
     text = 'First one here. "Second, a rather longer sentence," she said. Third?'
     speech = synth.render(text, "af_heart", 1.0, "a")
     assert [c[2] for c in speech.cues] == [
-        "First one here.", '"Second, a rather longer sentence," she said.', "Third?"]
+        "First one here.",
+        '"Second, a rather longer sentence," she said.',
+        "Third?",
+    ]
     assert speech.cues[0][0] == 0
     for (start, length, _), (after, _, _) in zip(speech.cues, speech.cues[1:], strict=False):
         assert length > 0 and start + length == after
@@ -194,7 +200,8 @@ def test_render_says_where_each_sentence_lies(tiny_model: Path, chunk_limit: int
 
 
 def test_voice_packs_read_without_torch_are_torchs_tensors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """read_pack gives torch.load's values without calling it, for a view and a strided
     tensor too; a blend is the weighted mean torch computed, bit for bit; a file in torch's
@@ -203,8 +210,12 @@ def test_voice_packs_read_without_torch_are_torchs_tensors(
 
     rng = torch.Generator().manual_seed(3)
     packs = [torch.rand(510, 1, 256, generator=rng) for _ in range(2)]
-    saved = {"a.pt": packs[0], "view.pt": packs[1][5:10, :, 3:7],
-             "strided.pt": packs[1].transpose(0, 2), "half.pt": packs[1].half()}
+    saved = {
+        "a.pt": packs[0],
+        "view.pt": packs[1][5:10, :, 3:7],
+        "strided.pt": packs[1].transpose(0, 2),
+        "half.pt": packs[1].half(),
+    }
     for name, tensor in saved.items():
         torch.save(tensor, tmp_path / name)
     torch.save(packs[1], tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
@@ -216,7 +227,8 @@ def test_voice_packs_read_without_torch_are_torchs_tensors(
     weights = torch.tensor([1.0, 2.0])
     torchs = (torch.stack(packs) * (weights / weights.sum()).view(-1, 1, 1, 1)).sum(dim=0)
     assert blend_packs([p.numpy() for p in packs], [1.0, 2.0]).tobytes() == (
-        torchs.numpy().tobytes())
+        torchs.numpy().tobytes()
+    )
 
 
 def _refuse(*args: object, **kwargs: object) -> None:
@@ -224,7 +236,8 @@ def _refuse(*args: object, **kwargs: object) -> None:
 
 
 def test_a_pack_that_is_not_a_plain_tensor_goes_to_torch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A view reaching past its storage, or a pickle that holds no tensor, is never read
     as one: torch.load gets the file (and says what is wrong with it)."""
@@ -242,8 +255,10 @@ def test_a_pack_that_is_not_a_plain_tensor_goes_to_torch(
 
     class Outside:  # 6 floats from offset 2 of a storage of 4
         def __reduce__(self) -> tuple:
-            return (torch._utils._rebuild_tensor_v2,
-                    (Storage(), 2, (6,), (1,), False, collections.OrderedDict()))
+            return (
+                torch._utils._rebuild_tensor_v2,
+                (Storage(), 2, (6,), (1,), False, collections.OrderedDict()),
+            )
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj: object) -> object:
@@ -252,8 +267,10 @@ def test_a_pack_that_is_not_a_plain_tensor_goes_to_torch(
             return None
 
     for name, payload in (("outside.pt", Outside()), ("dict.pt", {"pack": 1})):
-        with zipfile.ZipFile(tmp_path / "good.pt") as good, zipfile.ZipFile(
-                tmp_path / name, "w") as bad:
+        with (
+            zipfile.ZipFile(tmp_path / "good.pt") as good,
+            zipfile.ZipFile(tmp_path / name, "w") as bad,
+        ):
             for item in good.infolist():
                 data = good.read(item)
                 if item.filename.endswith("/data.pkl"):

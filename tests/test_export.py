@@ -59,8 +59,11 @@ def book(tmp_path: Path) -> ProjectStore:
 
 def seconds_of_segments(store: ProjectStore) -> list[float]:
     """Each spoken segment's recorded length, read from its WAV."""
-    return [soundfile.info(str(audio_path(store, s.audio_file))).frames / SAMPLE_RATE
-            for s in segment_states(store) if s.audio_file]
+    return [
+        soundfile.info(str(audio_path(store, s.audio_file))).frames / SAMPLE_RATE
+        for s in segment_states(store)
+        if s.audio_file
+    ]
 
 
 def expected_layout(store: ProjectStore) -> tuple[float, float]:
@@ -74,8 +77,10 @@ def decoded(path: Path) -> tuple[np.ndarray, int]:
     """Every sample of an encoded file, by FFmpeg's decoder (edit lists honoured)."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
-        frames = [f.to_ndarray().reshape(f.layout.nb_channels if f.format.is_planar else 1, -1)
-                  [0] for f in container.decode(stream)]
+        frames = [
+            f.to_ndarray().reshape(f.layout.nb_channels if f.format.is_planar else 1, -1)[0]
+            for f in container.decode(stream)
+        ]
         return np.concatenate(frames).astype(np.float64), stream.rate
 
 
@@ -106,8 +111,10 @@ def test_mp3_carries_id3_chapters(runner, book) -> None:  # noqa: ANN001
     tags = ID3("out.mp3")
     chapters = sorted(tags.getall("CHAP"), key=lambda c: c.start_time)
     chapter_two, _ = expected_layout(book)
-    assert [c.sub_frames["TIT2"].text[0] for c in chapters] == ["Chapter One",
-                                                                "Chapter Two: The Road"]
+    assert [c.sub_frames["TIT2"].text[0] for c in chapters] == [
+        "Chapter One",
+        "Chapter Two: The Road",
+    ]
     assert chapters[1].start_time == pytest.approx(chapter_two * 1000, abs=50)
     assert tags.getall("CTOC") and tags["TCOM"].text == ["Kumo"]
 
@@ -130,8 +137,19 @@ def test_wav_length_is_segments_plus_pauses_to_the_sample(runner, book) -> None:
 
 
 def test_pauses_are_configurable(runner, book) -> None:  # noqa: ANN001
-    result = export(runner, book, "-o", "out.wav", "--pause", "0.2", "--scene-pause", "1",
-                    "--heading-pause", "3", "--json")
+    result = export(
+        runner,
+        book,
+        "-o",
+        "out.wav",
+        "--pause",
+        "0.2",
+        "--scene-pause",
+        "1",
+        "--heading-pause",
+        "3",
+        "--json",
+    )
     d = seconds_of_segments(book)
     total = d[0] + 0.2 + d[1] + 1 + d[2] + 3 + d[3] + 0.2 + d[4]
     assert json.loads(result.stdout)["files"][0]["duration"] == pytest.approx(total, abs=1e-3)
@@ -166,8 +184,7 @@ def test_the_peak_ceiling_holds_the_gain_back_and_says_so(runner, spiky) -> None
 
 
 def test_the_limiter_reaches_the_target_with_peaks_at_the_ceiling(runner, spiky) -> None:  # noqa: ANN001
-    result = export(runner, spiky, "-o", "out.wav", "--loudness", "-16", "--peak", "-3",
-                    "--limit")
+    result = export(runner, spiky, "-o", "out.wav", "--loudness", "-16", "--peak", "-3", "--limit")
     assert result.exit_code == 0 and "--limit" not in result.stderr
     samples, rate = soundfile.read("out.wav")
     assert pyloudnorm.Meter(rate).integrated_loudness(samples) == pytest.approx(-16, abs=1.0)
@@ -180,9 +197,14 @@ def test_captions_are_sentences_timed_in_the_export(runner, book) -> None:  # no
     assert result.exit_code == 0, result.output
     cues = Path("out.srt").read_text().strip().split("\n\n")
     texts = [c.splitlines()[2] for c in cues]
-    assert texts == ["Chapter One", "It was a bright cold day.", "The clocks were striking.",
-                     "After the break, more words.", "Chapter Two: The Road",
-                     "The last words of the book."]
+    assert texts == [
+        "Chapter One",
+        "It was a bright cold day.",
+        "The clocks were striking.",
+        "After the break, more words.",
+        "Chapter Two: The Road",
+        "The last words of the book.",
+    ]
     chapter_two, _ = expected_layout(book)
     start = cues[4].splitlines()[1].split(" --> ")[0]
     h, m, s = start.replace(",", ".").split(":")
@@ -205,15 +227,15 @@ def test_vtt_captions(runner, book) -> None:  # noqa: ANN001
 
 
 def test_split_chapters_writes_a_file_per_chapter(runner, book) -> None:  # noqa: ANN001
-    result = export(runner, book, "-o", "book.m4b", "--split", "chapters", "--captions", "srt",
-                    "--json")
+    result = export(
+        runner, book, "-o", "book.m4b", "--split", "chapters", "--captions", "srt", "--json"
+    )
     assert result.exit_code == 0, result.output
     files = [f["path"] for f in json.loads(result.stdout)["files"]]
     assert files == ["book-01-chapter-one.m4b", "book-02-chapter-two-the-road.m4b"]
     second = MP4(files[1])
     assert second["©nam"] == ["Chapter Two: The Road"] and second["trkn"] == [(2, 2)]
-    assert Path("book-02-chapter-two-the-road.srt").read_text().startswith(
-        "1\n00:00:00,000 --> ")
+    assert Path("book-02-chapter-two-the-road.srt").read_text().startswith("1\n00:00:00,000 --> ")
 
 
 def test_missing_audio_refuses_with_the_indices_and_the_fix(runner, tmp_path: Path) -> None:
@@ -252,7 +274,9 @@ def test_nothing_recorded_is_refused(runner, tmp_path: Path) -> None:
 
 
 def test_a_failed_write_leaves_the_previous_book_and_no_temporary_file(
-    runner, book, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    runner,
+    book,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     assert export(runner, book, "-o", "out.m4b").exit_code == 0
     before = Path("out.m4b").read_bytes()
@@ -291,8 +315,9 @@ def test_same_project_same_bytes(runner, book) -> None:  # noqa: ANN001
         assert Path(f"a.{suffix}").read_bytes() == Path(f"b.{suffix}").read_bytes(), suffix
 
 
-@pytest.mark.parametrize(("suffix", "kind"), [("m4b", "png"), ("mp3", "jpeg"),
-                                              ("flac", "png"), ("opus", "jpeg")])
+@pytest.mark.parametrize(
+    ("suffix", "kind"), [("m4b", "png"), ("mp3", "jpeg"), ("flac", "png"), ("opus", "jpeg")]
+)
 def test_cover_is_embedded(runner, book, suffix: str, kind: str) -> None:  # noqa: ANN001
     image = Path(f"cover.{kind}")
     image.write_bytes((b"\x89PNG\r\n\x1a\n" if kind == "png" else b"\xff\xd8\xff\xe0") + b"x" * 64)
@@ -336,7 +361,7 @@ def test_acx_profile_writes_checked_mp3s_per_chapter(runner, book) -> None:  # n
         assert info.bitrate == pytest.approx(192_000, abs=100)
         assert info.bitrate_mode is BitrateMode.CBR
         samples, rate = decoded(Path(path["path"]))
-        rms = 20 * np.log10(np.sqrt(np.mean(samples ** 2)))
+        rms = 20 * np.log10(np.sqrt(np.mean(samples**2)))
         assert -23 <= rms <= -18
         assert 20 * np.log10(np.abs(samples).max()) <= -3
 
@@ -348,7 +373,9 @@ def test_acx_checks_fail_what_acx_would_reject(runner, book) -> None:  # noqa: A
 
 
 def test_without_pyav_export_says_what_to_install(
-    runner, book, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    runner,
+    book,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     import sys
 
@@ -366,9 +393,22 @@ def test_a_signal_mid_export_leaves_no_file_behind(tmp_path: Path, sig: int) -> 
     soundfile.write(clip, noise, SAMPLE_RATE, subtype="PCM_16")
     (tmp_path / "long").mkdir()
     db = build(tmp_path / "long", 300, [clip])  # five hours
-    proc = subprocess.Popen([sys.executable, "-m", "narrator", "export", str(db), "-o",
-                             "out.m4b", "--progress", "jsonl"], cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "narrator",
+            "export",
+            str(db),
+            "-o",
+            "out.m4b",
+            "--progress",
+            "jsonl",
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if '"export_progress"' in line:
@@ -412,7 +452,9 @@ def test_a_full_disk_while_tagging_is_73(runner, book, monkeypatch: pytest.Monke
 
 
 def test_captions_are_published_only_with_their_audio(
-    runner, book, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    runner,
+    book,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     from narrator.atomic import publish as real_publish
 
@@ -427,16 +469,19 @@ def test_captions_are_published_only_with_their_audio(
     assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == []
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("-o", "out.opus", "--bitrate", "320"), "16-256 kbps"),
-    (("-o", "out.flac", "--bitrate", "128"), "lossless"),
-    (("-o", "out.m4b", "--format", "mp3"), "out.m4b is not a .mp3 file"),
-    (("--profile", "acx", "-o", "out.m4b"), "--profile acx writes MP3"),
-    (("--profile", "acx", "--bitrate", "64"), "leave --bitrate out"),
-    (("--loudness", "-3"), "outside -40..-5 LUFS"),
-    (("--pause", "-1"), "pause must be 0-60 seconds"),
-    (("--cover", "no-such.jpg"), "check --cover's path"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-o", "out.opus", "--bitrate", "320"), "16-256 kbps"),
+        (("-o", "out.flac", "--bitrate", "128"), "lossless"),
+        (("-o", "out.m4b", "--format", "mp3"), "out.m4b is not a .mp3 file"),
+        (("--profile", "acx", "-o", "out.m4b"), "--profile acx writes MP3"),
+        (("--profile", "acx", "--bitrate", "64"), "leave --bitrate out"),
+        (("--loudness", "-3"), "outside -40..-5 LUFS"),
+        (("--pause", "-1"), "pause must be 0-60 seconds"),
+        (("--cover", "no-such.jpg"), "check --cover's path"),
+    ],
+)
 def test_options_that_cannot_work_are_usage_errors(runner, book, args, message) -> None:  # noqa: ANN001
     result = export(runner, book, *args)
     assert result.exit_code == 2, result.output

@@ -35,8 +35,17 @@ def test_a_full_audio_folder_stops_the_run_with_73_and_a_rerun_renders_the_rest(
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * 390_000)  # room for about two of the six WAVs
 
-    run = narrator(tmp_path, "generate-all", "p.db", "--audio-dir", small_disk, "--json",
-                   "--progress", "none", model=tiny_model)
+    run = narrator(
+        tmp_path,
+        "generate-all",
+        "p.db",
+        "--audio-dir",
+        small_disk,
+        "--json",
+        "--progress",
+        "none",
+        model=tiny_model,
+    )
     assert run.returncode == 73, run.stderr
     line = one_error_line(run.stderr)
     assert str(small_disk) in line and "No space left" in line and "free some space" in line
@@ -48,8 +57,9 @@ def test_a_full_audio_folder_stops_the_run_with_73_and_a_rerun_renders_the_rest(
     assert len(wavs) == out["processed"] and all(wav_is_whole(w) for w in wavs)
 
     filler.unlink()
-    again = narrator(tmp_path, "generate-all", "p.db", "--json", "--progress", "none",
-                     model=tiny_model)
+    again = narrator(
+        tmp_path, "generate-all", "p.db", "--json", "--progress", "none", model=tiny_model
+    )
     assert again.returncode == 0, again.stderr
     rest = json.loads(again.stdout)
     assert rest["processed"] == len(texts) - out["processed"]
@@ -67,10 +77,14 @@ def test_wavs_are_written_byte_for_byte_as_libsndfile_writes_them(tmp_path: Path
     from narrator.audiofiles import write_wav
 
     rng = np.random.default_rng(7)
-    samples = np.concatenate([
-        rng.uniform(-1.2, 1.2, 50_000), rng.normal(0, 0.01, 50_000),
-        np.arange(-70_000, 70_000) / 65_536, [1.0, -1.0, 0.0, 1e-30],
-    ]).astype(np.float32)
+    samples = np.concatenate(
+        [
+            rng.uniform(-1.2, 1.2, 50_000),
+            rng.normal(0, 0.01, 50_000),
+            np.arange(-70_000, 70_000) / 65_536,
+            [1.0, -1.0, 0.0, 1e-30],
+        ]
+    ).astype(np.float32)
     reference = io.BytesIO()
     soundfile.write(reference, np.clip(samples, -1, 1), 24_000, format="WAV", subtype="PCM_16")
     write_wav(tmp_path / "a.wav", samples)
@@ -85,21 +99,29 @@ CONTAINER = b"""<?xml version="1.0"?>
 </rootfiles></container>"""
 
 
-def raw_epub(path: Path, chapters: dict[str, bytes | Iterator[bytes]], *,
-             declared: dict[str, int] | None = None) -> Path:
+def raw_epub(
+    path: Path,
+    chapters: dict[str, bytes | Iterator[bytes]],
+    *,
+    declared: dict[str, int] | None = None,
+) -> Path:
     """An EPUB written byte by byte (ebooklib would refuse to write a hostile one): each
     chapter's bytes, or chunks streamed into it; `declared` patches the size a member's
     headers declare, as a crafted bomb would lie."""
     import zipfile
 
-    manifest = "".join(f'<item id="c{n}" href="{name}" media-type="application/xhtml+xml"/>'
-                       for n, name in enumerate(chapters))
+    manifest = "".join(
+        f'<item id="c{n}" href="{name}" media-type="application/xhtml+xml"/>'
+        for n, name in enumerate(chapters)
+    )
     spine = "".join(f'<itemref idref="c{n}"/>' for n in range(len(chapters)))
-    opf = (f'<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
-           f'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
-           f'<dc:identifier id="id">hostile</dc:identifier><dc:title>Hostile</dc:title>'
-           f'<dc:language>en</dc:language></metadata><manifest>{manifest}</manifest>'
-           f'<spine>{spine}</spine></package>')
+    opf = (
+        f'<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+        f'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f'<dc:identifier id="id">hostile</dc:identifier><dc:title>Hostile</dc:title>'
+        f"<dc:language>en</dc:language></metadata><manifest>{manifest}</manifest>"
+        f"<spine>{spine}</spine></package>"
+    )
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("mimetype", "application/epub+zip", zipfile.ZIP_STORED)
         archive.writestr("META-INF/container.xml", CONTAINER)
@@ -118,12 +140,14 @@ def _declare_size(path: Path, name: bytes, size: int) -> None:
     import struct
 
     data = bytearray(path.read_bytes())
-    for signature, offset_size, offset_name_len, header in ((b"PK\x03\x04", 22, 26, 30),
-                                                          (b"PK\x01\x02", 24, 28, 46)):
+    for signature, offset_size, offset_name_len, header in (
+        (b"PK\x03\x04", 22, 26, 30),
+        (b"PK\x01\x02", 24, 28, 46),
+    ):
         at = data.find(signature)
         while at >= 0:
             length = struct.unpack_from("<H", data, at + offset_name_len)[0]
-            if bytes(data[at + header:at + header + length]) == name:
+            if bytes(data[at + header : at + header + length]) == name:
                 struct.pack_into("<I", data, at + offset_size, size)
             at = data.find(signature, at + 4)
     path.write_bytes(bytes(data))
@@ -139,11 +163,13 @@ def bomb_chunks(mib: int) -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize("lying", [False, True], ids=["declared", "lying-header"])
-def test_a_zip_bomb_epub_is_refused_quickly_in_bounded_memory(tmp_path: Path,
-                                                              lying: bool) -> None:
+def test_a_zip_bomb_epub_is_refused_quickly_in_bounded_memory(tmp_path: Path, lying: bool) -> None:
     pytest.importorskip("ebooklib", reason="the epub extra is not installed")
-    book = raw_epub(tmp_path / "bomb.epub", {"ch1.xhtml": bomb_chunks(1024)},
-                    declared={"ch1.xhtml": 4096} if lying else None)
+    book = raw_epub(
+        tmp_path / "bomb.epub",
+        {"ch1.xhtml": bomb_chunks(1024)},
+        declared={"ch1.xhtml": 4096} if lying else None,
+    )
     assert book.stat().st_size < 3 << 20
     import time
 
@@ -162,12 +188,14 @@ def test_epub_xml_loads_no_entity_no_dtd_and_speaks_no_entity_name(tmp_path: Pat
     pytest.importorskip("ebooklib", reason="the epub extra is not installed")
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
-    chapter = (f'<?xml version="1.0"?><!DOCTYPE html [<!ENTITY xxe SYSTEM "file://{secret}">'
-               '<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
-               '<!ENTITY dtd SYSTEM "http://127.0.0.1:9/evil.dtd">]>'
-               '<html xmlns="http://www.w3.org/1999/xhtml"><body><h1>Opening</h1>'
-               '<p>Before &xxe; after.</p><p>Laughs &lol2; end &unknown; here.</p>'
-               '</body></html>').encode()
+    chapter = (
+        f'<?xml version="1.0"?><!DOCTYPE html [<!ENTITY xxe SYSTEM "file://{secret}">'
+        '<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+        '<!ENTITY dtd SYSTEM "http://127.0.0.1:9/evil.dtd">]>'
+        '<html xmlns="http://www.w3.org/1999/xhtml"><body><h1>Opening</h1>'
+        "<p>Before &xxe; after.</p><p>Laughs &lol2; end &unknown; here.</p>"
+        "</body></html>"
+    ).encode()
     book = raw_epub(tmp_path / "xxe.epub", {"ch1.xhtml": chapter})
     done = narrator(tmp_path, "new", "x.db", "--from", book)
     assert done.returncode == 0, done.stderr
@@ -183,17 +211,23 @@ def test_every_name_of_a_project_file_is_one_project(tmp_path: Path, tiny_model:
     """A hard link in another folder, a symlink and `./p.db` all open the file by its
     home: one run lock (75 naming the running task), one write-ahead log, one default
     audio folder, every task seen from every name."""
-    (tmp_path / "p.txt").write_text("\n\n".join(f"Sentence {n} is spoken here." for n in
-                                                range(1, 9)))
+    (tmp_path / "p.txt").write_text(
+        "\n\n".join(f"Sentence {n} is spoken here." for n in range(1, 9))
+    )
     assert narrator(tmp_path, "new", "p.db", "--from", "p.txt").returncode == 0
     other = tmp_path / "other"
     other.mkdir()
     os.link(tmp_path / "p.db", other / "link.db")
     (tmp_path / "sym.db").symlink_to("p.db")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NARRATOR_MODEL_DIR": str(tiny_model)}
-    first = subprocess.Popen([sys.executable, "-m", "narrator", "generate-all", "p.db",
-                              "--json", "--progress", "plain"], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "narrator", "generate-all", "p.db", "--json", "--progress", "plain"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert first.stderr is not None
     task = next(line for line in first.stderr if line.startswith("tts_batch_")).split(":")[0]
     for name in (other / "link.db", "sym.db", "./p.db"):
@@ -210,8 +244,7 @@ def test_every_name_of_a_project_file_is_one_project(tmp_path: Path, tiny_model:
     assert all(r["audio_file"].startswith("p_audio/") for r in rows)
     assert all((tmp_path / r["audio_file"]).is_file() for r in rows)
     assert narrator(other, "edit", "link.db", "2", "Changed words.").returncode == 0
-    again = narrator(other, "generate-all", "link.db", "--changed", "--json",
-                     model=tiny_model)
+    again = narrator(other, "generate-all", "link.db", "--changed", "--json", model=tiny_model)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["processed"] == 1
     rows = json.loads(narrator(tmp_path, "segments", "sym.db", "--json").stdout)
@@ -265,13 +298,15 @@ def test_a_cut_short_recording_is_damaged_everywhere(tmp_path: Path, tiny_model:
     assert not (tmp_path / "b.wav").exists()
     listed = narrator(tmp_path, "segments", "p.db")
     assert "damaged" in listed.stdout
-    assert json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)[1][
-        "recording"] == "damaged"
+    assert (
+        json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)[1]["recording"]
+        == "damaged"
+    )
 
-    plan = json.loads(narrator(tmp_path, "generate-all", "p.db", "--dry-run", "--json",
-                               model=tiny_model).stdout)
-    assert [step["why"] for step in plan["plan"]] == ["has_audio", "audio_damaged",
-                                                      "has_audio"]
+    plan = json.loads(
+        narrator(tmp_path, "generate-all", "p.db", "--dry-run", "--json", model=tiny_model).stdout
+    )
+    assert [step["why"] for step in plan["plan"]] == ["has_audio", "audio_damaged", "has_audio"]
     again = narrator(tmp_path, "generate-all", "p.db", "--json", model=tiny_model)
     assert again.returncode == 0 and json.loads(again.stdout)["processed"] == 1
     exported = narrator(tmp_path, "export", "p.db", "-o", "b.wav", "--json")
@@ -303,12 +338,15 @@ def test_a_recording_whose_header_says_more_than_it_holds_is_damaged(tmp_path: P
 
 # ----------------------------------------------------------- 5. control characters in text
 
-HOSTILE_TEXT = ("CHAPTER I.\n\nThe bell\x07 rang\x00 twice\x7f. \x1b[2J\x1b[31mRed\x1b[0m "
-                "light\u200b here\ufeff.\x1b]0;pwned\x07\x85 Done\r\n\nCafe\u0301 au lait.\n")
+HOSTILE_TEXT = (
+    "CHAPTER I.\n\nThe bell\x07 rang\x00 twice\x7f. \x1b[2J\x1b[31mRed\x1b[0m "
+    "light\u200b here\ufeff.\x1b]0;pwned\x07\x85 Done\r\n\nCafe\u0301 au lait.\n"
+)
 
 
-def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
-                                                              tiny_model: Path) -> None:
+def test_control_characters_never_enter_a_project_nor_leave_it(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     (tmp_path / "book.txt").write_text(HOSTILE_TEXT, encoding="utf-8")
     made = narrator(tmp_path, "new", "p.db", "--from", "book.txt")
     assert made.returncode == 0, made.stderr
@@ -319,16 +357,27 @@ def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
     assert edited.returncode == 0 and "removed 5 " in edited.stderr, edited.stderr
     rows = json.loads(narrator(tmp_path, "segments", "p.db", "--json").stdout)
     assert [r["text_content"] for r in rows] == [
-        "CHAPTER I.", "The bell rang twice. Red light here. Done", "Café au lait.",
-        "Edited text."]
+        "CHAPTER I.",
+        "The bell rang twice. Red light here. Done",
+        "Café au lait.",
+        "Edited text.",
+    ]
     assert rows[2]["text_content"] == unicodedata.normalize("NFC", "Cafe\u0301 au lait.")
 
-    rendered = narrator(tmp_path, "generate-all", "p.db", "--progress", "plain",
-                        model=tiny_model)
+    rendered = narrator(tmp_path, "generate-all", "p.db", "--progress", "plain", model=tiny_model)
     assert rendered.returncode == 0, rendered.stderr
     listed = narrator(tmp_path, "segments", "p.db")
-    exported = narrator(tmp_path, "export", "p.db", "-o", "b.wav", "--captions", "srt",
-                        "--title", "Bad\x1b]0;title\x07 Title")
+    exported = narrator(
+        tmp_path,
+        "export",
+        "p.db",
+        "-o",
+        "b.wav",
+        "--captions",
+        "srt",
+        "--title",
+        "Bad\x1b]0;title\x07 Title",
+    )
     assert exported.returncode == 0, exported.stderr
     captions = (tmp_path / "b.srt").read_text(encoding="utf-8")
     for out in (made, added, edited, rendered, listed, exported):
@@ -336,9 +385,7 @@ def test_control_characters_never_enter_a_project_nor_leave_it(tmp_path: Path,
     assert not CONTROL.search(captions) and "Red light" in captions
 
 
-def test_text_already_in_an_older_project_is_printed_without_controls(
-    tmp_path: Path
-) -> None:
+def test_text_already_in_an_older_project_is_printed_without_controls(tmp_path: Path) -> None:
     """A project written before text was cleaned: what narrator prints from it is."""
     import sqlite3
 
@@ -352,12 +399,17 @@ def test_text_already_in_an_older_project_is_printed_without_controls(
 # ------------------------------------------------- 6. smaller promises the README makes
 
 
-@pytest.mark.parametrize("command", [
-    ["generate-all", "p.db", "--voice", ""], ["generate-all", "p.db", "--lang", " "],
-    ["generate-all", "p.db", "--audio-dir", ""], ["generate", "p.db", "1", "--voice", ""],
-    ["say", "Hello.", "-o", "x.wav", "--voice", ""], ["say", "Hello.", "-o", "x.wav",
-                                                      "--lang", ""],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate-all", "p.db", "--voice", ""],
+        ["generate-all", "p.db", "--lang", " "],
+        ["generate-all", "p.db", "--audio-dir", ""],
+        ["generate", "p.db", "1", "--voice", ""],
+        ["say", "Hello.", "-o", "x.wav", "--voice", ""],
+        ["say", "Hello.", "-o", "x.wav", "--lang", ""],
+    ],
+)
 def test_an_empty_voice_language_or_folder_is_a_usage_error(
     runner: CliRunner, tmp_path: Path, tiny_model: Path, command: list[str]
 ) -> None:
@@ -369,8 +421,9 @@ def test_an_empty_voice_language_or_folder_is_a_usage_error(
     assert not (tmp_path / "p_audio").exists() and not (tmp_path / "x.wav").exists()
 
 
-def test_allow_missing_warns_once_per_run_of_missing_segments(runner: CliRunner,
-                                                              tmp_path: Path) -> None:
+def test_allow_missing_warns_once_per_run_of_missing_segments(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     pytest.importorskip("av", reason="the export extra is not installed")
     from fakes import FakeSynthesizer
 
@@ -422,7 +475,9 @@ def test_markdown_line_breaks_html_tables_and_images(tmp_path: Path) -> None:
         ("The Keeper's Log", 1),
         ("The lamp was lit at dusk. Nobody came. The sea was calm.", None),
         ("A raw HTML note & its text.", None),
-        ("Night, Ships", None), ("Monday, three", None), ("Tuesday, none", None),
+        ("Night, Ships", None),
+        ("Monday, three", None),
+        ("Tuesday, none", None),
         ("", None),  # the thematic break: a scene break; the image alone is not one
         ("Then morning came.", None),
     ]

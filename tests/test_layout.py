@@ -30,8 +30,10 @@ def imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level
-                                                     + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
                 targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
             for target in targets:
                 while target and target not in modules:
@@ -81,17 +83,25 @@ def test_no_import_circles() -> None:
 def test_nothing_imports_the_cli() -> None:
     """But `python -m narrator`, which runs it."""
     graph = imports()
-    assert [name for name, targets in graph.items()
-            if "narrator.cli" in targets and name != "narrator.__main__"] == []
+    assert [
+        name
+        for name, targets in graph.items()
+        if "narrator.cli" in targets and name != "narrator.__main__"
+    ] == []
 
 
 def test_the_engine_leans_only_on_foundations() -> None:
     graph = imports()
-    foundations = {name for name, targets in graph.items()
-                   if targets <= {"narrator.errors"} and not name.startswith("narrator.engine")}
+    foundations = {
+        name
+        for name, targets in graph.items()
+        if targets <= {"narrator.errors"} and not name.startswith("narrator.engine")
+    }
     outside = {
-        name: sorted(t for t in targets if not t.startswith("narrator.engine")
-                     and t not in foundations)
-        for name, targets in graph.items() if name.startswith("narrator.engine")
+        name: sorted(
+            t for t in targets if not t.startswith("narrator.engine") and t not in foundations
+        )
+        for name, targets in graph.items()
+        if name.startswith("narrator.engine")
     }
     assert {name: found for name, found in outside.items() if found} == {}

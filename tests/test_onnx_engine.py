@@ -41,34 +41,47 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_same_input_same_bytes_and_cues_that_tile_the_audio(onnx_model: Path) -> None:
-    first = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(
-        TEXT, "af_heart", 1.0, "a")
+    first = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     ort._sessions.clear()  # a new onnxruntime session, as in another process
-    again = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(
-        TEXT, "af_heart", 1.0, "a")
+    again = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert first.samples.tobytes() == again.samples.tobytes()
     assert [c[2] for c in first.cues] == [
-        "First one here.", '"Second, a rather longer sentence," she said.', "Third?"]
+        "First one here.",
+        '"Second, a rather longer sentence," she said.',
+        "Third?",
+    ]
     assert first.cues[0][0] == 0
     for (start, length, _), (after, _, _) in zip(first.cues, first.cues[1:], strict=False):
         assert length > 0 and start + length == after
     assert first.cues[-1][0] + first.cues[-1][1] == first.samples.size
 
 
-def test_generate_all_on_the_onnx_engine(runner: CliRunner, onnx_model: Path,
-                                         tmp_path: Path) -> None:
+def test_generate_all_on_the_onnx_engine(
+    runner: CliRunner, onnx_model: Path, tmp_path: Path
+) -> None:
     make_project(tmp_path / "book.db", ["First words.", "", "Second words."])
-    result = invoke(runner, "generate-all", "book.db", "--json", "--engine", "onnx",
-                    "--model-dir", onnx_model, "--progress", "none")
+    result = invoke(
+        runner,
+        "generate-all",
+        "book.db",
+        "--json",
+        "--engine",
+        "onnx",
+        "--model-dir",
+        onnx_model,
+        "--progress",
+        "none",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["processed"] == 2
     assert len(list((tmp_path / "book_audio").glob("*.wav"))) == 2
 
 
-def test_auto_takes_onnx_on_the_cpu_where_its_model_is(onnx_model: Path,
-                                                       tiny_model: Path) -> None:
+def test_auto_takes_onnx_on_the_cpu_where_its_model_is(onnx_model: Path, tiny_model: Path) -> None:
     assert choose_engine("auto", onnx_model, "cpu", True) == (
-        "onnx", "on the CPU, with the ONNX model here")
+        "onnx",
+        "on the CPU, with the ONNX model here",
+    )
     engine, why = choose_engine("auto", tiny_model, "cpu", True)
     assert engine == "torch" and "`narrator model pull` writes one" in why
     assert choose_engine("torch", onnx_model, "cpu", True) == ("torch", "asked for")
@@ -80,22 +93,29 @@ def test_doctor_names_the_engine_and_why(runner: CliRunner, onnx_model: Path) ->
 
 
 def test_onnx_engine_without_its_model_says_how_to_get_it(
-    runner: CliRunner, tiny_model: Path, tmp_path: Path,
+    runner: CliRunner,
+    tiny_model: Path,
+    tmp_path: Path,
 ) -> None:
     assert not (tiny_model / ONNX_MODEL).exists()
     make_project(tmp_path / "book.db", ["Words."])
-    result = invoke(runner, "generate-all", "book.db", "--engine", "onnx",
-                    "--model-dir", tiny_model)
+    result = invoke(
+        runner, "generate-all", "book.db", "--engine", "onnx", "--model-dir", tiny_model
+    )
     assert result.exit_code == 69
     assert "`narrator model pull` writes one" in result.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--engine", "onnx", "--device", "cuda"), "runs on the CPU only"),
-    (("--engine", "tensorrt"), "unknown engine 'tensorrt'"),
-])
-def test_engine_usage_errors(runner: CliRunner, tiny_model: Path, tmp_path: Path,
-                             args: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--engine", "onnx", "--device", "cuda"), "runs on the CPU only"),
+        (("--engine", "tensorrt"), "unknown engine 'tensorrt'"),
+    ],
+)
+def test_engine_usage_errors(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
     make_project(tmp_path / "book.db", ["Words."])
     result = invoke(runner, "generate-all", "book.db", "--model-dir", tiny_model, *args)
     assert result.exit_code == 2 and message in result.stderr
@@ -118,16 +138,23 @@ def test_the_tiny_export_has_the_three_graphs_like_the_real_one(onnx_model: Path
     assert "QuantizeLinear" not in vocoder(ONNX_MODEL)
     static = onnx.load(str(onnx_model / ONNX_STATIC_MODEL)).graph.node
     dequantized = {n.output[0] for n in static if n.op_type == "DequantizeLinear"}
-    convs = {n.name: n.input[0] in dequantized and n.input[1] in dequantized
-             for n in static if n.op_type == "Conv" and "/generator/" in n.name}
+    convs = {
+        n.name: n.input[0] in dequantized and n.input[1] in dequantized
+        for n in static
+        if n.op_type == "Conv" and "/generator/" in n.name
+    }
     early = [name for name in convs if "/resblocks.0/" in name or "/noise_" in name]
     assert early and all(convs[name] for name in early)
     assert not any(quantized for name, quantized in convs.items() if name not in early)
     assert any("/resblocks.1/" in name for name in convs)  # after the last upsampling
     init = {t.name: t for t in onnx.load(str(onnx_model / ONNX_STATIC_MODEL)).graph.initializer}
-    weights = [onnx.numpy_helper.to_array(init[n.input[0]]) for n in static
-               if n.op_type == "DequantizeLinear" and n.input[0] in init
-               and init[n.input[0]].data_type == onnx.TensorProto.INT8]
+    weights = [
+        onnx.numpy_helper.to_array(init[n.input[0]])
+        for n in static
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in init
+        and init[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
     # 2 x 255 x 64 fits in 16 bits; 8-bit weights (to 127) would not
     assert weights and max(int(abs(w.astype(int)).max()) for w in weights) == 64
 
@@ -160,7 +187,8 @@ def _no_timing(*args: object) -> float:
 
 
 def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loaded = _loads(monkeypatch)
     first = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
@@ -180,7 +208,8 @@ def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
 
 
 def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The graph already timed here loads in a thread of its own while G2P runs; graphs
     still to be timed are timed in the render's thread, with nothing beside them."""
@@ -203,24 +232,32 @@ def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
 
 @pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
 def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner, graph: str,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    graph: str,
 ) -> None:
     others = [name for name in ONNX_GRAPHS if name != graph]
     seconds = {graph: 1.25} | {name: 1.5 + i for i, name in enumerate(others)}
-    (own_model / ort.TIMINGS).write_text(json.dumps({ort.machine(): {
-        "graph": graph, "seconds": seconds, "timed": "then"}}))
+    (own_model / ort.TIMINGS).write_text(
+        json.dumps({ort.machine(): {"graph": graph, "seconds": seconds, "timed": "then"}})
+    )
     loaded = _loads(monkeypatch)
     monkeypatch.setattr(ort, "_seconds", _no_timing)
     renders = []
     for _ in range(2):
         ort._sessions.clear()
-        renders.append(OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(
-            TEXT, "af_heart", 1.0, "a").samples.tobytes())
+        renders.append(
+            OnnxSynthesizer(model_dir=own_model, chunk_limit=12)
+            .render(TEXT, "af_heart", 1.0, "a")
+            .samples.tobytes()
+        )
     assert loaded == [ONNX_GRAPHS[graph]] * 2 and renders[0] == renders[1]
     report = invoke(runner, "doctor", "--model-dir", own_model, "--json")
     assert json.loads(report.stdout)["onnx_graph"] == (
         f"{graph} (fastest on this CPU: {graph} 1.25 s, {others[0]} 1.50 s, {others[1]} 2.50 s, "
-        "timed then)")
+        "timed then)"
+    )
 
 
 def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
@@ -234,7 +271,8 @@ def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
 
 
 def test_a_folder_with_one_graph_runs_it_without_timing(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for graph in (ONNX_INT8_MODEL, ONNX_STATIC_MODEL):  # pulled before those were kept
         (own_model / graph).unlink()
@@ -245,24 +283,31 @@ def test_a_folder_with_one_graph_runs_it_without_timing(
     assert ort.graph_report(own_model) == (
         "float-vocoder (the only graph in the folder); not in the folder: int8, static "
         "(`narrator model pull` writes every graph, and the fastest here is then "
-        "taken)")
+        "taken)"
+    )
 
 
 def test_a_folder_pulled_before_the_static_graph_times_the_other_two_and_doctor_says_so(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
 ) -> None:
     (own_model / ONNX_STATIC_MODEL).unlink()
     loaded = _loads(monkeypatch)
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert sorted(loaded) == sorted([ONNX_MODEL, ONNX_INT8_MODEL])
     report = json.loads(invoke(runner, "doctor", "--model-dir", own_model, "--json").stdout)
-    assert report["onnx_graph"].endswith("; not in the folder: static (`narrator model pull` "
-                                         "writes every graph, and the fastest here is then "
-                                         "taken)")
+    assert report["onnx_graph"].endswith(
+        "; not in the folder: static (`narrator model pull` "
+        "writes every graph, and the fastest here is then "
+        "taken)"
+    )
 
 
 def test_a_folder_it_cannot_write_runs_the_default_graph_untimed(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
 ) -> None:
     monkeypatch.setattr(ort, "_writable", lambda folder: False)  # a read-only mount
     loaded = _loads(monkeypatch)
@@ -270,11 +315,13 @@ def test_a_folder_it_cannot_write_runs_the_default_graph_untimed(
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert loaded == [ONNX_GRAPHS[ort.DEFAULT_GRAPH]] and not (own_model / ort.TIMINGS).exists()
     assert ort.graph_report(own_model).startswith(
-        f"{ort.DEFAULT_GRAPH} (the folder cannot be written")
+        f"{ort.DEFAULT_GRAPH} (the folder cannot be written"
+    )
 
 
 def test_a_record_that_cannot_be_written_fails_nothing(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
@@ -286,13 +333,16 @@ def test_a_record_that_cannot_be_written_fails_nothing(
     assert not (own_model / ort.TIMINGS).exists()
 
 
-@pytest.mark.parametrize("entry", [
-    {"graph": [], "seconds": {"int8": 1.0, "float-vocoder": 2.0}},
-    {"graph": "int8", "seconds": 5},
-    {"graph": "int8", "seconds": {"int8": "fast", "float-vocoder": 2.0}},
-    {"graph": "tensorrt", "seconds": {"int8": 1.0, "float-vocoder": 2.0}},
-    "int8",
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"graph": [], "seconds": {"int8": 1.0, "float-vocoder": 2.0}},
+        {"graph": "int8", "seconds": 5},
+        {"graph": "int8", "seconds": {"int8": "fast", "float-vocoder": 2.0}},
+        {"graph": "tensorrt", "seconds": {"int8": 1.0, "float-vocoder": 2.0}},
+        "int8",
+    ],
+)
 def test_a_damaged_record_is_timed_again(own_model: Path, entry: object) -> None:
     (own_model / ort.TIMINGS).write_text(json.dumps({ort.machine(): entry}))
     assert ort.graph_report(own_model).startswith("not timed on this CPU yet")
@@ -302,7 +352,8 @@ def test_a_damaged_record_is_timed_again(own_model: Path, entry: object) -> None
 
 
 def test_model_pull_times_the_graphs_so_the_first_render_need_not(
-    own_model: Path, monkeypatch: pytest.MonkeyPatch,
+    own_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rich.console import Console
 
@@ -319,7 +370,10 @@ def test_model_pull_times_the_graphs_so_the_first_render_need_not(
 
 
 def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
-    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`model pull --source hf` builds narrator's own folder from the snapshot: the weights
     as published plus the three graphs exported from them; a second pull of the same
@@ -365,7 +419,10 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
 
 
 def test_model_pull_from_hugging_face_is_atomic(
-    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An export that fails leaves no model folder, and no half-built one beside it; the
     download is still the model, on the torch engine."""
@@ -383,8 +440,10 @@ def test_model_pull_from_hugging_face_is_atomic(
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
     result = invoke(runner, "model", "pull", "--source", "hf")
     assert result.exit_code == 0, result.stderr
-    assert ("could not build narrator's model folder from the download (the exporter broke); "
-            "the torch engine reads the download") in result.stderr
+    assert (
+        "could not build narrator's model folder from the download (the exporter broke); "
+        "the torch engine reads the download"
+    ) in result.stderr
     assert result.stdout.startswith(f"Model ready in {tiny_model}")
     own = narrator_model_dir()
     assert not own.exists()
@@ -398,8 +457,9 @@ def test_an_onnx_render_never_imports_torch(onnx_model: Path, tmp_path: Path) ->
     bytes as a process that loaded torch first."""
     import torch
 
-    torch.save(torch.rand(510, 1, 256, generator=torch.Generator().manual_seed(1)),
-               tmp_path / "other.pt")
+    torch.save(
+        torch.rand(510, 1, 256, generator=torch.Generator().manual_seed(1)), tmp_path / "other.pt"
+    )
     voice = f"af_heart,{tmp_path / 'other.pt'}:2"
     code = f"""
 import hashlib, sys
@@ -415,8 +475,9 @@ print("torch" in sys.modules, hashlib.sha256(speech.samples.tobytes()).hexdigest
 """
     outputs = []
     for first in ("", "import torch\n"):
-        done = subprocess.run([sys.executable, "-c", first + code], capture_output=True,
-                              text=True, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-c", first + code], capture_output=True, text=True, cwd=tmp_path
+        )
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout.split())
     assert [o[0] for o in outputs] == ["False", "True"]
@@ -424,7 +485,8 @@ print("torch" in sys.modules, hashlib.sha256(speech.samples.tobytes()).hexdigest
 
 
 def test_the_arena_shrinks_after_a_segments_last_chunk_only(
-    onnx_model: Path, monkeypatch: pytest.MonkeyPatch,
+    onnx_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shrinking onnxruntime's arena after every chunk made each next chunk fault its pages
     in again (4% of a render): the arena now shrinks when a segment is done."""
@@ -450,4 +512,4 @@ def test_the_arena_shrinks_after_a_segments_last_chunk_only(
         chunks.clear()
         engine.render(text, "af_heart", 1.0, "a", on_chunk=lambda n, of: chunks.append(of))
         assert (len(chunks) > 1) == (text == TEXT)
-        assert shrinks[-len(chunks):] == [""] * (len(chunks) - 1) + ["cpu:0"]
+        assert shrinks[-len(chunks) :] == [""] * (len(chunks) - 1) + ["cpu:0"]

@@ -3,12 +3,25 @@ from narrator.planning import Recording, Rules, SegmentState, Why, fingerprint, 
 VOICE, SPEED, LANG = "af_heart", 1.0, "a"
 
 
-def seg(i: int, text: str = "text", locked: bool = False, audio: bool = False,
-        on_disk: bool = True, made_from: str | None = None,
-        damaged: bool = False) -> SegmentState:
+def seg(
+    i: int,
+    text: str = "text",
+    locked: bool = False,
+    audio: bool = False,
+    on_disk: bool = True,
+    made_from: str | None = None,
+    damaged: bool = False,
+) -> SegmentState:
     stamp = fingerprint(made_from or text, VOICE, SPEED, LANG) if audio else None
-    recording = (Recording.none if not audio else Recording.missing if not on_disk
-                 else Recording.damaged if damaged else Recording.whole)
+    recording = (
+        Recording.none
+        if not audio
+        else Recording.missing
+        if not on_disk
+        else Recording.damaged
+        if damaged
+        else Recording.whole
+    )
     return SegmentState(i, i, text, locked, f"a/{i}.wav" if audio else None, recording, stamp)
 
 
@@ -53,8 +66,17 @@ def test_changed_renders_only_stale_audio() -> None:
 def test_fingerprint_follows_voice_speed_and_lang() -> None:
     base = fingerprint("x", "af_heart", 1.0, "a")
     assert base == fingerprint(" x ", "af_heart", 1.0, "a")
-    assert len({base, fingerprint("x", "af_sky", 1.0, "a"), fingerprint("x", "af_heart", 1.1, "a"),
-                fingerprint("x", "af_heart", 1.0, "b")}) == 4
+    assert (
+        len(
+            {
+                base,
+                fingerprint("x", "af_sky", 1.0, "a"),
+                fingerprint("x", "af_heart", 1.1, "a"),
+                fingerprint("x", "af_heart", 1.0, "b"),
+            }
+        )
+        == 4
+    )
 
 
 def test_sequence_order() -> None:

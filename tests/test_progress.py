@@ -40,8 +40,9 @@ def test_plain_lines_start_end_and_heartbeat(tmp_path: Path) -> None:
     store = make_project(tmp_path / "book.db", ["A short one.", "A second one, slower."])
     synth = SlowChunks(load=0.6, per_chunk=0.15, chunks=4)
     stream = io.StringIO()
-    final = follow_run(generate_all(store, GenerateOptions(), synth),
-                       PlainView(stream, heartbeat=0.25))
+    final = follow_run(
+        generate_all(store, GenerateOptions(), synth), PlainView(stream, heartbeat=0.25)
+    )
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[1/2] segment 1: A short one."
     done = [line for line in lines if " done: " in line]
@@ -92,8 +93,10 @@ def test_export_meter_plain_lines_every_tenth_and_jsonl_events() -> None:
     from narrator.progress import ExportMeter
 
     plain, jsonl = io.StringIO(), io.StringIO()
-    meters = [ExportMeter(ProgressMode.plain, 100.0, 10, stream=plain),
-              ExportMeter(ProgressMode.jsonl, 100.0, 10, stream=jsonl)]
+    meters = [
+        ExportMeter(ProgressMode.plain, 100.0, 10, stream=plain),
+        ExportMeter(ProgressMode.jsonl, 100.0, 10, stream=jsonl),
+    ]
     for meter in meters:
         for stage in ("measuring", "encoding"):
             for _ in range(100):

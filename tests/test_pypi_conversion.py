@@ -69,8 +69,10 @@ def _onnx_layout(lstm: torch.nn.LSTM) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     ws, rs, bs = [], [], []
     for suffix in ("_l0", "_l0_reverse"):
-        p = {name: getattr(lstm, name + suffix) for name in
-             ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        p = {
+            name: getattr(lstm, name + suffix)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        }
         ws.append(onnx_gates(p["weight_ih"]).T)
         rs.append(onnx_gates(p["weight_hh"]).T)
         bs.append(np.concatenate([onnx_gates(p["bias_ih"]), onnx_gates(p["bias_hh"])]))
@@ -89,7 +91,7 @@ def _onnx_lstm(x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray) -> np
         h, c = np.zeros(hidden), np.zeros(hidden)
         out = np.zeros((len(x), hidden))
         for t in steps:
-            z = x[t] @ w[d] + h @ r[d] + b[d][: 4 * hidden] + b[d][4 * hidden:]
+            z = x[t] @ w[d] + h @ r[d] + b[d][: 4 * hidden] + b[d][4 * hidden :]
             i, o, f, g = np.split(z, 4)
             c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
             h = sigmoid(o) * np.tanh(c)
@@ -132,8 +134,10 @@ def test_weight_norm_split_reconstructs_and_handles_zero_channels() -> None:
 
     conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(3, 4, 5))
     bias = torch.randn(4)
-    conv.load_state_dict({"bias": bias, "weight_g": torch.from_numpy(g),
-                          "weight_v": torch.from_numpy(v)}, strict=True)
+    conv.load_state_dict(
+        {"bias": bias, "weight_g": torch.from_numpy(g), "weight_v": torch.from_numpy(v)},
+        strict=True,
+    )
     x = torch.randn(1, 3, 9)
     with torch.no_grad():
         y = conv(x)
@@ -146,11 +150,18 @@ def test_weight_norm_split_reconstructs_and_handles_zero_channels() -> None:
 
 
 def test_module_of_node_scopes() -> None:
-    modules = ["text_encoder.cnn.0.0", "text_encoder.lstm", "predictor.text_encoder.lstms.0",
-               "predictor.F0.2.conv1", "predictor.shared",
-               "bert.encoder.albert_layer_groups.0.albert_layers.0.attention.query"]
-    assert pypi._module_of("/encoder/text_encoder/cnn.0/cnn.0.0/Conv_quant", modules) == \
-        "text_encoder.cnn.0.0"
+    modules = [
+        "text_encoder.cnn.0.0",
+        "text_encoder.lstm",
+        "predictor.text_encoder.lstms.0",
+        "predictor.F0.2.conv1",
+        "predictor.shared",
+        "bert.encoder.albert_layer_groups.0.albert_layers.0.attention.query",
+    ]
+    assert (
+        pypi._module_of("/encoder/text_encoder/cnn.0/cnn.0.0/Conv_quant", modules)
+        == "text_encoder.cnn.0.0"
+    )
     assert pypi._module_of("/encoder/text_encoder/lstm/LSTM_quant", modules) == "text_encoder.lstm"
     assert pypi._module_of("/encoder/F0.2/conv1/Conv_quant", modules) == "predictor.F0.2.conv1"
     assert pypi._module_of("/encoder/shared/LSTM_quant", modules) == "predictor.shared"
@@ -165,8 +176,13 @@ def test_module_of_node_scopes() -> None:
 
 
 def _fill(folder: Path, skip: str = "") -> Path:
-    names = ["config.json", "kokoro-v1_0.pth", "SOURCE", *pypi.ONNX_GRAPHS.values(),
-             *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES)]
+    names = [
+        "config.json",
+        "kokoro-v1_0.pth",
+        "SOURCE",
+        *pypi.ONNX_GRAPHS.values(),
+        *(f"voices/{v}.pt" for v in pypi.VOICE_NAMES),
+    ]
     for name in names:
         if name != skip:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -264,16 +280,26 @@ def _quantized_conv_graph(bias: bool, dilation: int, group: int) -> tuple[object
     scale = np.float32(np.abs(w).max() / 127)
     q = (np.round(w / scale) + 128).astype(np.uint8)
     p = "/decoder/generator/resblocks.0/convs1.0/"
-    inits = [numpy_helper.from_array(q, p + "w_quantized"),
-             numpy_helper.from_array(np.array(scale), p + "w_scale"),
-             numpy_helper.from_array(np.array(128, dtype=np.uint8), p + "w_zero_point"),
-             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), p + "bias"),
-             numpy_helper.from_array(np.array([1, -1, 1], dtype=np.int64), p + "shape")]
+    inits = [
+        numpy_helper.from_array(q, p + "w_quantized"),
+        numpy_helper.from_array(np.array(scale), p + "w_scale"),
+        numpy_helper.from_array(np.array(128, dtype=np.uint8), p + "w_zero_point"),
+        numpy_helper.from_array(rng.normal(size=8).astype(np.float32), p + "bias"),
+        numpy_helper.from_array(np.array([1, -1, 1], dtype=np.int64), p + "shape"),
+    ]
     nodes = [
         helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name=p + "quant"),
-        helper.make_node("ConvInteger", ["xq", p + "w_quantized", "xz", p + "w_zero_point"],
-                         ["c"], name=p + "Conv_quant", dilations=[dilation], group=group,
-                         kernel_shape=[3], pads=[dilation, dilation], strides=[1]),
+        helper.make_node(
+            "ConvInteger",
+            ["xq", p + "w_quantized", "xz", p + "w_zero_point"],
+            ["c"],
+            name=p + "Conv_quant",
+            dilations=[dilation],
+            group=group,
+            kernel_shape=[3],
+            pads=[dilation, dilation],
+            strides=[1],
+        ),
         helper.make_node("Mul", ["xs", p + "w_scale"], ["s"], name=p + "scale"),
     ]
     if bias:
@@ -284,21 +310,32 @@ def _quantized_conv_graph(bias: bool, dilation: int, group: int) -> tuple[object
             helper.make_node("Reshape", ["bi", p + "shape"], ["br"], name=p + "bias_reshape"),
             helper.make_node("Add", ["c", "br"], ["cb"], name=p + "bias_add"),
         ]
-    nodes += [helper.make_node("Cast", ["cb" if bias else "c"], ["cf"], name=p + "cast",
-                               to=TensorProto.FLOAT),
-              helper.make_node("Mul", ["cf", "s"], ["y"], name=p + "output")]
+    nodes += [
+        helper.make_node(
+            "Cast", ["cb" if bias else "c"], ["cf"], name=p + "cast", to=TensorProto.FLOAT
+        ),
+        helper.make_node("Mul", ["cf", "s"], ["y"], name=p + "output"),
+    ]
     graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, None])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, None])], inits)
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, None])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     onnx.checker.check_model(model)
-    return model, {"weight": (q.astype(np.float32) - 128) * scale,
-                   "bias": numpy_helper.to_array(inits[3]) if bias else None}
+    return model, {
+        "weight": (q.astype(np.float32) - 128) * scale,
+        "bias": numpy_helper.to_array(inits[3]) if bias else None,
+    }
 
 
 @pytest.mark.parametrize(("bias", "dilation", "group"), [(True, 3, 1), (False, 1, 2)])
 def test_float_vocoder_is_the_float_convolution_of_the_dequantized_weights(
-    bias: bool, dilation: int, group: int,
+    bias: bool,
+    dilation: int,
+    group: int,
 ) -> None:
     ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     model, parts = _quantized_conv_graph(bias, dilation, group)
@@ -312,9 +349,13 @@ def test_float_vocoder_is_the_float_convolution_of_the_dequantized_weights(
     floated = pypi.with_float_vocoder(model)
     assert sorted(n.op_type for n in floated.graph.node) == ["Conv", "Squeeze", "Unsqueeze"]
     expected = torch.nn.functional.conv1d(
-        torch.from_numpy(x), torch.from_numpy(parts["weight"]),
+        torch.from_numpy(x),
+        torch.from_numpy(parts["weight"]),
         None if parts["bias"] is None else torch.from_numpy(parts["bias"]),
-        padding=dilation, dilation=dilation, groups=group).numpy()
+        padding=dilation,
+        dilation=dilation,
+        groups=group,
+    ).numpy()
     assert np.abs(run(floated) - expected).max() < 1e-4
     assert np.abs(quantized - expected).max() > 1e-3  # the activations' quantization is gone
 
@@ -330,29 +371,50 @@ def test_float_vocoder_leaves_convolutions_outside_the_vocoder_alone() -> None:
 # --- the STFT as a convolution --------------------------------------------------------------
 
 
-def _stft_graph(size: int = 20, onesided: int = 1, perm: tuple[int, ...] = (0, 2, 1, 3),
-                constant_nodes: bool = False) -> object:
+def _stft_graph(
+    size: int = 20,
+    onesided: int = 1,
+    perm: tuple[int, ...] = (0, 2, 1, 3),
+    constant_nodes: bool = False,
+) -> object:
     """kokoro-onnx's STFT as its graph has it: STFT -> Transpose -> the real and imaginary
     parts gathered on axis 3; its constants as initializers or Constant nodes."""
     from onnx import TensorProto, helper, numpy_helper
 
-    values = {"step": np.array(5, dtype=np.int64), "size": np.array(size, dtype=np.int64),
-              "window": torch.hann_window(size).numpy(), "zero": np.array(0, dtype=np.int64),
-              "one": np.array(1, dtype=np.int64)}
+    values = {
+        "step": np.array(5, dtype=np.int64),
+        "size": np.array(size, dtype=np.int64),
+        "window": torch.hann_window(size).numpy(),
+        "zero": np.array(0, dtype=np.int64),
+        "one": np.array(1, dtype=np.int64),
+    }
     constants = [numpy_helper.from_array(v, n) for n, v in values.items()]
-    nodes = [helper.make_node("STFT", ["x", "step", "window", "size"], ["s"],
-                              name="/generator/STFT", onesided=onesided),
-             helper.make_node("Transpose", ["s"], ["t"], perm=list(perm)),
-             helper.make_node("Gather", ["t", "one"], ["imag"], axis=3),
-             helper.make_node("Gather", ["t", "zero"], ["real"], axis=3)]
+    nodes = [
+        helper.make_node(
+            "STFT",
+            ["x", "step", "window", "size"],
+            ["s"],
+            name="/generator/STFT",
+            onesided=onesided,
+        ),
+        helper.make_node("Transpose", ["s"], ["t"], perm=list(perm)),
+        helper.make_node("Gather", ["t", "one"], ["imag"], axis=3),
+        helper.make_node("Gather", ["t", "zero"], ["real"], axis=3),
+    ]
     if constant_nodes:
         nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in constants] + nodes
         constants = []
-    parts = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, size // 2 + 1, None])
-             for n in ("real", "imag")]
+    parts = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, size // 2 + 1, None])
+        for n in ("real", "imag")
+    ]
     graph = helper.make_graph(
-        nodes, "stft", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None])],
-        parts, constants)
+        nodes,
+        "stft",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None])],
+        parts,
+        constants,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
@@ -382,8 +444,9 @@ def test_conv_stft_gives_the_stft_with_torchs_phase_at_the_zero_bins(
     with np.errstate(divide="ignore"):
         atan = np.arctan(imag / real)
     phase = np.where(real < 0, np.where(imag > 0, atan + np.pi, atan - np.pi), atan)
-    spectrum = torch.stft(torch.from_numpy(x), 20, 5, window=torch.hann_window(20),
-                          center=False, return_complex=True)[0].T.numpy()
+    spectrum = torch.stft(
+        torch.from_numpy(x), 20, 5, window=torch.hann_window(20), center=False, return_complex=True
+    )[0].T.numpy()
     loud = np.abs(spectrum) > 1e-3
     assert (real[:, 0] < 0).any()
     assert np.abs(phase - np.angle(spectrum))[loud].max() < 1e-3

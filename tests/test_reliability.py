@@ -53,6 +53,7 @@ def on_text(text: str, action):  # noqa: ANN001, ANN201 - a hook for one segment
     def hook(rendering: str) -> None:
         if rendering == text:
             action()
+
     return hook
 
 
@@ -197,18 +198,32 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
     from narrator.tasks import StopNow, TaskManager, TaskSnapshot
 
     manager = TaskManager()
-    manager.create_task(TaskSnapshot(
-        task_id="t", project_id=store.project_id, status=TaskStatus.RUNNING,
-        total_segments=1, segments_to_process=1, skipped={}, voice="af_heart", speed=1.0,
-        lang="a"))
+    manager.create_task(
+        TaskSnapshot(
+            task_id="t",
+            project_id=store.project_id,
+            status=TaskStatus.RUNNING,
+            total_segments=1,
+            segments_to_process=1,
+            skipped={},
+            voice="af_heart",
+            speed=1.0,
+            lang="a",
+        )
+    )
     spec = RenderSpec("af_heart", 1.0, "a", Rules())
     folder = store.path.parent / "book_audio"
     folder.mkdir()
     job = BatchJob(str(store.path), store.project_id, "t", (1,), str(folder), spec)
     assert manager.halt("t")
     with pytest.raises(StopNow):
-        take_back(store, job, manager, segment_state(store, 1),
-                  Speech(np.zeros(2400, dtype=np.float32), []))
+        take_back(
+            store,
+            job,
+            manager,
+            segment_state(store, 1),
+            Speech(np.zeros(2400, dtype=np.float32), []),
+        )
     assert manager.snapshot("t").failed == 0 and not manager.snapshot("t").errors
     assert recorded(store)[1] is None and not any(folder.iterdir())
 
@@ -427,9 +442,18 @@ def test_running_task_without_a_live_process_shows_interrupted(
     runner: CliRunner, store: ProjectStore
 ) -> None:
     with store.writing() as session:
-        session.add(BatchTask(task_id="tts_batch_1_deadbeef", project_id=1, status="RUNNING",
-                              total_segments=3, segments_to_process=3, voice="af_heart",
-                              speed=1.0, lang="a"))
+        session.add(
+            BatchTask(
+                task_id="tts_batch_1_deadbeef",
+                project_id=1,
+                status="RUNNING",
+                total_segments=3,
+                segments_to_process=3,
+                voice="af_heart",
+                speed=1.0,
+                lang="a",
+            )
+        )
         session.commit()
     shown = json.loads(invoke(runner, "status", "book.db", "--json").stdout)
     assert shown["status"] == "FAILED" and shown["error"].startswith("interrupted")
@@ -437,8 +461,9 @@ def test_running_task_without_a_live_process_shows_interrupted(
     assert listed[0]["status"] == "FAILED"
     lock = take_run_lock(store.path)  # a live run holds the lock: it is running
     try:
-        assert json.loads(invoke(runner, "status", "book.db", "--json").stdout)[
-            "status"] == "RUNNING"
+        assert (
+            json.loads(invoke(runner, "status", "book.db", "--json").stdout)["status"] == "RUNNING"
+        )
     finally:
         lock.release()
 
@@ -512,7 +537,8 @@ def test_a_copied_project_file_never_deletes_the_originals_audio(tmp_path: Path)
 
 
 def test_a_finished_command_leaves_the_project_as_one_file(
-    tmp_path: Path, tiny_model: Path,
+    tmp_path: Path,
+    tiny_model: Path,
 ) -> None:
     """A real process, ended as narrator ends (its objects frozen, not collected): the
     write-ahead log is folded back, so book.db alone holds every recording."""
@@ -520,10 +546,18 @@ def test_a_finished_command_leaves_the_project_as_one_file(
     import sys
 
     env = os.environ | {"NARRATOR_MODEL_DIR": str(tiny_model)}
-    for command in (["new", "book.db"], ["add", "book.db", "One.", "Two."],
-                    ["generate-all", "book.db", "--progress", "none"]):
-        done = subprocess.run([sys.executable, "-m", "narrator", *command], cwd=tmp_path,
-                              env=env, capture_output=True, text=True)
+    for command in (
+        ["new", "book.db"],
+        ["add", "book.db", "One.", "Two."],
+        ["generate-all", "book.db", "--progress", "none"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "narrator", *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         assert not (tmp_path / "book.db-wal").exists(), command
     alone = tmp_path / "copy" / "book.db"

@@ -22,9 +22,22 @@ SENTENCES = [f"Sentence number {i}, spoken." for i in range(40)]
 def start(tmp_path: Path, tiny_model: Path, db: str = "book.db", *args: str) -> subprocess.Popen:
     env = os.environ | {"NARRATOR_MODEL_DIR": str(tiny_model)}
     return subprocess.Popen(
-        [sys.executable, "-m", "narrator", "generate-all", db, "--json",
-         "--progress", "plain", *args],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "narrator",
+            "generate-all",
+            db,
+            "--json",
+            "--progress",
+            "plain",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -89,7 +102,10 @@ def test_more_signals_stop_at_once_and_leave_a_clean_folder(
     assert json.loads(stdout)["status"] == "CANCELLED"
     status = subprocess.run(
         [sys.executable, "-m", "narrator", "status", "book.db", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(status.stdout)["status"] == "CANCELLED"
     only_recorded_files(tmp_path / "book.db", tmp_path / "book_audio")
@@ -116,6 +132,5 @@ def test_kill_mid_run_with_a_shared_audio_folder_loses_nothing(
     for db in ("a.db", "b.db"):
         store = open_project(tmp_path / db)
         rows = list_segments(store)
-        assert all(row.audio_file and audio_path(store, row.audio_file).is_file()
-                   for row in rows)
+        assert all(row.audio_file and audio_path(store, row.audio_file).is_file() for row in rows)
     assert len(list((tmp_path / "shared").iterdir())) == 15

@@ -23,14 +23,19 @@ def test_lines() -> None:
 def test_sentences_keep_abbreviations() -> None:
     text = "Dr. Smith came at 3 p.m. on Monday. He left! Did he?\n\nNew one."
     assert texts(split_text(text, Split.sentence)) == [
-        "Dr. Smith came at 3 p.m. on Monday.", "He left!", "Did he?", "New one.",
+        "Dr. Smith came at 3 p.m. on Monday.",
+        "He left!",
+        "Did he?",
+        "New one.",
     ]
 
 
 def test_an_opening_quote_goes_with_the_sentence_it_opens() -> None:
     text = 'Nobody slept so well in years. "You can hear a lamp," he said. "Don\'t ask."'
     assert texts(split_text(text, Split.sentence)) == [
-        "Nobody slept so well in years.", '"You can hear a lamp," he said.', '"Don\'t ask."',
+        "Nobody slept so well in years.",
+        '"You can hear a lamp," he said.',
+        '"Don\'t ask."',
     ]
 
 
@@ -77,8 +82,15 @@ def test_sentences_as_spacy_blank_english_splits_them_without_loading_plugins() 
     assert ours == [[s.text for s in nlp(p).sents] for p in paragraphs]
     assert sum(map(len, ours)) > 100
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys; from narrator.splitting import sentences; "
-         "sentences('One. Two.'); print(sorted({'transformers', 'curated_transformers', "
-         "'spacy_curated_transformers'} & set(sys.modules)))"],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from narrator.splitting import sentences; "
+            "sentences('One. Two.'); print(sorted({'transformers', 'curated_transformers', "
+            "'spacy_curated_transformers'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert loaded.stdout.strip() == "[]"

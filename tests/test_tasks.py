@@ -7,10 +7,19 @@ from narrator.tasks import SegmentFailure, TaskManager, TaskSnapshot, TaskStatus
 
 
 def new_task(manager: TaskManager, n: int = 3) -> str:
-    manager.create_task(TaskSnapshot(
-        task_id="t", project_id=1, status=TaskStatus.PENDING, total_segments=n,
-        segments_to_process=n, skipped={}, voice="af_heart", speed=1.0, lang="a",
-    ))
+    manager.create_task(
+        TaskSnapshot(
+            task_id="t",
+            project_id=1,
+            status=TaskStatus.PENDING,
+            total_segments=n,
+            segments_to_process=n,
+            skipped={},
+            voice="af_heart",
+            speed=1.0,
+            lang="a",
+        )
+    )
     return "t"
 
 
@@ -24,8 +33,12 @@ def test_snapshots_are_immutable_and_ordered() -> None:
     manager.add_error(task, SegmentFailure(11, 2, "boom"))
     manager.finish(task, TaskStatus.COMPLETED)
     seen = [updates.get_nowait() for _ in range(6)]
-    assert [s.status for s in seen] == [TaskStatus.PENDING, TaskStatus.RUNNING, *[
-        TaskStatus.RUNNING] * 3, TaskStatus.COMPLETED]
+    assert [s.status for s in seen] == [
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        *[TaskStatus.RUNNING] * 3,
+        TaskStatus.COMPLETED,
+    ]
     final = seen[-1]
     assert (final.processed, final.failed, final.audio_seconds) == (1, 1, 1.5)
     assert final.errors == (SegmentFailure(11, 2, "boom"),)

@@ -35,7 +35,11 @@ class Synthesizer(Protocol):
         Must answer quickly, without loading the model."""
 
     def render(
-        self, text: str, voice: str, speed: float, lang: str,
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
         """Speak `text`. `on_chunk(k, n)` is called before chunk k of n is rendered; an

@@ -12,8 +12,9 @@ from narrator.errors import BadInput
 ENGINES = ("auto", "torch", "onnx")
 
 
-def choose_engine(engine: str, model_dir: str | Path | None, device: str,
-                  offline: bool) -> tuple[str, str]:
+def choose_engine(
+    engine: str, model_dir: str | Path | None, device: str, offline: bool
+) -> tuple[str, str]:
     """(engine, why). `auto`: onnx on CPU where the ONNX model and onnxruntime are here
     (faster there, in less memory); torch on CUDA or MPS, or where onnx cannot run."""
     if engine not in ENGINES:
@@ -21,8 +22,9 @@ def choose_engine(engine: str, model_dir: str | Path | None, device: str,
     if device not in DEVICES:
         raise BadInput(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if engine == "onnx" and device not in ("auto", "cpu"):
-        raise BadInput(f"the onnx engine runs on the CPU only; use --engine torch with "
-                       f"--device {device}")
+        raise BadInput(
+            f"the onnx engine runs on the CPU only; use --engine torch with --device {device}"
+        )
     if engine != "auto":
         return engine, "asked for"
     where = pick_device(device)
@@ -37,8 +39,9 @@ def choose_engine(engine: str, model_dir: str | Path | None, device: str,
     return "onnx", "on the CPU, with the ONNX model here"
 
 
-def make_synthesizer(engine: str, model_dir: str | Path | None, device: str,
-                     offline: bool) -> tuple[KokoroSynthesizer, str, str]:
+def make_synthesizer(
+    engine: str, model_dir: str | Path | None, device: str, offline: bool
+) -> tuple[KokoroSynthesizer, str, str]:
     """The synthesizer for `engine`, with the engine chosen and why."""
     name, why = choose_engine(engine, model_dir, device, offline)
     kind = OnnxSynthesizer if name == "onnx" else KokoroSynthesizer

@@ -52,7 +52,9 @@ def _phonemizer(lang: str, backend: str) -> Callable[[str], str]:
         from misaki import en, espeak
 
         g2p = en.G2P(
-            trf=False, british=lang == "b", fallback=espeak.EspeakFallback(british=lang == "b"),
+            trf=False,
+            british=lang == "b",
+            fallback=espeak.EspeakFallback(british=lang == "b"),
             unk="",
         )
         return lambda text: g2p(text)[0]
@@ -98,7 +100,8 @@ def _pieces(phonemes: str, limit: int) -> list[str]:
     pieces = [phonemes]
     for pattern in (_SENTENCE_END, _CLAUSE_END, re.compile(r"\s+")):
         pieces = [
-            part for piece in pieces
+            part
+            for piece in pieces
             for part in (pattern.split(piece) if len(piece) > limit else [piece])
         ]
     # A single word longer than the window is cut; nothing else ever is.

@@ -28,8 +28,14 @@ from narrator.engine.sources import (
 )
 from narrator.errors import ModelUnavailable
 
-RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
-              "Multinomial", "Bernoulli")
+RANDOM_OPS = (
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+)
 
 
 @contextlib.contextmanager
@@ -169,8 +175,12 @@ def write_onnx_graphs(folder: Path) -> Path:
         found = _random_ops(onnx.load(str(exported), load_external_data=False).graph)
         if found:
             raise RuntimeError(f"the exported graph has random ops: {sorted(found)}")
-        quantize_dynamic(str(exported), str(folder / ONNX_INT8_MODEL),
-                         op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
+        quantize_dynamic(
+            str(exported),
+            str(folder / ONNX_INT8_MODEL),
+            op_types_to_quantize=["Conv"],
+            weight_type=QuantType.QUInt8,
+        )
         onnx.save(with_float_vocoder(onnx.load(str(folder / ONNX_INT8_MODEL))), str(path))
         write_static_vocoder(folder)
     finally:
@@ -182,18 +192,21 @@ def _origin(snapshot: Path) -> str:
     """The SOURCE of narrator's own folder made from this Hugging Face snapshot: its
     revision (the snapshot folder's name) and the graph files, so that a new revision, or
     a narrator that makes other graphs, builds the folder again."""
-    return "\n".join([
-        f"{HF_ORIGIN} at revision {snapshot.name}",
-        f"  (Apache-2.0): {CONFIG}, {WEIGHTS} and {VOICES}/*.pt as published.",
-        "The onnx engine's graphs, exported from those weights by narrator with torch.onnx",
-        "(the vocoder's random noise zeroed, as in kokoro-onnx's export):",
-        f"{ONNX_INT8_MODEL}: every convolution int8, quantized at run time, like kokoro-onnx's;",
-        f"{ONNX_MODEL}: the same with the vocoder's convolutions (decoder.generator) float;",
-        f"{ONNX_STATIC_MODEL}: that, with most of the vocoder's convolutions quantized",
-        "  statically (int8 with 7-bit weights, calibrated on narrator's calibration.txt).",
-        "The onnx engine runs the fastest of the three on each CPU.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"{HF_ORIGIN} at revision {snapshot.name}",
+            f"  (Apache-2.0): {CONFIG}, {WEIGHTS} and {VOICES}/*.pt as published.",
+            "The onnx engine's graphs, exported from those weights by narrator with torch.onnx",
+            "(the vocoder's random noise zeroed, as in kokoro-onnx's export):",
+            f"{ONNX_INT8_MODEL}: every convolution int8, quantized at run time, "
+            "like kokoro-onnx's;",
+            f"{ONNX_MODEL}: the same with the vocoder's convolutions (decoder.generator) float;",
+            f"{ONNX_STATIC_MODEL}: that, with most of the vocoder's convolutions quantized",
+            "  statically (int8 with 7-bit weights, calibrated on narrator's calibration.txt).",
+            "The onnx engine runs the fastest of the three on each CPU.",
+            "",
+        ]
+    )
 
 
 def _place(source: Path, target: Path) -> None:

@@ -68,8 +68,9 @@ def load_session(model: Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelUnavailable(f"cannot load {model} ({first_line(exc)}); pull it again with "
-                               "`narrator model pull`") from exc
+        raise ModelUnavailable(
+            f"cannot load {model} ({first_line(exc)}); pull it again with `narrator model pull`"
+        ) from exc
 
 
 def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict[str, Any]:
@@ -78,9 +79,11 @@ def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict
     import numpy as np
 
     tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
-    return {"tokens": np.array([tokens], dtype=np.int64),
-            "style": np.asarray(pack[len(phonemes) - 1], dtype=np.float32),
-            "speed": np.array([speed], dtype=np.float32)}
+    return {
+        "tokens": np.array([tokens], dtype=np.int64),
+        "style": np.asarray(pack[len(phonemes) - 1], dtype=np.float32),
+        "speed": np.array([speed], dtype=np.float32),
+    }
 
 
 @cache
@@ -129,8 +132,12 @@ def _entry(folder: Path) -> dict[str, Any]:
     if len(graphs) < 2 or not isinstance(entry, dict):
         return {}
     graph, seconds = entry.get("graph"), entry.get("seconds")
-    if (isinstance(graph, str) and graph in graphs and isinstance(seconds, dict)
-            and all(isinstance(seconds.get(name), int | float) for name in graphs)):
+    if (
+        isinstance(graph, str)
+        and graph in graphs
+        and isinstance(seconds, dict)
+        and all(isinstance(seconds.get(name), int | float) for name in graphs)
+    ):
         return entry
     return {}
 
@@ -165,8 +172,7 @@ def _seconds(session: Any, feed: dict[str, Any], options: Any) -> float:
     return time.perf_counter() - started
 
 
-def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
-                 pack: Any) -> tuple[str, Any]:
+def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int, pack: Any) -> tuple[str, Any]:
     """Load every graph, time each on PROBE, record the times; the fastest and its session."""
     sessions = {name: load_session(path, threads) for name, path in graphs.items()}
     feed, options = feeds(vocab_of(folder), PROBE, pack, 1.0), run_options()
@@ -175,8 +181,14 @@ def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int,
         for name, session in sessions.items():
             best[name] = min(best[name], _seconds(session, feed, options))
     name = min(best, key=best.__getitem__)
-    _record(folder, {"graph": name, "seconds": {n: round(t, 3) for n, t in best.items()},
-                     "timed": datetime.now(UTC).isoformat(timespec="seconds")})
+    _record(
+        folder,
+        {
+            "graph": name,
+            "seconds": {n: round(t, 3) for n, t in best.items()},
+            "timed": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     return name, sessions[name]
 
 
@@ -211,8 +223,9 @@ def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
 
 
 def _no_model(folder: Path) -> ModelUnavailable:
-    return ModelUnavailable(f"no ONNX model in {folder}: `narrator model pull` "
-                            "writes one; or use --engine torch")
+    return ModelUnavailable(
+        f"no ONNX model in {folder}: `narrator model pull` writes one; or use --engine torch"
+    )
 
 
 def graph_report(folder: Path) -> str | None:
@@ -221,11 +234,18 @@ def graph_report(folder: Path) -> str | None:
     if not graphs or onnxruntime_missing():
         return None
     missing = [name for name in ONNX_GRAPHS if name not in graphs]
-    lacks = (f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
-             "writes every graph, and the fastest here is then taken)") if missing else ""
+    lacks = (
+        (
+            f"; not in the folder: {', '.join(missing)} (`narrator model pull` "
+            "writes every graph, and the fastest here is then taken)"
+        )
+        if missing
+        else ""
+    )
     if not graphs_current(folder):
-        lacks += ("; written by an earlier narrator, or damaged (`narrator model pull` "
-                  "writes them again)")
+        lacks += (
+            "; written by an earlier narrator, or damaged (`narrator model pull` writes them again)"
+        )
     return _graph_choice(folder, graphs) + lacks
 
 
@@ -234,14 +254,21 @@ def _graph_choice(folder: Path, graphs: dict[str, Path]) -> str:
         return f"{next(iter(graphs))} (the only graph in the folder)"
     entry = _entry(folder)
     if entry:
-        times = ", ".join(f"{n} {t:.2f} s" for n, t in
-                          sorted(entry["seconds"].items(), key=lambda i: i[1]) if n in graphs)
+        times = ", ".join(
+            f"{n} {t:.2f} s"
+            for n, t in sorted(entry["seconds"].items(), key=lambda i: i[1])
+            if n in graphs
+        )
         return f"{entry['graph']} (fastest on this CPU: {times}, timed {entry.get('timed', '?')})"
     if not _writable(folder):
-        return (f"{DEFAULT_GRAPH} (the folder cannot be written, so no timing is kept for "
-                "this CPU; the same graph runs every time)")
-    return ("not timed on this CPU yet: the first onnx render times its graphs (about 15 s) "
-            "and keeps the fastest")
+        return (
+            f"{DEFAULT_GRAPH} (the folder cannot be written, so no timing is kept for "
+            "this CPU; the same graph runs every time)"
+        )
+    return (
+        "not timed on this CPU yet: the first onnx render times its graphs (about 15 s) "
+        "and keeps the fastest"
+    )
 
 
 def shared_session(folder: Path, threads: int, pack: Any) -> Lazy:
@@ -303,13 +330,18 @@ class OnnxSynthesizer(KokoroSynthesizer):
         super().check(voice, lang)
         missing = onnxruntime_missing()
         if missing:
-            raise ModelUnavailable(f"the onnx engine needs onnxruntime: {missing}; or use "
-                                   "--engine torch")
+            raise ModelUnavailable(
+                f"the onnx engine needs onnxruntime: {missing}; or use --engine torch"
+            )
         if not onnx_graphs(self.folder()):
             raise _no_model(self.folder())
 
     def render(
-        self, text: str, voice: str, speed: float, lang: str,
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
         folder = self.folder()
@@ -323,8 +355,9 @@ class OnnxSynthesizer(KokoroSynthesizer):
 
         def run(phonemes: str) -> tuple[Any, list[int]]:
             last = next(runs) >= len(script.chunks)
-            audio, durations = session.run(None, feeds(vocab, phonemes, pack, speed),
-                                           shrink if last else keep)
+            audio, durations = session.run(
+                None, feeds(vocab, phonemes, pack, speed), shrink if last else keep
+            )
             return audio.reshape(-1), durations.reshape(-1).tolist()
 
         return perform(script, run, vocab, on_chunk)

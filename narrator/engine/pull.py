@@ -71,8 +71,10 @@ def _time_graphs(folder: Path, console: Any) -> None:
             pack = OnnxSynthesizer(model_dir=folder).voice_pack(voices_in(folder)[0])
             pick_graph(folder, 0, pack)
     except Exception as exc:  # the model is in place; only the timing is left for later
-        console.print(f"Warning: could not time the onnx engine's graphs ({first_line(exc)}); "
-                      "the first onnx render will")
+        console.print(
+            f"Warning: could not time the onnx engine's graphs ({first_line(exc)}); "
+            "the first onnx render will"
+        )
         return
     console.print(f"onnx engine: {graph_report(folder)}")
 
@@ -83,7 +85,9 @@ def _spacy_english(console: Any) -> None:
         return
     done = subprocess.run(
         [sys.executable, "-m", "spacy", "download", SPACY_ENGLISH],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if done.returncode != 0:
         console.print(
@@ -96,9 +100,12 @@ def _download_as_is(snapshot: Path, why: str, console: Any) -> Path:
     """The download itself as the model (the torch engine reads it), with a line that says
     why and which folder renders will find first."""
     own = narrator_model_dir()
-    used = ("the torch engine reads the download" if folder_problem(own) else
-            f"{own} stays as it was and is still found first; --model-dir {snapshot} reads "
-            "the download")
+    used = (
+        "the torch engine reads the download"
+        if folder_problem(own)
+        else f"{own} stays as it was and is still found first; --model-dir {snapshot} reads "
+        "the download"
+    )
     console.print(f"{why}; {used}")
     return snapshot
 
@@ -107,16 +114,24 @@ def _own_from_hf(snapshot: Path, console: Any) -> Path:
     """narrator's own folder from the Hugging Face download, with the onnx engine's graphs
     exported from its weights; where that cannot be done, the download itself."""
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
-        return _download_as_is(snapshot, "No onnx engine for these weights: exporting it needs "
-                               "onnx and onnxruntime (pip install 'narrator[pypi]')", console)
+        return _download_as_is(
+            snapshot,
+            "No onnx engine for these weights: exporting it needs "
+            "onnx and onnxruntime (pip install 'narrator[pypi]')",
+            console,
+        )
     from narrator.engine.onnx_export import own_folder_from
 
     try:
         with console.status("Building narrator's model folder") as status:
             return own_folder_from(snapshot, narrator_model_dir(), status.update)
     except Exception as exc:  # the weights are here: the torch engine needs nothing more
-        return _download_as_is(snapshot, "Warning: could not build narrator's model folder "
-                               f"from the download ({first_line(exc)})", console)
+        return _download_as_is(
+            snapshot,
+            "Warning: could not build narrator's model folder "
+            f"from the download ({first_line(exc)})",
+            console,
+        )
 
 
 def _from_source(source: str, voices: list[str], console: Any) -> Path:

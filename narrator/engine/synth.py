@@ -51,8 +51,11 @@ def pick_device(device: str = "auto") -> str:
     """`auto`: CUDA if available, then Apple MPS, else CPU. On Linux without a GPU's
     device node the answer is CPU without importing torch (0.9 s, 200 MiB), which the onnx
     engine does not need."""
-    if device == "cpu" or (device == "auto" and sys.platform.startswith("linux")
-                           and not any(Path(node).exists() for node in GPU_NODES)):
+    if device == "cpu" or (
+        device == "auto"
+        and sys.platform.startswith("linux")
+        and not any(Path(node).exists() for node in GPU_NODES)
+    ):
         return "cpu"
     import torch
 
@@ -242,14 +245,19 @@ class KokoroSynthesizer:
             if voice not in self._voices:
                 parts: list[VoicePart] = parse_voice(voice)
                 self._voices[voice] = blend_packs(
-                    [read_pack(self._voice_file(p)) for p in parts], [p.weight for p in parts])
+                    [read_pack(self._voice_file(p)) for p in parts], [p.weight for p in parts]
+                )
             return self._voices[voice]
 
     def _voice_file(self, part: VoicePart) -> Path:
         return Path(part.name) if part.is_file else self.folder() / VOICES / f"{part.name}.pt"
 
     def render(
-        self, text: str, voice: str, speed: float, lang: str,
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> Speech:
         """Speak `text` sentence by sentence, packed into chunks; the same input gives the
@@ -263,8 +271,7 @@ class KokoroSynthesizer:
         seed = render_seed(script.phonemes, voice, speed, lang, self.model_id())
 
         def run(phonemes: str) -> tuple[Any, list[int]]:
-            out = model(phonemes, pack[len(phonemes) - 1].to(device), speed,
-                        return_output=True)
+            out = model(phonemes, pack[len(phonemes) - 1].to(device), speed, return_output=True)
             return out.audio.float().numpy(), out.pred_dur.tolist()
 
         if self.threads:
@@ -290,12 +297,17 @@ def write_script(text: str, lang: str, backend: str | None, limit: int) -> Scrip
     said = [(s, p) for s, p in said if p]
     if not said:
         raise SynthesisError("nothing speakable in the text (no words after G2P)")
-    return Script([" ".join(s.split()) for s, _ in said], " ".join(p for _, p in said),
-                  chunk_sentences([p for _, p in said], limit))
+    return Script(
+        [" ".join(s.split()) for s, _ in said],
+        " ".join(p for _, p in said),
+        chunk_sentences([p for _, p in said], limit),
+    )
 
 
 def perform(
-    script: Script, run: Callable[[str], tuple[Any, list[int]]], vocab: dict[str, int],
+    script: Script,
+    run: Callable[[str], tuple[Any, list[int]]],
+    vocab: dict[str, int],
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> Speech:
     """Render each chunk with `run(phonemes) -> (float32 samples, token durations)` and
@@ -311,7 +323,9 @@ def perform(
             on_chunk(number, len(script.chunks))
         audio, durations = run(chunk_text(chunk))
         for (sentence, _), (a, b) in zip(
-            chunk, _piece_spans(chunk, durations, audio.size, vocab), strict=True,
+            chunk,
+            _piece_spans(chunk, durations, audio.size, vocab),
+            strict=True,
         ):
             first, _ = spans.get(sentence, (done + a, 0))
             spans[sentence] = (first, done + b)
@@ -325,7 +339,10 @@ def perform(
 
 
 def _piece_spans(
-    chunk: Chunk, durations: list[int], samples: int, vocab: dict[str, int],
+    chunk: Chunk,
+    durations: list[int],
+    samples: int,
+    vocab: dict[str, int],
 ) -> list[tuple[int, int]]:
     """Where each piece of a chunk lies in its audio (samples), from the model's predicted
     duration of each token: the model drops phonemes outside its vocabulary and adds a

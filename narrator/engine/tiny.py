@@ -26,8 +26,12 @@ def write_tiny_checkpoint(folder: Path, voices: tuple[str, ...] = ("af_heart",))
 
     config = json.loads(kokoro_config_text())
     config["plbert"] = dict(
-        hidden_size=64, num_attention_heads=2, intermediate_size=128,
-        max_position_embeddings=512, num_hidden_layers=1, dropout=0.1,
+        hidden_size=64,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        num_hidden_layers=1,
+        dropout=0.1,
     )
     config["n_layer"] = 1
     config["istftnet"] |= dict(resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]])

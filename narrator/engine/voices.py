@@ -76,10 +76,11 @@ def describe(voice_id: str) -> tuple[str, str]:
 
 
 def did_you_mean(name: str, present: Sequence[str] = (), catalogue: bool = True) -> str:
-    """" (did you mean af_bella?)": the closest voices the model here has, else (with
+    """ " (did you mean af_bella?)": the closest voices the model here has, else (with
     `catalogue`) the closest in Kokoro's catalogue; "" when none is close."""
     close = difflib.get_close_matches(name, present, n=2, cutoff=0.6) or (
-        difflib.get_close_matches(name, VOICES, n=2, cutoff=0.6) if catalogue else [])
+        difflib.get_close_matches(name, VOICES, n=2, cutoff=0.6) if catalogue else []
+    )
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
@@ -184,8 +185,9 @@ class _PackUnpickler(pickle.Unpickler):
         return storage
 
 
-def _tensor(storage: np.ndarray, offset: int, shape: tuple[int, ...],
-            strides: tuple[int, ...], *_: object) -> np.ndarray:
+def _tensor(
+    storage: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], *_: object
+) -> np.ndarray:
     """torch's _rebuild_tensor_v2 in numpy: a copy, after checking that the view lies
     inside its storage (as torch does)."""
     import numpy as np
@@ -197,7 +199,8 @@ def _tensor(storage: np.ndarray, offset: int, shape: tuple[int, ...],
         raise pickle.UnpicklingError("a tensor outside its storage")
     item = storage.itemsize
     return np.lib.stride_tricks.as_strided(
-        storage[offset:], shape, [s * item for s in strides]).astype(np.float32)
+        storage[offset:], shape, [s * item for s in strides]
+    ).astype(np.float32)
 
 
 def read_pack(path: Path) -> np.ndarray:
@@ -215,8 +218,17 @@ def read_pack(path: Path) -> np.ndarray:
             pack = _PackUnpickler(archive, root).load()
         if not isinstance(pack, np.ndarray):
             raise pickle.UnpicklingError("not a tensor")
-    except (OSError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError,
-            zipfile.BadZipFile, pickle.UnpicklingError):
+    except (
+        OSError,
+        EOFError,
+        KeyError,
+        IndexError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+    ):
         import torch
 
         return torch.load(path, map_location="cpu", weights_only=True).detach().float().numpy()
