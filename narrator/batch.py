@@ -87,6 +87,8 @@ class BatchRun:
     speed: float
     lang: str
     message: str
+    project_id: int
+    dry_run: bool = False
     task_id: str | None = None
     store: ProjectStore | None = None
     audio_dir: Path | None = None
@@ -94,6 +96,32 @@ class BatchRun:
     future: Future[None] | None = None
     lock: FileLock | None = field(default=None, repr=False)
     runner: Runner | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        """What `generate-all --json` prints before the run (the seed's 202 body); a dry run
+        adds the plan, segment by segment."""
+        head: dict[str, object] = {
+            "task_id": self.task_id,
+            "project_id": self.project_id,
+            "status": "PENDING" if self.task_id else None,
+            "dry_run": self.dry_run,
+            "total_segments": self.plan.total,
+            "segments_to_process": len(self.plan.to_process),
+            "skipped": self.plan.skipped,
+            "stale": self.plan.stale_kept,
+            "message": self.message,
+            "voice": self.voice,
+            "speed": self.speed,
+            "lang": self.lang,
+        }
+        if self.dry_run:
+            head["plan"] = self.plan.rows()
+        return head
+
+    def result(self, final: TaskSnapshot) -> dict[str, object]:
+        """What `generate-all --json` prints at the end: the head, then the task as it
+        ended, under the plan's message."""
+        return self.as_dict() | final.as_dict() | {"message": self.message}
 
     def wait(self, timeout: float | None = None) -> TaskSnapshot | None:
         """Block until the worker is done; release the project lock."""
@@ -204,7 +232,9 @@ def generate_all(
         plan = plan_generation(
             segment_states(store), voice=voice, speed=speed, lang=lang, rules=options.rules
         )
-        run = BatchRun(plan, voice, speed, lang, describe_plan(plan))
+        run = BatchRun(
+            plan, voice, speed, lang, describe_plan(plan), store.project_id, options.dry_run
+        )
         if not plan.to_process:
             if lock is not None:
                 lock.release()

@@ -785,23 +785,10 @@ def generate_all_command(
         narrator generate-all book.db --progress plain
     """
     from narrator.batch import GenerateOptions, generate_all
+    from narrator.cluster import runner_for
     from narrator.progress import Halted, follow_run, make_view
 
-    runner = None
-    if ray is not None:
-        from narrator.cluster import RayRunner
-
-        runner = RayRunner(ray, workers, gpus_per_worker)
-        if gpus_per_worker and engine != "torch":  # the driver may have no GPU to see
-            if engine == "onnx":
-                raise errors.BadInput(
-                    "the onnx engine runs on the CPU only; use --engine "
-                    "torch with --gpus-per-worker"
-                )
-            engine = "torch"
-    elif workers is not None or gpus_per_worker:
-        raise errors.BadInput("--workers and --gpus-per-worker need --ray (e.g. --ray local)")
-
+    runner, engine = runner_for(ray, workers, gpus_per_worker, engine)
     if progress is ProgressMode.jsonl:  # stderr carries JSON lines only
         warnings.formatwarning = _json_warning
     store = _open(project, project_id)
@@ -818,33 +805,8 @@ def generate_all_command(
     run = generate_all(
         store, options, _synthesizer(model_dir, device, offline, engine), runner=runner
     )
-    head = {
-        "task_id": run.task_id,
-        "project_id": store.project_id,
-        "status": "PENDING" if run.task_id else None,
-        "dry_run": dry_run,
-        "total_segments": run.plan.total,
-        "segments_to_process": len(run.plan.to_process),
-        "skipped": run.plan.skipped,
-        "stale": run.plan.stale_kept,
-        "message": run.message,
-        "voice": run.voice,
-        "speed": run.speed,
-        "lang": run.lang,
-    }
     if run.task_id is None:
-        if dry_run:
-            head["plan"] = [
-                {
-                    "sequence_index": d.sequence_index,
-                    "segment_id": d.segment_id,
-                    "action": "render" if d.render else "skip",
-                    "why": d.why.value,
-                    "stale": d.stale,
-                }
-                for d in run.plan.decisions
-            ]
-        _print_json(head) if as_json else _print_plan(head, dry_run)
+        _print_json(run.as_dict()) if as_json else _print_plan(run.as_dict(), dry_run)
         return
     try:
         if progress is not ProgressMode.jsonl:
@@ -852,7 +814,7 @@ def generate_all_command(
         final = follow_run(run, make_view(progress))
     except Halted:
         assert run.manager is not None and run.task_id is not None
-        _report_batch(head, run.manager.snapshot(run.task_id), run.message, as_json, progress)
+        _report_batch(run, run.manager.snapshot(run.task_id), as_json, progress)
         typer.echo("Stopped.", err=True)
         sys.stdout.flush()
         os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
@@ -860,20 +822,14 @@ def generate_all_command(
         run.cancel(now=True)  # never leave a worker rendering behind a failed command
         run.wait()
         raise
-    _report_batch(head, final, run.message, as_json, progress)
+    _report_batch(run, final, as_json, progress)
     raise typer.Exit(_batch_exit_code(final))
 
 
-def _report_batch(
-    head: dict,
-    final,
-    message: str,
-    as_json: bool,  # noqa: ANN001
-    progress: ProgressMode,
-) -> None:
+def _report_batch(run, final, as_json: bool, progress: ProgressMode) -> None:  # noqa: ANN001
     """The result on stdout; the error that ended the run also as one line on stderr,
     which with --progress jsonl carries JSON events only (the last one holds it)."""
-    result = head | final.as_dict() | {"message": message}
+    result = run.result(final)
     _print_json(result) if as_json else _print_summary(result)
     if final.error_kind and progress is not ProgressMode.jsonl:
         typer.echo(f"Error: {final.error}", err=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from narrator.engine import Synthesizer
-from narrator.errors import ClusterUnavailable, MissingExtra, first_line
+from narrator.errors import BadInput, ClusterUnavailable, MissingExtra, first_line
 from narrator.planning import SegmentState
 from narrator.recording import BatchJob, hand_out, take_back
 from narrator.store import ProjectStore
@@ -97,6 +97,25 @@ class _Renderer:
 
     def ready(self) -> bool:
         return True
+
+
+def runner_for(
+    address: str | None, workers: int | None, gpus_per_worker: float, engine: str
+) -> tuple[RayRunner | None, str]:
+    """The runner a run asks for (None: the worker thread) and the engine it renders with:
+    GPU actors render on torch, which the driver cannot pick by its own devices (it may
+    have no GPU), and the onnx engine runs on the CPU only."""
+    if address is None:
+        if workers is not None or gpus_per_worker:
+            raise BadInput("--workers and --gpus-per-worker need --ray (e.g. --ray local)")
+        return None, engine
+    if gpus_per_worker and engine != "torch":
+        if engine == "onnx":
+            raise BadInput(
+                "the onnx engine runs on the CPU only; use --engine torch with --gpus-per-worker"
+            )
+        engine = "torch"
+    return RayRunner(address, workers, gpus_per_worker), engine
 
 
 @dataclass

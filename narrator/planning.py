@@ -94,6 +94,19 @@ class Plan:
     def to_process(self) -> list[int]:
         return [d.segment_id for d in self.decisions if d.render]
 
+    def rows(self) -> list[dict[str, object]]:
+        """Each segment's decision as plain values, in order (`generate-all --dry-run`)."""
+        return [
+            {
+                "sequence_index": d.sequence_index,
+                "segment_id": d.segment_id,
+                "action": "render" if d.render else "skip",
+                "why": d.why.value,
+                "stale": d.stale,
+            }
+            for d in self.decisions
+        ]
+
     @property
     def stale_kept(self) -> int:
         """Segments whose audio is stale but which this run leaves alone."""

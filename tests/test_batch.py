@@ -14,6 +14,7 @@ from narrator import batch as batch_module
 from narrator.batch import GenerateOptions, generate_all, generate_one
 from narrator.errors import (
     AudioDirUnwritable,
+    BadInput,
     ModelUnavailable,
     ProjectBusy,
     SegmentLocked,
@@ -283,3 +284,51 @@ def test_model_failure_fails_the_batch_once(store: ProjectStore) -> None:
     assert final.status is TaskStatus.FAILED and final.error_kind == "ModelUnavailable"
     assert final.error == "cannot load the Kokoro model"
     assert synth.rendered == ["tried"]
+
+
+def test_a_python_caller_gets_the_objects_generate_all_json_prints(tmp_path: Path) -> None:
+    """The library owns the shape of `--json`: the plan before the run, the result after."""
+    store = make_project(tmp_path / "p.db", ["One.", "", "Two."])
+    planned = generate_all(store, GenerateOptions(dry_run=True), FakeSynthesizer())
+    head = planned.as_dict()
+    assert head["dry_run"] is True and head["task_id"] is None and head["project_id"] == 1
+    assert [row["action"] for row in head["plan"]] == ["render", "skip", "render"]
+    run = generate_all(store, GenerateOptions(), FakeSynthesizer())
+    result = run.result(run.wait(timeout=30))
+    assert result["task_id"] == run.task_id and result["status"] == "COMPLETED"
+    assert (result["processed"], result["skipped"]["empty"]) == (2, 1)
+    assert "plan" not in result and result["message"] == run.message
+
+
+@pytest.mark.parametrize(
+    ("ray", "workers", "gpus", "engine", "expected"),
+    [
+        (None, None, 0.0, "auto", (False, "auto")),
+        ("local", None, 1.0, "auto", (True, "torch")),
+        ("local", 2, 0.0, "onnx", (True, "onnx")),
+    ],
+)
+def test_the_run_policy_picks_the_runner_and_engine(
+    ray: str | None, workers: int | None, gpus: float, engine: str, expected: tuple
+) -> None:
+    from narrator.cluster import runner_for
+
+    runner, picked = runner_for(ray, workers, gpus, engine)
+    assert (runner is not None, picked) == expected
+
+
+@pytest.mark.parametrize(
+    ("ray", "workers", "gpus", "engine"),
+    [
+        (None, 2, 0.0, "auto"),
+        (None, None, 1.0, "auto"),
+        ("local", None, 1.0, "onnx"),
+    ],
+)
+def test_the_run_policy_refuses_what_cannot_run(
+    ray: str | None, workers: int | None, gpus: float, engine: str
+) -> None:
+    from narrator.cluster import runner_for
+
+    with pytest.raises(BadInput):
+        runner_for(ray, workers, gpus, engine)
