@@ -34,7 +34,6 @@ from narrator.engine.sources import voices_in
 from narrator.engine.synth import KokoroSynthesizer
 from narrator.engine.tiny import write_tiny_checkpoint
 from narrator.errors import ModelUnavailable
-from narrator.planning import fingerprint
 from narrator.project import add_segments, read_settings
 from narrator.splitting import Block
 from narrator.store import create_project
@@ -97,7 +96,7 @@ def build(folder: Path, segments: int, sources: list[Path]) -> Path:
                 "UPDATE segment SET audio_file = ?, audio_fingerprint = ? WHERE id = ?",
                 (
                     f"book_audio/{name}",
-                    fingerprint(text, settings.voice_id, settings.speed, settings.lang),
+                    settings.voicing.fingerprint(text),
                     segment_id,
                 ),
             )

@@ -25,7 +25,7 @@ from narrator.errors import (
     SegmentLocked,
     refuse_blank,
 )
-from narrator.planning import Plan, Rules, Why, plan_generation
+from narrator.planning import Plan, Rules, Voicing, Why, plan_generation
 from narrator.project import (
     Settings,
     read_settings,
@@ -83,9 +83,7 @@ class BatchRun:
     """What generate_all() hands back: the plan, and the running task if one started."""
 
     plan: Plan
-    voice: str
-    speed: float
-    lang: str
+    voicing: Voicing
     message: str
     project_id: int
     dry_run: bool = False
@@ -110,9 +108,9 @@ class BatchRun:
             "skipped": self.plan.skipped,
             "stale": self.plan.stale_kept,
             "message": self.message,
-            "voice": self.voice,
-            "speed": self.speed,
-            "lang": self.lang,
+            "voice": self.voicing.voice,
+            "speed": self.voicing.speed,
+            "lang": self.voicing.lang,
         }
         if self.dry_run:
             head["plan"] = self.plan.rows()
@@ -191,7 +189,7 @@ def tidy_audio_folder(store: ProjectStore, folder: Path) -> list[Path]:
     return sweep(store, folder, recorded)
 
 
-def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, str, float, str]:
+def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, Voicing]:
     """Settings with this run's overrides, as plain values; nothing is stored."""
     refuse_blank(
         {"--voice": options.voice, "--lang": options.lang, "--audio-dir": options.audio_dir}
@@ -208,7 +206,7 @@ def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, s
         lang = language_of(voice, settings.lang if settings.lang_set else None)
     else:
         lang = settings.lang
-    return settings, voice, speed, lang
+    return settings, Voicing(voice, speed, lang)
 
 
 def generate_all(
@@ -223,24 +221,20 @@ def generate_all(
     `synthesizer` checks the voice and model here first. The returned BatchRun holds the
     project lock until wait()."""
     runner = runner or ThreadRunner()
-    settings, voice, speed, lang = _resolve(store, options)
+    settings, voicing = _resolve(store, options)
     lock = None if options.dry_run else run_lock(store)
     try:
         folder = audio_folder(store, settings.audio_dir)
         if lock is not None:
             _tidy(store, folder)
-        plan = plan_generation(
-            segment_states(store), voice=voice, speed=speed, lang=lang, rules=options.rules
-        )
-        run = BatchRun(
-            plan, voice, speed, lang, describe_plan(plan), store.project_id, options.dry_run
-        )
+        plan = plan_generation(segment_states(store), voicing=voicing, rules=options.rules)
+        run = BatchRun(plan, voicing, describe_plan(plan), store.project_id, options.dry_run)
         if not plan.to_process:
             if lock is not None:
                 lock.release()
             return run
         # every check a run makes before rendering, dry run or not: same codes, same words
-        synthesizer.check(voice, lang)
+        synthesizer.check(voicing.voice, voicing.lang)
         check_writable(store, folder, dry_run=options.dry_run)
         runner.prepare()
         if options.dry_run:
@@ -258,9 +252,9 @@ def generate_all(
                 total_segments=plan.total,
                 segments_to_process=len(plan.to_process),
                 skipped=dict(plan.skipped),
-                voice=voice,
-                speed=speed,
-                lang=lang,
+                voice=voicing.voice,
+                speed=voicing.speed,
+                lang=voicing.lang,
             )
         )
         job = BatchJob(
@@ -269,7 +263,7 @@ def generate_all(
             task_id=run.task_id,
             segment_ids=tuple(plan.to_process),
             audio_dir=str(folder),
-            spec=RenderSpec(voice, speed, lang, options.rules),
+            spec=RenderSpec(voicing, options.rules),
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
         run.future = pool.submit(run_batch, job, manager, synthesizer, runner)
@@ -324,20 +318,20 @@ def generate_one(
     """Render a single segment in this thread. Locked: SegmentLocked (the seed's 409).
     Returns (segment id, seconds), seconds None when its audio exists and not forced."""
     options = GenerateOptions(voice=voice, speed=speed, lang=lang, force=force)
-    settings, voice, speed, lang = _resolve(store, options)
+    settings, voicing = _resolve(store, options)
     state = segment_state(store, index)
     lock = run_lock(store)
     try:
-        spec = RenderSpec(voice, speed, lang, options.rules)
+        spec = RenderSpec(voicing, options.rules)
         why = why_not(state, None, spec)
         if why == Why.has_audio.value:
             return state.id, None
         _refuse(index, why)
-        synthesizer.check(voice, lang)
+        synthesizer.check(voicing.voice, voicing.lang)
         folder = audio_folder(store, settings.audio_dir)
         _tidy(store, folder)
         check_writable(store, folder)
-        speech = synthesizer.render(state.text, voice, speed, lang)
+        speech = synthesizer.render(state.text, *voicing.spoken())
         _refuse(index, record_render(store, folder, state, speech, spec, nullcontext()))
         return state.id, seconds_of(speech.samples)
     finally:

@@ -226,7 +226,7 @@ class RayRunner:
                     state = hand_out(store, job, manager, given, job.segment_ids[given - 1])
                     if state is not None:
                         actor = idle.pop()
-                        ref = actor.render.remote(state.text, spec.voice, spec.speed, spec.lang)
+                        ref = actor.render.remote(state.text, *spec.voicing.spoken())
                         pending[ref] = (state, actor, manager.snapshot(job.task_id))
                 if not pending:
                     break

@@ -33,7 +33,7 @@ from narrator.encode import (
 from narrator.engine import SAMPLE_RATE
 from narrator.errors import BadDocument, BadInput, CannotWrite, NarratorError, NotReady
 from narrator.models import Project, Segment
-from narrator.planning import Recording, fingerprint
+from narrator.planning import AudioState, audio_state
 from narrator.project import read_settings
 from narrator.store import ProjectStore
 from narrator.tasks import run_lock
@@ -294,16 +294,15 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             continue
         spoken.append(index)
         recording, frames = recording_of(store, audio, seconds)
-        if recording is Recording.damaged:
+        state = audio_state(recording, stamp, settings.voicing.fingerprint(text))
+        if state is AudioState.damaged:
             raise _damaged(audio_path(store, audio), index, store.path)
-        path = audio_path(store, audio) if frames else None
-        if path is None:
+        if not frames:  # none recorded, its file gone, or an empty recording
             gaps.append(Gap(index, "locked without audio" if locked else "no audio"))
             continue
-        if not locked and stamp != fingerprint(
-            text, settings.voice_id, settings.speed, settings.lang
-        ):
+        if state is AudioState.stale and not locked:  # a locked take is approved as it is
             gaps.append(Gap(index, "stale audio"))
+        path = audio_path(store, audio)
         if part is None:
             number = len(parts) + 1 if options.split_chapters else 0
             name = (

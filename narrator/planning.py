@@ -44,10 +44,42 @@ class Rules:
     changed: bool = False
 
 
-def fingerprint(text: str, voice: str, speed: float, lang: str) -> str:
-    """What a render is made from; audio whose fingerprint differs is stale."""
-    payload = json.dumps([text.strip(), voice, round(float(speed), 4), lang])
-    return hashlib.sha256(payload.encode()).hexdigest()
+@dataclass(frozen=True)
+class Voicing:
+    """How text is spoken: voice, speed and language, passed whole; it owns the
+    fingerprint that tells a render made another way."""
+
+    voice: str
+    speed: float
+    lang: str
+
+    def spoken(self) -> tuple[str, float, str]:
+        """Voice, speed and language, as the engine's render takes them."""
+        return self.voice, self.speed, self.lang
+
+    def fingerprint(self, text: str) -> str:
+        """What a render of `text` is made from; audio whose fingerprint differs is stale."""
+        payload = json.dumps([text.strip(), self.voice, round(float(self.speed), 4), self.lang])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class AudioState(StrEnum):
+    """A segment's audio, all told: none recorded, its file missing or damaged, made
+    another way than asked (stale), or current."""
+
+    none = "none"
+    missing = "missing"
+    damaged = "damaged"
+    stale = "stale"
+    current = "current"
+
+
+def audio_state(recording: Recording, recorded: str | None, current: str) -> AudioState:
+    """The one rule for a segment's audio: the file on disk (`recording`), then whether
+    what it was made from (`recorded`) is what would be made now (`current`)."""
+    if recording is not Recording.whole:
+        return AudioState(recording.value)
+    return AudioState.current if recorded == current else AudioState.stale
 
 
 @dataclass(frozen=True)
@@ -68,8 +100,9 @@ class SegmentState:
         as if it had none."""
         return self.recording is Recording.whole
 
-    def is_stale(self, current: str) -> bool:
-        return self.audio_exists and self.audio_fingerprint != current
+    def audio(self, voicing: Voicing) -> AudioState:
+        """Its audio's state, were it spoken with `voicing`."""
+        return audio_state(self.recording, self.audio_fingerprint, voicing.fingerprint(self.text))
 
 
 @dataclass(frozen=True)
@@ -113,10 +146,10 @@ class Plan:
         return sum(1 for d in self.decisions if d.stale and not d.render)
 
 
-def decide(seg: SegmentState, voice: str, speed: float, lang: str, rules: Rules) -> Decision:
+def decide(seg: SegmentState, voicing: Voicing, rules: Rules) -> Decision:
     """Whether a run renders this segment, and why: the planner asks it of every segment,
     and the worker asks it again of each one just before rendering and recording it."""
-    stale = seg.is_stale(fingerprint(seg.text, voice, speed, lang))
+    stale = seg.audio(voicing) is AudioState.stale
 
     def decision(render: bool, why: Why) -> Decision:
         return Decision(seg.id, seg.sequence_index, render, why, stale)
@@ -144,15 +177,12 @@ _NEEDS_AUDIO = {
 def plan_generation(
     segments: list[SegmentState],
     *,
-    voice: str,
-    speed: float,
-    lang: str,
+    voicing: Voicing,
     rules: Rules = Rules(),
 ) -> Plan:
     """Decide for each segment, in sequence order, whether this run renders it."""
     decisions = tuple(
-        decide(seg, voice, speed, lang, rules)
-        for seg in sorted(segments, key=lambda s: s.sequence_index)
+        decide(seg, voicing, rules) for seg in sorted(segments, key=lambda s: s.sequence_index)
     )
     counts = Counter(d.why.value for d in decisions if not d.render)
     return Plan(decisions, {reason: counts.get(reason, 0) for reason in SKIP_REASONS})

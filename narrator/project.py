@@ -13,7 +13,7 @@ from narrator.audiofiles import audio_path, may_remove, recording_of
 from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
-from narrator.planning import SegmentState, fingerprint
+from narrator.planning import AudioState, SegmentState, Voicing, audio_state
 from narrator.splitting import Block
 from narrator.store import ProjectStore
 from narrator.text import clean, warn_removed
@@ -28,6 +28,10 @@ class Settings:
     lang: str
     lang_set: bool
     audio_dir: str | None
+
+    @property
+    def voicing(self) -> Voicing:
+        return Voicing(self.voice_id, self.speed, self.lang)
 
     def as_dict(self) -> dict[str, object]:
         return dict(vars(self))
@@ -160,24 +164,27 @@ def recorded_files(session: Session) -> set[str]:
 
 
 def list_segments(store: ProjectStore) -> list[SegmentRow]:
-    settings = read_settings(store)
+    voicing = read_settings(store).voicing
     with store.session() as session:
         rows = _segment_columns(session, store)
-    return [
-        SegmentRow(
-            id=id_,
-            sequence_index=index,
-            text_content=text,
-            is_locked=locked,
-            audio_file=audio,
-            audio_duration=duration,
-            stale=bool(audio)
-            and stamp != fingerprint(text, settings.voice_id, settings.speed, settings.lang),
-            heading_level=level,
-            recording=recording_of(store, audio, duration)[0].value,
+    listed = []
+    for id_, index, text, locked, audio, duration, stamp, level in rows:
+        recording = recording_of(store, audio, duration)[0]
+        state = audio_state(recording, stamp, voicing.fingerprint(text))
+        listed.append(
+            SegmentRow(
+                id=id_,
+                sequence_index=index,
+                text_content=text,
+                is_locked=locked,
+                audio_file=audio,
+                audio_duration=duration,
+                stale=state is AudioState.stale,
+                heading_level=level,
+                recording=recording.value,
+            )
         )
-        for id_, index, text, locked, audio, duration, stamp, level in rows
-    ]
+    return listed
 
 
 def segment_state(store: ProjectStore, index: int) -> SegmentState:

@@ -23,7 +23,7 @@ from narrator.audiofiles import (
 from narrator.engine import Speech, Synthesizer
 from narrator.errors import ModelUnavailable
 from narrator.models import Segment
-from narrator.planning import Rules, SegmentState, Why, decide, fingerprint
+from narrator.planning import Rules, SegmentState, Voicing, Why, decide
 from narrator.project import chapter_at, state_by_id
 from narrator.store import ProjectStore, storage_error
 from narrator.tasks import SegmentFailure, StopNow, TaskManager, TaskSnapshot, TaskStatus
@@ -33,9 +33,7 @@ from narrator.tasks import SegmentFailure, StopNow, TaskManager, TaskSnapshot, T
 class RenderSpec:
     """What segments are rendered with, and the rules that let a segment be rendered."""
 
-    voice: str
-    speed: float
-    lang: str
+    voicing: Voicing
     rules: Rules
 
 
@@ -99,9 +97,7 @@ class ThreadRunner:
                     partial(
                         synthesizer.render,
                         state.text,
-                        spec.voice,
-                        spec.speed,
-                        spec.lang,
+                        *spec.voicing.spoken(),
                         on_chunk=between_chunks,
                     )
                 )
@@ -130,7 +126,7 @@ def why_not(now: SegmentState | None, rendered: str | None, spec: RenderSpec) ->
         return Why.removed.value
     if rendered is not None and now.text != rendered:
         return Why.edited.value
-    decision = decide(now, spec.voice, spec.speed, spec.lang, spec.rules)
+    decision = decide(now, spec.voicing, spec.rules)
     return None if decision.render else decision.why.value
 
 
@@ -203,7 +199,7 @@ def record_render(
     rules again of the segment as it is now; if it may still be rendered, move the file
     into place and record it, then drop the file it replaces. Returns why it was not
     recorded (the render is then discarded), or None."""
-    stamp = fingerprint(state.text, spec.voice, spec.speed, spec.lang)
+    stamp = spec.voicing.fingerprint(state.text)
     target = render_target(store, folder, state.sequence_index, state.id, stamp)
     name = recorded_name(store, target)
     with gate:

@@ -1,6 +1,17 @@
-from narrator.planning import Recording, Rules, SegmentState, Why, fingerprint, plan_generation
+import hashlib
 
-VOICE, SPEED, LANG = "af_heart", 1.0, "a"
+from narrator.planning import (
+    AudioState,
+    Recording,
+    Rules,
+    SegmentState,
+    Voicing,
+    Why,
+    audio_state,
+    plan_generation,
+)
+
+VOICING = Voicing("af_heart", 1.0, "a")
 
 
 def seg(
@@ -12,7 +23,7 @@ def seg(
     made_from: str | None = None,
     damaged: bool = False,
 ) -> SegmentState:
-    stamp = fingerprint(made_from or text, VOICE, SPEED, LANG) if audio else None
+    stamp = VOICING.fingerprint(made_from or text) if audio else None
     recording = (
         Recording.none
         if not audio
@@ -26,7 +37,7 @@ def seg(
 
 
 def plan(segments: list[SegmentState], **options: bool):  # noqa: ANN201
-    return plan_generation(segments, voice=VOICE, speed=SPEED, lang=LANG, rules=Rules(**options))
+    return plan_generation(segments, voicing=VOICING, rules=Rules(**options))
 
 
 def test_skip_reasons_are_counted_in_order() -> None:
@@ -63,6 +74,10 @@ def test_changed_renders_only_stale_audio() -> None:
     assert changed.to_process == [1] and changed.decisions[0].why is Why.stale
 
 
+def fingerprint(text: str, voice: str, speed: float, lang: str) -> str:
+    return Voicing(voice, speed, lang).fingerprint(text)
+
+
 def test_fingerprint_follows_voice_speed_and_lang() -> None:
     base = fingerprint("x", "af_heart", 1.0, "a")
     assert base == fingerprint(" x ", "af_heart", 1.0, "a")
@@ -77,6 +92,17 @@ def test_fingerprint_follows_voice_speed_and_lang() -> None:
         )
         == 4
     )
+    # what every project's audio_fingerprint was computed as: stale audio stays noticed
+    assert base == hashlib.sha256(b'["x", "af_heart", 1.0, "a"]').hexdigest()
+
+
+def test_audio_state_is_the_file_first_then_what_it_was_made_from() -> None:
+    now = VOICING.fingerprint("x")
+    assert audio_state(Recording.none, None, now) is AudioState.none
+    assert audio_state(Recording.missing, now, now) is AudioState.missing
+    assert audio_state(Recording.damaged, now, now) is AudioState.damaged
+    assert audio_state(Recording.whole, now, now) is AudioState.current
+    assert audio_state(Recording.whole, "other", now) is AudioState.stale
 
 
 def test_sequence_order() -> None:

@@ -192,7 +192,7 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
     import numpy as np
 
     from narrator.engine import Speech
-    from narrator.planning import Rules
+    from narrator.planning import Rules, Voicing
     from narrator.project import segment_state
     from narrator.recording import BatchJob, RenderSpec, take_back
     from narrator.tasks import StopNow, TaskManager, TaskSnapshot
@@ -211,7 +211,7 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
             lang="a",
         )
     )
-    spec = RenderSpec("af_heart", 1.0, "a", Rules())
+    spec = RenderSpec(Voicing("af_heart", 1.0, "a"), Rules())
     folder = store.path.parent / "book_audio"
     folder.mkdir()
     job = BatchJob(str(store.path), store.project_id, "t", (1,), str(folder), spec)
