@@ -1,6 +1,6 @@
-"""Audio files, one room: where they go, their names, atomic writes, the writability probe
-and the sweep of what an interrupted run left. Cleanup touches only files whose name
-carries this project's uid."""
+"""Audio files, one room: where they go, their names, the WAV writer and what a recording
+on disk is, the writability probe and the sweep of what an interrupted run left. Cleanup
+touches only files whose name carries this project's uid."""
 
 from __future__ import annotations
 

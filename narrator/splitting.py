@@ -1,5 +1,5 @@
-"""Turning a text, Markdown or EPUB document into segments (blocks of text, some of them
-headings), with the markup of scanned books (Project Gutenberg's) taken out."""
+"""Text and Markdown into blocks (the segments to be, some of them headings), with the
+markup of scanned books (Project Gutenberg's) taken out; paragraphs into sentences."""
 
 from __future__ import annotations
 

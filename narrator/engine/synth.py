@@ -1,4 +1,4 @@
-"""The Kokoro synthesizer: lazy thread-safe loading, seeded renders, atomic WAV output."""
+"""The Kokoro synthesizer on torch: lazy thread-safe loading, seeded renders."""
 
 from __future__ import annotations
 
