@@ -294,7 +294,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             continue
         spoken.append(index)
         recording, frames = recording_of(store, audio, seconds)
-        state = audio_state(recording, stamp, settings.voicing.fingerprint(text))
+        state = audio_state(recording, stamp, settings.voicing, text)
         if state is AudioState.damaged:
             raise _damaged(audio_path(store, audio), index, store.path)
         if not frames:  # none recorded, its file gone, or an empty recording

@@ -74,12 +74,22 @@ class AudioState(StrEnum):
     current = "current"
 
 
-def audio_state(recording: Recording, recorded: str | None, current: str) -> AudioState:
+_NOT_WHOLE = {
+    Recording.none: AudioState.none,
+    Recording.missing: AudioState.missing,
+    Recording.damaged: AudioState.damaged,
+}
+
+
+def audio_state(
+    recording: Recording, recorded: str | None, voicing: Voicing, text: str
+) -> AudioState:
     """The one rule for a segment's audio: the file on disk (`recording`), then whether
-    what it was made from (`recorded`) is what would be made now (`current`)."""
+    what it was made from (`recorded`) is what `voicing` would make of `text` now (only
+    asked of a whole file: listing a long book hashes no text it need not)."""
     if recording is not Recording.whole:
-        return AudioState(recording.value)
-    return AudioState.current if recorded == current else AudioState.stale
+        return _NOT_WHOLE[recording]
+    return AudioState.current if recorded == voicing.fingerprint(text) else AudioState.stale
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class SegmentState:
 
     def audio(self, voicing: Voicing) -> AudioState:
         """Its audio's state, were it spoken with `voicing`."""
-        return audio_state(self.recording, self.audio_fingerprint, voicing.fingerprint(self.text))
+        return audio_state(self.recording, self.audio_fingerprint, voicing, self.text)
 
 
 @dataclass(frozen=True)

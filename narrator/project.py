@@ -170,7 +170,7 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
     listed = []
     for id_, index, text, locked, audio, duration, stamp, level in rows:
         recording = recording_of(store, audio, duration)[0]
-        state = audio_state(recording, stamp, voicing.fingerprint(text))
+        state = audio_state(recording, stamp, voicing, text)
         listed.append(
             SegmentRow(
                 id=id_,

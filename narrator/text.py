@@ -50,6 +50,8 @@ def printable(text: str) -> str:
 
 def printable_line(text: str) -> str:
     """`printable` on one line: every run of whitespace one space."""
+    if text.isprintable():  # no control or format character at all (the common case)
+        return " ".join(text.split())
     return " ".join(printable(text).split())
 
 

@@ -98,11 +98,12 @@ def test_fingerprint_follows_voice_speed_and_lang() -> None:
 
 def test_audio_state_is_the_file_first_then_what_it_was_made_from() -> None:
     now = VOICING.fingerprint("x")
-    assert audio_state(Recording.none, None, now) is AudioState.none
-    assert audio_state(Recording.missing, now, now) is AudioState.missing
-    assert audio_state(Recording.damaged, now, now) is AudioState.damaged
-    assert audio_state(Recording.whole, now, now) is AudioState.current
-    assert audio_state(Recording.whole, "other", now) is AudioState.stale
+    assert audio_state(Recording.none, None, VOICING, "x") is AudioState.none
+    assert audio_state(Recording.missing, now, VOICING, "x") is AudioState.missing
+    assert audio_state(Recording.damaged, now, VOICING, "x") is AudioState.damaged
+    assert audio_state(Recording.whole, now, VOICING, "x") is AudioState.current
+    assert audio_state(Recording.whole, "other", VOICING, "x") is AudioState.stale
+    assert audio_state(Recording.whole, now, VOICING, "y") is AudioState.stale
 
 
 def test_sequence_order() -> None:
