@@ -82,7 +82,7 @@ def test_wavs_are_written_byte_for_byte_as_libsndfile_writes_them(tmp_path: Path
             rng.uniform(-1.2, 1.2, 50_000),
             rng.normal(0, 0.01, 50_000),
             np.arange(-70_000, 70_000) / 65_536,
-            [1.0, -1.0, 0.0, 1e-30],
+            [1.0, -1.0, 0.0, 1e-30, np.nan],
         ]
     ).astype(np.float32)
     reference = io.BytesIO()
