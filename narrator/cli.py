@@ -9,14 +9,24 @@ import traceback
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from narrator import errors
 from narrator.progress import ProgressMode, preview
-from narrator.splitting import Split
+from narrator.splitting import Block, Split
+
+if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
+    from rich.console import Console
+
+    from narrator.batch import BatchRun
+    from narrator.engine import Synthesizer
+    from narrator.export import Book, Exported
+    from narrator.project import SegmentRow
+    from narrator.store import ProjectStore
+    from narrator.tasks import TaskSnapshot
 
 # sysexits where one fits; docs/cli.md's table says the same. A subclass takes its
 # nearest listed ancestor's code.
@@ -216,19 +226,19 @@ def _print_json(data: object) -> None:
     typer.echo(json.dumps(data, default=str, ensure_ascii=False))
 
 
-def _stdout():  # noqa: ANN202 - rich.console.Console, imported lazily
+def _stdout() -> Console:
     from rich.console import Console
 
     return Console()
 
 
-def _stderr():  # noqa: ANN202
+def _stderr() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
 
 
-def _open(project: Path, project_id: int | None):  # noqa: ANN202 - ProjectStore
+def _open(project: Path, project_id: int | None) -> ProjectStore:
     from narrator.store import open_project
 
     return open_project(project, project_id)
@@ -291,7 +301,7 @@ def add(
     """
     from narrator.documents import read_document, split_document
     from narrator.project import add_segments
-    from narrator.splitting import Block, split_text
+    from narrator.splitting import split_text
 
     store = _open(project, project_id)
     segments: list[Block] = []
@@ -314,7 +324,7 @@ def add(
     typer.echo(f"Added {_count(len(indices))} ({where})" + _headings_note(segments))
 
 
-def _headings_note(blocks: list) -> str:  # noqa: ANN001 - splitting.Block
+def _headings_note(blocks: list[Block]) -> str:
     headings = sum(1 for b in blocks if b.heading_level)
     return f", {_count(headings, 'heading')}" if headings else ""
 
@@ -411,7 +421,7 @@ def heading(
     )
 
 
-def _audio_cell(row) -> str:  # noqa: ANN001 - project.SegmentRow
+def _audio_cell(row: SegmentRow) -> str:
     """The audio column: blank (none), missing, damaged, stale or yes."""
     if row.recording in ("missing", "damaged"):
         return row.recording
@@ -527,9 +537,9 @@ def settings(
 def _synthesizer(
     model_dir: Path | None,
     device: str,
-    offline: bool,  # noqa: ANN202
+    offline: bool,
     engine: str = "auto",
-):
+) -> Synthesizer:
     from narrator.engine.engines import make_synthesizer
 
     return make_synthesizer(engine, model_dir, device, offline)[0]
@@ -826,7 +836,9 @@ def generate_all_command(
     raise typer.Exit(_batch_exit_code(final))
 
 
-def _report_batch(run, final, as_json: bool, progress: ProgressMode) -> None:  # noqa: ANN001
+def _report_batch(
+    run: BatchRun, final: TaskSnapshot, as_json: bool, progress: ProgressMode
+) -> None:
     """The result on stdout; the error that ended the run also as one line on stderr,
     which with --progress jsonl carries JSON events only (the last one holds it)."""
     result = run.result(final)
@@ -835,7 +847,7 @@ def _report_batch(run, final, as_json: bool, progress: ProgressMode) -> None:  #
         typer.echo(f"Error: {final.error}", err=True)
 
 
-def _batch_exit_code(final) -> int:  # noqa: ANN001 - TaskSnapshot
+def _batch_exit_code(final: TaskSnapshot) -> int:
     from narrator.tasks import TaskStatus
 
     if final.error_kind:  # storage refused a write, or the model failed
@@ -1159,7 +1171,7 @@ def export(
     )
     meter: list[ExportMeter] = []
 
-    def planned(book) -> None:  # noqa: ANN001 - export.Book
+    def planned(book: Book) -> None:
         for run in book.gap_runs:
             _warn(run.describe())
         if book.format == "wav" and any(len(part.chapters) > 1 for part in book.parts):
@@ -1208,7 +1220,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _print_export(done) -> None:  # noqa: ANN001 - export.Exported
+def _print_export(done: Exported) -> None:
     for w in done.files:
         minutes, seconds = divmod(round(w.seconds), 60)
         chapters = _count(len(w.chapters), "chapter")

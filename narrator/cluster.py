@@ -141,7 +141,7 @@ class RayRunner:
             self._join(ray)
         self._actors = self._plan_actors()
 
-    def _join(self, ray: Any) -> None:  # noqa: ANN401
+    def _join(self, ray: Any) -> None:
         options: dict[str, Any] = dict(
             include_dashboard=False,
             log_to_driver=False,
@@ -209,7 +209,7 @@ class RayRunner:
         if not self.gpus_per_worker and worker_synth.device == "auto":
             worker_synth = replace(worker_synth, device="cpu")  # Ray shows them the GPUs
 
-        def new_actor() -> Any:  # noqa: ANN401
+        def new_actor() -> Any:
             return actor_class.remote(worker_synth)
 
         idle = self._placed([new_actor() for _ in range(count)])
@@ -286,7 +286,7 @@ class RayRunner:
         return placed
 
 
-def _kill(ray: Any, actor: Any) -> None:  # noqa: ANN401
+def _kill(ray: Any, actor: Any) -> None:
     with contextlib.suppress(Exception):  # dead already, or the cluster is going
         ray.kill(actor)
 

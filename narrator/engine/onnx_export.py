@@ -85,7 +85,7 @@ def _no_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _random_ops(graph: Any) -> set[str]:  # noqa: ANN401 - onnx.GraphProto
+def _random_ops(graph: Any) -> set[str]:
     """Random op types in an ONNX graph, subgraphs (If/Loop bodies) included."""
     found = set()
     for node in graph.node:
@@ -145,7 +145,7 @@ def write_onnx_graphs(folder: Path) -> Path:
             super().__init__()
             self.model = model
 
-        def forward(self, tokens: Any, style: Any, speed: Any) -> tuple[Any, Any]:  # noqa: ANN401
+        def forward(self, tokens: Any, style: Any, speed: Any) -> tuple[Any, Any]:
             audio, pred_dur = self.model.forward_with_tokens(tokens, style, speed)
             return audio.reshape(-1), pred_dur.reshape(-1)
 
