@@ -51,7 +51,7 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float
 
 
 def model_folder(scratch: Path) -> tuple[Path, str]:
-    from narrator.engine.sources import folder_problem, narrator_model_dir
+    from narrator.weights.sources import folder_problem, narrator_model_dir
 
     for folder in (os.environ.get("NARRATOR_MODEL_DIR"), narrator_model_dir()):
         if folder and folder_problem(Path(folder)) is None:
@@ -60,7 +60,7 @@ def model_folder(scratch: Path) -> tuple[Path, str]:
     # which Linux carries across fork.
     folder = scratch / "tiny"
     code = (
-        "import sys, pathlib; from narrator.engine.tiny import write_tiny_checkpoint; "
+        "import sys, pathlib; from narrator.weights.tiny import write_tiny_checkpoint; "
         "write_tiny_checkpoint(pathlib.Path(sys.argv[1]))"
     )
     subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(folder)], check=True)
@@ -178,7 +178,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         folder, label = model_folder(scratch)
-        from narrator.engine.sources import voices_in
+        from narrator.weights.sources import voices_in
 
         voice = "af_heart" if "af_heart" in voices_in(folder) else voices_in(folder)[0]
         print(f"checkpoint: {label}; voice {voice}; {os.cpu_count()} CPUs")

@@ -39,8 +39,8 @@ def main() -> None:
     import jiwer
 
     from narrator.audiofiles import write_wav
-    from narrator.engine.sources import locate_model, voices_in
-    from narrator.engine.synth import KokoroSynthesizer
+    from narrator.engine.torch_engine import KokoroSynthesizer
+    from narrator.weights.sources import locate_model, voices_in
 
     found = locate_model(args.model_dir, offline=True).found
     if found is None or found.folder is None:

@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import NARRATOR, Rows, peak_mib  # noqa: E402
 from narrator.audiofiles import write_wav
 from narrator.engine import SAMPLE_RATE
-from narrator.engine.sources import voices_in
-from narrator.engine.synth import KokoroSynthesizer
-from narrator.engine.tiny import write_tiny_checkpoint
+from narrator.engine.torch_engine import KokoroSynthesizer
 from narrator.errors import ModelUnavailable
 from narrator.project import add_segments, read_settings
 from narrator.splitting import Block
 from narrator.store import create_project
+from narrator.weights.sources import voices_in
+from narrator.weights.tiny import write_tiny_checkpoint
 
 PROSE = Path(__file__).parent / "data" / "prose.txt"
 CLIP_SECONDS = 36.0

@@ -1,7 +1,7 @@
 """The onnx render loop alone, on each of the onnx engine's graphs (sources.ONNX_GRAPHS:
 the int8 export as published, its float-vocoder edit and that edit's static int8
 quantization, all with the pred_dur output and the STFT as a convolution), on the same
-chunks: what ort.pick_graph decides between, timed at length. One process, graphs
+chunks: what onnx_engine.pick_graph decides between, timed at length. One process, graphs
 alternated, no G2P or file writes in the timing. Prints per pass: load and render seconds,
 audio seconds; then the graph narrator picked on this machine. `--chunk-limit`: phonemes
 per chunk (default the onnx engine's).
@@ -32,16 +32,16 @@ def main() -> None:
 
     from narrator.engine import SAMPLE_RATE
     from narrator.engine.g2p import chunk_text
-    from narrator.engine.ort import (
+    from narrator.engine.onnx_engine import (
         OnnxSynthesizer,
-        feeds,
         graph_report,
         load_session,
         run_options,
         vocab_of,
     )
-    from narrator.engine.sources import onnx_graphs
-    from narrator.engine.synth import write_script
+    from narrator.engine.script import write_script
+    from narrator.weights.graphs import feeds
+    from narrator.weights.sources import onnx_graphs
 
     engine = OnnxSynthesizer(offline=True)
     folder = engine.folder()

@@ -1,5 +1,5 @@
 """Peak memory of `narrator generate-all` on the real weights against the number of segments,
-on the torch engine with narrator's malloc setting (engine.synth.limit_heap_growth) and
+on the torch engine with narrator's malloc setting (engine.torch_engine.limit_heap_growth) and
 without it, and on the onnx engine.
 
 Each run is a fresh process rendering the first N sentences (or paragraphs) of
@@ -36,9 +36,9 @@ CHILD = """
 import sys, re
 from pathlib import Path
 n, db, variant, unit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[5]
-import narrator.engine.synth as synth
+import narrator.engine.torch_engine as torch_engine
 if variant == "glibc-default":
-    synth.limit_heap_growth = lambda: False
+    torch_engine.limit_heap_growth = lambda: False
 from narrator.project import add_segments
 from narrator.store import create_project
 text = Path(sys.argv[4]).read_text()

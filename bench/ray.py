@@ -107,10 +107,10 @@ def main() -> None:
     parser.add_argument("--model", choices=("tiny", "real"), default="tiny")
     args = parser.parse_args()
 
-    from narrator.engine.sources import locate_model
-    from narrator.engine.tiny import write_tiny_checkpoint
     from narrator.project import add_segments
     from narrator.store import create_project
+    from narrator.weights.sources import locate_model
+    from narrator.weights.tiny import write_tiny_checkpoint
 
     texts = sentences(args.segments)
     with tempfile.TemporaryDirectory() as scratch:

@@ -18,7 +18,6 @@ from narrator.audiofiles import (
     sweep,
 )
 from narrator.engine import Synthesizer
-from narrator.engine.voices import check_speed, language_of, parse_voice
 from narrator.errors import (
     BadInput,
     NarratorError,
@@ -51,6 +50,7 @@ from narrator.tasks import (
     mark_interrupted,
     run_lock,
 )
+from narrator.voices import check_speed, language_of, parse_voice
 
 NOTHING_TO_DO = "No segments to process"
 SKIP_WORDS = {

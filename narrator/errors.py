@@ -65,6 +65,10 @@ class ModelUnavailable(NarratorError):
     """The Kokoro model, or the G2P a language needs, cannot be found or loaded."""
 
 
+class RebuildFailed(ModelUnavailable):
+    """`model pull` could not fetch, convert or rewrite the model; the message says what to do."""
+
+
 class ClusterUnavailable(NarratorError):
     """`--ray`: no Ray cluster at the address, or its workers keep dying."""
 

@@ -364,6 +364,12 @@ class ExportMeter:
             )
             self._said = self._done
 
+    def __enter__(self) -> ExportMeter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

@@ -10,13 +10,13 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from narrator.audiofiles import audio_path, may_remove, recording_of
-from narrator.engine.voices import canonical_voice, check_speed, language_of, normalise_lang
 from narrator.errors import BadInput, SegmentLocked
 from narrator.models import GlobalSettings, Segment
 from narrator.planning import AudioState, SegmentState, Voicing, audio_state
 from narrator.splitting import Block
 from narrator.store import ProjectStore
 from narrator.text import clean, warn_removed
+from narrator.voices import canonical_voice, check_speed, language_of, normalise_lang
 
 
 @dataclass(frozen=True)

@@ -196,12 +196,12 @@ class _WithoutTorch(importlib.abc.MetaPathFinder):
 
 
 def _import_spacy() -> None:
-    """Import spaCy without torch where torch is not loaded yet. spaCy's thinc imports
-    torch when it is installed (0.9 s and 200 MiB), for models the tokenizer and the
+    """Import spaCy without torch where torch is not loaded yet. spaCy's thinc imports torch when
+    it is installed (time and memory: bench/startup.py), for models the tokenizer and the
     sentencizer never run; the onnx engine with the espeak G2P then runs without torch at
     all. Only this thread's imports are refused torch, only while spaCy loads: torch stays
-    importable (the torch engine imports it as usual). thinc has noted it absent, which
-    only its torch-backed layers (transformer pipelines) would mind; its own layers, as in
+    importable (the torch engine imports it as usual). thinc has noted it absent, which only
+    its torch-backed layers (transformer pipelines) would mind; its own layers, as in
     spaCy's small English model, run on numpy."""
     if "spacy" in sys.modules or "torch" in sys.modules:
         return

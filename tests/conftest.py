@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from narrator.cli import app
-from narrator.engine.tiny import write_tiny_checkpoint
 from narrator.project import add_segments
 from narrator.store import ProjectStore, create_project
+from narrator.weights.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)

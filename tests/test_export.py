@@ -22,11 +22,11 @@ from mutagen.id3 import ID3
 from mutagen.mp3 import BitrateMode
 from mutagen.mp4 import MP4
 
-from narrator import export as export_module
 from narrator.audiofiles import audio_path
 from narrator.batch import GenerateOptions, generate_all
 from narrator.engine import SAMPLE_RATE
-from narrator.export import acx_checks
+from narrator.export import write as export_write
+from narrator.export.acx import acx_checks
 from narrator.project import add_segments, edit_segment, segment_states
 from narrator.splitting import Block
 from narrator.store import ProjectStore, create_project, take_run_lock
@@ -285,7 +285,7 @@ def test_a_failed_write_leaves_the_previous_book_and_no_temporary_file(
         path.write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(export_module, "encode", disk_full)
+    monkeypatch.setattr(export_write, "encode", disk_full)
     result = export(runner, book, "-o", "out.m4b")
     assert result.exit_code == 73
     assert "No space left on device" in result.stderr
@@ -445,7 +445,7 @@ def test_a_full_disk_while_tagging_is_73(runner, book, monkeypatch: pytest.Monke
         except OSError as exc:
             raise MutagenError(exc) from exc
 
-    monkeypatch.setattr(export_module, "finish", full)
+    monkeypatch.setattr(export_write, "finish", full)
     result = export(runner, book, "-o", "out.m4b")
     assert result.exit_code == 73 and "No space left on device" in result.stderr
     assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == []
@@ -463,7 +463,7 @@ def test_captions_are_published_only_with_their_audio(
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_publish(tmp, target)
 
-    monkeypatch.setattr(export_module, "publish", refuse_the_audio)
+    monkeypatch.setattr(export_write, "publish", refuse_the_audio)
     result = export(runner, book, "-o", "out.m4b", "--captions", "srt")
     assert result.exit_code == 73
     assert sorted(p.name for p in Path().iterdir() if "out" in p.name) == []

@@ -76,6 +76,26 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def test_every_import_names_a_module() -> None:
+    """A lazy import of a module that moved fails only when its function runs."""
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    missing = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            missing += [
+                f"{path.name}:{node.lineno} {name}"
+                for name in names
+                if name.startswith("narrator") and name not in modules
+            ]
+    assert missing == []
+
+
 def test_no_import_circles() -> None:
     assert cycles(imports()) == []
 
@@ -90,18 +110,33 @@ def test_nothing_imports_the_cli() -> None:
     ] == []
 
 
-def test_the_engine_leans_only_on_foundations() -> None:
-    graph = imports()
-    foundations = {
+def _foundations(graph: dict[str, set[str]]) -> set[str]:
+    """Modules that import nothing of narrator but `errors`, outside the two packages."""
+    return {
         name
         for name, targets in graph.items()
-        if targets <= {"narrator.errors"} and not name.startswith("narrator.engine")
+        if targets <= {"narrator.errors"}
+        and not name.startswith(("narrator.engine", "narrator.weights"))
     }
-    outside = {
-        name: sorted(
-            t for t in targets if not t.startswith("narrator.engine") and t not in foundations
-        )
+
+
+def _reaching_out(package: str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    graph = imports()
+    below = _foundations(graph)
+    return {
+        name: sorted(t for t in targets if not t.startswith(allowed) and t not in below)
         for name, targets in graph.items()
-        if name.startswith("narrator.engine")
+        if name.startswith(package)
+        and not targets <= below | {t for t in targets if t.startswith(allowed)}
     }
-    assert {name: found for name, found in outside.items() if found} == {}
+
+
+def test_the_engine_leans_only_on_the_model_on_disk_and_foundations() -> None:
+    """What generate-all loads to render: engine/, weights/ (where the model is, its packs and
+    graphs) and foundations such as `errors`, `voices` and `splitting`."""
+    assert _reaching_out("narrator.engine", ("narrator.engine", "narrator.weights")) == {}
+
+
+def test_the_model_on_disk_knows_no_renderer() -> None:
+    """weights/ sits below engine/: it makes and reads model folders and renders nothing."""
+    assert _reaching_out("narrator.weights", ("narrator.weights", "narrator.atomic")) == {}

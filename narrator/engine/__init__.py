@@ -1,4 +1,4 @@
-"""Everything Kokoro, behind the small Synthesizer interface that the batch uses."""
+"""Rendering only: the Synthesizer protocol that the batch and the Ray runner use."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from narrator.engine.ort import OnnxSynthesizer, onnxruntime_missing
-from narrator.engine.sources import locate_model, onnx_graphs
-from narrator.engine.synth import DEVICES, KokoroSynthesizer, pick_device
+from narrator.engine.onnx_engine import OnnxSynthesizer, onnxruntime_missing
+from narrator.engine.torch_engine import DEVICES, KokoroSynthesizer, pick_device
 from narrator.errors import BadInput
+from narrator.weights.sources import locate_model, onnx_graphs
 
 ENGINES = ("auto", "torch", "onnx")
 

@@ -9,13 +9,13 @@ import warnings
 from collections.abc import Callable
 from functools import cache
 
-from narrator.engine.voices import LANGUAGES
 from narrator.errors import ModelUnavailable
+from narrator.voices import LANGUAGES
 
 # KModel takes at most 510 phonemes per call (its BERT has 512 positions).
 MAX_PHONEMES = 510
-# Chunks of up to 250 phonemes (a sentence or a few) rendered 15% faster than up to 510
-# and read as well, on the real weights with 2 CPU cores: see bench/chunking.py.
+# Chunks of up to 250 phonemes (a sentence or a few) render faster than up to 510 and read
+# as well (bench/chunking.py).
 CHUNK_TARGET = 250
 SPACY_ENGLISH = "en_core_web_sm"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import itertools
 import json
 import sys
 import threading
@@ -15,16 +14,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from narrator.engine import Speech, SynthesisError
+from narrator.engine import Speech
 from narrator.engine.g2p import (
     CHUNK_TARGET,
-    Chunk,
     check_g2p,
-    chunk_sentences,
-    chunk_text,
-    phonemize,
 )
-from narrator.engine.sources import (
+from narrator.engine.script import perform, write_script
+from narrator.errors import BadInput, ModelUnavailable, first_line
+from narrator.voices import VoicePart, did_you_mean, parse_voice
+from narrator.weights.packs import blend_packs, read_pack
+from narrator.weights.sources import (
     CONFIG,
     REPO_ID,
     VOICES,
@@ -35,9 +34,6 @@ from narrator.engine.sources import (
     locate_model,
     voices_in,
 )
-from narrator.engine.voices import VoicePart, blend_packs, did_you_mean, parse_voice, read_pack
-from narrator.errors import BadInput, ModelUnavailable, first_line
-from narrator.splitting import sentences
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -49,8 +45,8 @@ GPU_NODES = ("/dev/nvidiactl", "/dev/nvmap", "/dev/kfd", "/dev/dxg")
 
 def pick_device(device: str = "auto") -> str:
     """`auto`: CUDA if available, then Apple MPS, else CPU. On Linux without a GPU's
-    device node the answer is CPU without importing torch (0.9 s, 200 MiB), which the onnx
-    engine does not need."""
+    device node the answer is CPU without importing torch, which the onnx engine does not
+    need (bench/startup.py)."""
     if device == "cpu" or (
         device == "auto"
         and sys.platform.startswith("linux")
@@ -117,10 +113,10 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
 
 def limit_heap_growth() -> bool:
     """Pin glibc malloc's mmap threshold at its initial 128 KiB. Left alone, glibc raises
-    it (up to 32 MiB) the first time a large block is freed; Kokoro's decoder then takes
-    its large tensors, a different size for every chunk, from the heap, which fragments and
-    never shrinks: peak RSS grew to 4-6 GiB over a few dozen segments. Pinned, such tensors
-    are mapped and unmapped, and RSS stays flat (bench/memory.py). Same samples either way.
+    it the first time a large block is freed; Kokoro's decoder then takes its large
+    tensors, a different size for every chunk, from the heap, which fragments and never
+    shrinks. Pinned, such tensors are mapped and unmapped, and RSS stays flat
+    (bench/memory.py). Same samples either way.
     onnxruntime's arena takes its regions from malloc alike (ort.load_session calls this
     too). Does nothing off glibc; True when it took effect."""
     if not sys.platform.startswith("linux"):
@@ -279,82 +275,3 @@ class KokoroSynthesizer:
         with _render_lock, torch.random.fork_rng(devices=None if device == "cuda" else []):
             torch.manual_seed(seed)
             return perform(script, run, model.vocab, on_chunk)
-
-
-@dataclass(frozen=True)
-class Script:
-    """What a text becomes before any model runs: its spoken sentences, their phonemes
-    joined, and the chunks those are packed into (pieces as (sentence number, phonemes))."""
-
-    sentences: list[str]
-    phonemes: str
-    chunks: list[Chunk]
-
-
-def write_script(text: str, lang: str, backend: str | None, limit: int) -> Script:
-    """Sentences, phonemized one at a time, packed into chunks of at most `limit`."""
-    said = [(s, phonemize(s, lang, backend)) for s in sentences(text)]
-    said = [(s, p) for s, p in said if p]
-    if not said:
-        raise SynthesisError("nothing speakable in the text (no words after G2P)")
-    return Script(
-        [" ".join(s.split()) for s, _ in said],
-        " ".join(p for _, p in said),
-        chunk_sentences([p for _, p in said], limit),
-    )
-
-
-def perform(
-    script: Script,
-    run: Callable[[str], tuple[Any, list[int]]],
-    vocab: dict[str, int],
-    on_chunk: Callable[[int, int], None] | None = None,
-) -> Speech:
-    """Render each chunk with `run(phonemes) -> (float32 samples, token durations)` and
-    place every sentence in the whole from the durations: the part every engine shares.
-    `vocab`: the model's phoneme vocabulary (it skips phonemes outside it)."""
-    import numpy as np
-
-    pieces = []
-    spans: dict[int, tuple[int, int]] = {}
-    done = 0
-    for number, chunk in enumerate(script.chunks, start=1):
-        if on_chunk is not None:
-            on_chunk(number, len(script.chunks))
-        audio, durations = run(chunk_text(chunk))
-        for (sentence, _), (a, b) in zip(
-            chunk,
-            _piece_spans(chunk, durations, audio.size, vocab),
-            strict=True,
-        ):
-            first, _ = spans.get(sentence, (done + a, 0))
-            spans[sentence] = (first, done + b)
-        pieces.append(audio)
-        done += audio.size
-    samples = np.concatenate(pieces)
-    if not np.isfinite(samples).all():
-        raise SynthesisError("the model produced invalid samples (NaN); check the weights")
-    cues = [(a, b - a, script.sentences[n]) for n, (a, b) in sorted(spans.items())]
-    return Speech(samples, cues)
-
-
-def _piece_spans(
-    chunk: Chunk,
-    durations: list[int],
-    samples: int,
-    vocab: dict[str, int],
-) -> list[tuple[int, int]]:
-    """Where each piece of a chunk lies in its audio (samples), from the model's predicted
-    duration of each token: the model drops phonemes outside its vocabulary and adds a
-    boundary token at each end, which go to the first and last piece."""
-    ends = []
-    token = 1
-    for k, (_, piece) in enumerate(chunk):
-        token += sum(1 for ch in piece + (" " if k < len(chunk) - 1 else "") if ch in vocab)
-        ends.append(token)
-    ends[-1] = len(durations)
-    elapsed = list(itertools.accumulate(durations, initial=0))
-    scale = samples / max(elapsed[-1], 1)
-    edges = [0] + [round(elapsed[end] * scale) for end in ends]
-    edges[-1] = samples
-    return list(itertools.pairwise(edges))

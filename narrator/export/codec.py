@@ -331,3 +331,14 @@ def finish(path: Path, fmt: Format, chapters: list[Mark], cover: Path | None) ->
             audio = OggOpus(path)
             audio["metadata_block_picture"] = [base64.b64encode(picture.write()).decode()]
         audio.save()
+
+
+def _speech(block: np.ndarray) -> np.ndarray:
+    """Where in a block the samples are speech, not room tone (indices)."""
+    import numpy as np
+
+    return np.flatnonzero(np.abs(block) > 10 ** (SPEECH_DBFS / 20))
+
+
+# A sample below this is room tone, not speech.
+SPEECH_DBFS = -50.0

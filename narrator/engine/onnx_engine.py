@@ -1,5 +1,5 @@
 """The onnx engine: Kokoro's ONNX export on onnxruntime, on CPU. Same G2P, sentences,
-chunks, voices and caption cues as the torch engine (engine.synth); its graph draws no
+chunks, voices and caption cues as the torch engine (engine.torch_engine); its graph draws no
 noise, so the same input gives the same bytes without a seed."""
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from narrator.engine import Speech
-from narrator.engine.sources import CONFIG, ONNX_GRAPHS, graphs_current, onnx_graphs
-from narrator.engine.synth import (
-    KokoroSynthesizer,
-    Lazy,
-    limit_heap_growth,
-    perform,
-    write_script,
-)
+from narrator.engine.script import perform, write_script
+from narrator.engine.torch_engine import KokoroSynthesizer, Lazy, limit_heap_growth
 from narrator.errors import ModelUnavailable, first_line
+from narrator.weights.graphs import feeds, graphs_current
+from narrator.weights.sources import CONFIG, ONNX_GRAPHS, onnx_graphs
 
 INSTALL = "pip install 'narrator[onnx]'"
 _sessions: dict[tuple[Path, int], Lazy] = {}
@@ -35,9 +31,8 @@ _sessions_lock = threading.Lock()
 # The model folder's record of which graph is fastest, per machine (see pick_graph).
 TIMINGS = "onnx-graphs.json"
 DEFAULT_GRAPH = "float-vocoder"  # where no timing can be recorded
-# What a graph is timed on: a short English sentence (48 phonemes, 2.6 s of speech), which
-# ranks the graphs as whole chunks do: on a 2-core Xeon, 1.26 s against 1.49 s (15%), and
-# 3.9 s against 4.6 s at 126 phonemes.
+# What a graph is timed on: a short English sentence, which ranks the graphs as whole
+# chunks do (bench/RESULTS.md, "Figures behind the code").
 PROBE = "ðə kwˈɪk bɹˈWn fˈɑks ʤˈʌmps ˌOvəɹ ðə lˈAzi dˈɔɡ."
 
 
@@ -54,16 +49,13 @@ def load_session(model: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     # As on torch: left to glibc, the arena's regions, freed and taken again chunk after
-    # chunk, come from heaps that fragment. 150 sentences of bench/data/prose.txt in one
-    # session: peak 556 -> 675 MiB and 371 MiB between chunks, pinned 556 -> 605 and 286.
+    # chunk, come from heaps that fragment (bench/memory.py).
     limit_heap_growth()
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1  # one operator at a time; each may use every core
     options.intra_op_num_threads = threads  # 0: every core
     # onnxruntime's default order follows the file's, which the static graph's quantizer
-    # interleaves, and the arena's peak with it: `generate-all` on 4 paragraphs of
-    # bench/data/prose.txt peaked at 739-747 MiB, and at 628-661 MiB in its priority order,
-    # as fast (18.1-18.3 s).
+    # interleaves, and the arena's peak with it; the priority order peaks lower, as fast.
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
@@ -71,19 +63,6 @@ def load_session(model: Path, threads: int) -> Any:
         raise ModelUnavailable(
             f"cannot load {model} ({first_line(exc)}); pull it again with `narrator model pull`"
         ) from exc
-
-
-def feeds(vocab: dict[str, int], phonemes: str, pack: Any, speed: float) -> dict[str, Any]:
-    """The graph's inputs for one chunk: its tokens (phonemes outside the vocabulary
-    dropped, a boundary 0 at each end), the voice's style row for its length, the speed."""
-    import numpy as np
-
-    tokens = [0, *(vocab[p] for p in phonemes if p in vocab), 0]
-    return {
-        "tokens": np.array([tokens], dtype=np.int64),
-        "style": np.asarray(pack[len(phonemes) - 1], dtype=np.float32),
-        "speed": np.array([speed], dtype=np.float32),
-    }
 
 
 @cache
@@ -193,12 +172,10 @@ def _time_graphs(folder: Path, graphs: dict[str, Path], threads: int, pack: Any)
 
 
 def pick_graph(folder: Path, threads: int, pack: Any) -> tuple[str, Any]:
-    """(graph name, its loaded session): the fastest of the folder's graphs on this machine. None
-    wins everywhere: the float vocoder rendered 17% faster than the int8 graph on an AVX-512
-    Xeon and 5-12% slower on an AVX2-only EPYC, and the static graph 20% faster than the
-    float vocoder on an AMX Xeon (bench/graphs.py). Where the folder has several, the first render
+    """(graph name, its loaded session): the fastest of the folder's graphs on this machine,
+    as none wins on every CPU (bench/graphs.py). Where the folder has several, the first render
     on a machine (or `model pull`) loads them, times each on PROBE (the best of three runs,
-    alternated: about 15 s on the real model on 2 cores), keeps the fastest and records the
+    alternated), keeps the fastest and records the
     times in the folder's TIMINGS, so every later process on this machine runs the same
     graph (and so gives the same bytes) without timing again.
     Processes that start together take turns (a lock file): one times, the rest read its
@@ -275,7 +252,7 @@ def shared_session(folder: Path, threads: int, pack: Any) -> Lazy:
     """The process-wide onnxruntime session for this model folder and thread count: the
     fastest graph here (pick_graph), loaded once (onnxruntime's run() is safe from any
     thread): get() it when it is needed. Its loading begins now in the background
-    (onnxruntime lets go of the GIL while it loads a graph, 0.5 s on 2 cores, so a first
+    (onnxruntime lets go of the GIL while it loads a graph, so a first
     render's imports and G2P overlap it), except where the graphs must first be timed:
     G2P beside the timing would skew the times it records for good. `pack`: a voice pack
     to time the graphs with, if they must be."""
@@ -293,13 +270,9 @@ def _to_be_timed(folder: Path) -> bool:
 
 def run_options(shrink: bool = True) -> Any:
     """Options for one run; `shrink`: hand the arena's growth back when it ends. Left to
-    grow, onnxruntime's CPU arena kept the largest working set of any chunk so far and more:
-    narrator's peak rose from 889 MiB at 30 sentences to 1,052 MiB at 150 (bench/memory.py).
-    Shrunk, RSS falls back: a bare render loop over 40 sentences peaked at 757 MiB against
-    807 MiB (and still rising) without. Shrinking costs the next run its pages again (4
-    paragraphs of bench/data/prose.txt, 15 chunks: 741,000 minor page faults against
-    144,000, 18.1-18.8 s against 17.2-18.1 s), so the onnx engine shrinks after a segment's
-    last chunk only (17.6-18.2 s, peak 545-558 MiB against 522-536)."""
+    grow, onnxruntime's CPU arena keeps the largest working set of any chunk so far and
+    more; shrinking costs the next run its pages again, so the onnx engine shrinks after a
+    segment's last chunk only (bench/memory.py)."""
     import onnxruntime as ort
 
     options = ort.RunOptions()
@@ -308,9 +281,8 @@ def run_options(shrink: bool = True) -> Any:
     return options
 
 
-# Chunks of up to 150 phonemes on onnxruntime (torch's engine takes 250): on 4 paragraphs
-# of bench/data/prose.txt, 41.8 s and a peak of 758 MiB, against 44.0 s and 1,098 MiB at
-# 250 and 45.2 s and 1,186 MiB at 400 (100: 42.5 s, 761 MiB).
+# Chunks of up to 150 phonemes on onnxruntime (torch's engine takes 250): faster and
+# smaller there than longer chunks (bench/RESULTS.md, "Figures behind the code").
 ONNX_CHUNK_TARGET = 150
 
 

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from narrator.engine.sources import (
+from narrator.weights.sources import (
     CONFIG,
     VOICES,
     WEIGHTS,

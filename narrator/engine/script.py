@@ -1,0 +1,93 @@
+"""What a synthesizer speaks: text into sentences, phonemes and chunks, and chunk audio back
+into one recording with sentence cues."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from narrator.engine import Speech, SynthesisError
+from narrator.engine.g2p import Chunk, chunk_sentences, chunk_text, phonemize
+from narrator.splitting import sentences
+
+
+@dataclass(frozen=True)
+class Script:
+    """What a text becomes before any model runs: its spoken sentences, their phonemes
+    joined, and the chunks those are packed into (pieces as (sentence number, phonemes))."""
+
+    sentences: list[str]
+    phonemes: str
+    chunks: list[Chunk]
+
+
+def write_script(text: str, lang: str, backend: str | None, limit: int) -> Script:
+    """Sentences, phonemized one at a time, packed into chunks of at most `limit`."""
+    said = [(s, phonemize(s, lang, backend)) for s in sentences(text)]
+    said = [(s, p) for s, p in said if p]
+    if not said:
+        raise SynthesisError("nothing speakable in the text (no words after G2P)")
+    return Script(
+        [" ".join(s.split()) for s, _ in said],
+        " ".join(p for _, p in said),
+        chunk_sentences([p for _, p in said], limit),
+    )
+
+
+def perform(
+    script: Script,
+    run: Callable[[str], tuple[Any, list[int]]],
+    vocab: dict[str, int],
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> Speech:
+    """Render each chunk with `run(phonemes) -> (float32 samples, token durations)` and
+    place every sentence in the whole from the durations: the part every engine shares.
+    `vocab`: the model's phoneme vocabulary (it skips phonemes outside it)."""
+
+    pieces = []
+    spans: dict[int, tuple[int, int]] = {}
+    done = 0
+    for number, chunk in enumerate(script.chunks, start=1):
+        if on_chunk is not None:
+            on_chunk(number, len(script.chunks))
+        audio, durations = run(chunk_text(chunk))
+        for (sentence, _), (a, b) in zip(
+            chunk,
+            _piece_spans(chunk, durations, audio.size, vocab),
+            strict=True,
+        ):
+            first, _ = spans.get(sentence, (done + a, 0))
+            spans[sentence] = (first, done + b)
+        pieces.append(audio)
+        done += audio.size
+    samples = np.concatenate(pieces)
+    if not np.isfinite(samples).all():
+        raise SynthesisError("the model produced invalid samples (NaN); check the weights")
+    cues = [(a, b - a, script.sentences[n]) for n, (a, b) in sorted(spans.items())]
+    return Speech(samples, cues)
+
+
+def _piece_spans(
+    chunk: Chunk,
+    durations: list[int],
+    samples: int,
+    vocab: dict[str, int],
+) -> list[tuple[int, int]]:
+    """Where each piece of a chunk lies in its audio (samples), from the model's predicted
+    duration of each token: the model drops phonemes outside its vocabulary and adds a
+    boundary token at each end, which go to the first and last piece."""
+    ends = []
+    token = 1
+    for k, (_, piece) in enumerate(chunk):
+        token += sum(1 for ch in piece + (" " if k < len(chunk) - 1 else "") if ch in vocab)
+        ends.append(token)
+    ends[-1] = len(durations)
+    elapsed = list(itertools.accumulate(durations, initial=0))
+    scale = samples / max(elapsed[-1], 1)
+    edges = [0] + [round(elapsed[end] * scale) for end in ends]
+    edges[-1] = samples
+    return list(itertools.pairwise(edges))
