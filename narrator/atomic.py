@@ -45,3 +45,15 @@ def publish(tmp: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     sync(target.parent)  # the rename is durable only once the folder's entry is on disk
+
+
+def write_file(target: Path, data: bytes) -> None:
+    """Write `data` to `target` atomically: all of it, or the old file (if any) untouched."""
+    tmp = claim_temp(target)
+    try:
+        tmp.write_bytes(data)
+        sync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish(tmp, target)

@@ -206,7 +206,7 @@ def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, V
         lang = language_of(voice, settings.lang if settings.lang_set else None)
     else:
         lang = settings.lang
-    return settings, Voicing(voice, speed, lang)
+    return settings, Voicing(voice, speed, lang, settings.lexicon)
 
 
 def generate_all(
@@ -331,7 +331,7 @@ def generate_one(
         folder = audio_folder(store, settings.audio_dir)
         _tidy(store, folder)
         check_writable(store, folder)
-        speech = synthesizer.render(state.text, *voicing.spoken())
+        speech = synthesizer.render(state.text, *voicing.spoken(), lexicon=voicing.lexicon)
         _refuse(index, record_render(store, folder, state, speech, spec, nullcontext()))
         return state.id, seconds_of(speech.samples)
     finally:

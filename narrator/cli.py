@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from narrator import errors
 from narrator.progress import ProgressMode, preview
 from narrator.splitting import Block, Split
+from narrator.text import printable_line
 
 if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
     from rich.console import Console
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
     from narrator.batch import BatchRun
     from narrator.engine import Synthesizer
     from narrator.export import Exported
-    from narrator.project import SegmentRow
+    from narrator.project import LexiconChange, SegmentRow
     from narrator.store import ProjectStore
     from narrator.tasks import TaskSnapshot
 
@@ -531,6 +532,198 @@ def settings(
     typer.echo(f"audio folder: {folder}{'' if values.audio_dir else ' (default)'}")
 
 
+# ------------------------------------------------------------------------ pronunciation
+
+lexicon_app = typer.Typer(
+    help="How words are spoken: the project's pronunciation lexicon (aliases and phonemes).",
+    no_args_is_help=True,
+)
+app.add_typer(lexicon_app, name="lexicon")
+WordArg = Annotated[
+    str, typer.Argument(metavar="WORD", help='A word, or several ("Pan Am"), as written.')
+]
+
+
+@lexicon_app.callback()
+def lexicon_group(ctx: typer.Context, project: ProjectArg, project_id: ProjectIdOpt = None) -> None:
+    """Words said differently everywhere in PROJECT: matched as whole words, the longest
+    first, ignoring case unless an entry asks otherwise. The text, captions and tags keep
+    the word as written.
+
+    Example:
+
+        narrator lexicon book.db add Hermione --ipa "hɜɹmˈIəni"
+    """
+    ctx.obj = (project, project_id)
+
+
+def _lexicon_store(ctx: typer.Context) -> ProjectStore:
+    project, project_id = ctx.obj
+    return _open(project, project_id)
+
+
+def _report_change(project: Path, change: LexiconChange) -> None:
+    for old in change.replaced:
+        _warn(f"replaced the entry for {old.grapheme!r} (was {old.how})")
+    if change.segments:
+        typer.echo(
+            f"It changes {_count(change.segments)}: `narrator generate-all {project} "
+            "--changed` re-renders them"
+        )
+
+
+@lexicon_app.command("add")
+def lexicon_add(
+    ctx: typer.Context,
+    word: WordArg,
+    say: Annotated[
+        str | None, typer.Option("--say", metavar="ALIAS", help="Words to say instead.")
+    ] = None,
+    ipa: Annotated[
+        str | None,
+        typer.Option("--ipa", metavar="PHONEMES", help="The word's phonemes (Kokoro's IPA)."),
+    ] = None,
+    case_sensitive: Annotated[
+        bool, typer.Option("--case-sensitive", help="Match the word in this case only.")
+    ] = False,
+) -> None:
+    """Say WORD as an alias or as phonemes; an entry for the same word is replaced.
+
+    Example:
+
+        narrator lexicon book.db add "WWII" --say "World War Two"
+    """
+    from narrator.lexicon import entry
+    from narrator.project import add_entries
+
+    new = entry(word, say, ipa, case_sensitive)
+    change = add_entries(_lexicon_store(ctx), [new])
+    typer.echo(f"{new.grapheme} -> {new.how}")
+    _report_change(ctx.obj[0], change)
+
+
+@lexicon_app.command("list")
+def lexicon_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The lexicon's entries, in the order they were added.
+
+    Example:
+
+        narrator lexicon book.db list --json
+    """
+    from narrator.project import read_lexicon
+
+    entries = read_lexicon(_lexicon_store(ctx)).entries
+    if as_json:
+        _print_json([e.as_dict() for e in entries])
+        return
+    if not entries:
+        typer.echo("The lexicon is empty: `narrator lexicon PROJECT audit` suggests entries")
+    for e in entries:
+        typer.echo(
+            f"{printable_line(e.grapheme)} -> {printable_line(e.how)}"
+            + ("  (case-sensitive)" if e.case_sensitive else "")
+        )
+
+
+@lexicon_app.command("remove")
+def lexicon_remove(ctx: typer.Context, word: WordArg) -> None:
+    """Take WORD out of the lexicon.
+
+    Example:
+
+        narrator lexicon book.db remove WWII
+    """
+    from narrator.project import remove_entry
+
+    gone = remove_entry(_lexicon_store(ctx), word)
+    typer.echo(f"Removed {gone.grapheme} -> {gone.how}")
+
+
+@lexicon_app.command("import")
+def lexicon_import(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="A PLS 1.0 lexicon (.pls), or two columns (.csv, .tsv): word, then an alias "
+            "or /phonemes/.",
+        ),
+    ],
+) -> None:
+    """Add every entry of FILE, or none if one is bad.
+
+    Example:
+
+        narrator lexicon book.db import names.pls
+    """
+    from narrator.lexicon import read_file
+    from narrator.project import add_entries
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise errors.BadInput(f"cannot read {file}: {exc.strerror or exc}") from exc
+    entries = read_file(file.name, data)
+    change = add_entries(_lexicon_store(ctx), entries)
+    typer.echo(f"Imported {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {file}")
+    _report_change(ctx.obj[0], change)
+
+
+@lexicon_app.command("export")
+def lexicon_export(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The PLS file to write.")],
+) -> None:
+    """Write the lexicon as a PLS 1.0 file (IPA alphabet), for another project or tool.
+
+    Example:
+
+        narrator lexicon book.db export names.pls
+    """
+    from narrator.atomic import write_file
+    from narrator.lexicon import write_pls
+    from narrator.project import read_lexicon
+
+    store = _lexicon_store(ctx)
+    entries = read_lexicon(store).entries
+    write_file(file, write_pls(entries))
+    typer.echo(f"Wrote {file} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})")
+
+
+@app.command()
+def phonemes(
+    project: ProjectArg,
+    indices: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="INDEX", help="Segment indices (default: every segment)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """What the model is given for each segment: its phonemes after the lexicon, and the
+    words the lexicon changed. Needs no model, only the G2P.
+
+    Example:
+
+        narrator phonemes book.db 3 4
+    """
+    from narrator.pronunciation import segment_phonemes
+
+    said = segment_phonemes(_open(project, project_id), indices or [])
+    if as_json:
+        _print_json([s.as_dict() for s in said])
+        return
+    for s in said:
+        typer.echo(f"{s.index:>5}  {s.text}")
+        typer.echo(f"       {s.phonemes or '(nothing to say)'}")
+        if s.changes:
+            typer.echo(
+                "       "
+                + "; ".join(f"{printable_line(c.word)} -> {c.entry.how}" for c in s.changes)
+            )
+
+
 # ------------------------------------------------------------------------------- engine
 
 
@@ -549,8 +742,9 @@ def _synthesizer(
 def say(
     text: Annotated[str, typer.Argument(metavar="TEXT", help="The text to speak ('-': stdin).")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="FILE", help="The WAV file to write.")
-    ],
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="The WAV file to write."),
+    ] = None,
     voice: VoiceOpt = None,
     speed: SpeedOpt = None,
     lang: LangOpt = None,
@@ -558,8 +752,12 @@ def say(
     device: DeviceOpt = "auto",
     engine: EngineOpt = "auto",
     offline: OfflineOpt = False,
+    show_phonemes: Annotated[
+        bool,
+        typer.Option("--phonemes", help="Print the phonemes the model would be given instead."),
+    ] = False,
 ) -> None:
-    """Speak one text into one WAV file.
+    """Speak one text into one WAV file, or show its phonemes.
 
     Example:
 
@@ -575,6 +773,13 @@ def say(
         text = read_document("-")
     voice = voice or DEFAULT_VOICE
     language = language_of(voice, lang)
+    if show_phonemes:
+        from narrator.pronunciation import phonemes as phonemes_of
+
+        typer.echo(phonemes_of(text, language) or "(nothing to say)")
+        return
+    if output is None:
+        raise errors.BadInput("give the WAV file to write with -o FILE (or --phonemes)")
     synth = _synthesizer(model_dir, device, offline, engine)
     synth.check(voice, language)
     if output.is_dir() or not output.parent.is_dir():

@@ -25,6 +25,7 @@ from typing import Any
 
 from narrator.engine import Synthesizer
 from narrator.errors import BadInput, ClusterUnavailable, MissingExtra, first_line
+from narrator.lexicon import Lexicon
 from narrator.planning import SegmentState
 from narrator.recording import BatchJob, hand_out, take_back
 from narrator.store import ProjectStore
@@ -82,7 +83,9 @@ class _Renderer:
     def __init__(self, synthesizer: Synthesizer) -> None:
         self.synthesizer = synthesizer
 
-    def render(self, text: str, voice: str, speed: float, lang: str) -> tuple[Any, float]:
+    def render(
+        self, text: str, voice: str, speed: float, lang: str, lexicon: Lexicon | None = None
+    ) -> tuple[Any, float]:
         """The speech, and the seconds its render took from the first chunk (the model
         load left out, as the worker thread counts it; a duration, since clocks differ
         between nodes)."""
@@ -92,7 +95,9 @@ class _Renderer:
             if not first:
                 first.append(time.monotonic())
 
-        speech = self.synthesizer.render(text, voice, speed, lang, on_chunk=on_chunk)
+        speech = self.synthesizer.render(
+            text, voice, speed, lang, on_chunk=on_chunk, lexicon=lexicon
+        )
         return speech, time.monotonic() - first[0]
 
     def ready(self) -> bool:
@@ -226,7 +231,9 @@ class RayRunner:
                     state = hand_out(store, job, manager, given, job.segment_ids[given - 1])
                     if state is not None:
                         actor = idle.pop()
-                        ref = actor.render.remote(state.text, *spec.voicing.spoken())
+                        ref = actor.render.remote(
+                            state.text, *spec.voicing.spoken(), lexicon=spec.voicing.lexicon
+                        )
                         pending[ref] = (state, actor, manager.snapshot(job.task_id))
                 if not pending:
                     break

@@ -49,6 +49,21 @@ class Segment(SQLModel, table=True):
     audio_cues: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
+class LexiconEntry(SQLModel, table=True):
+    """A word the project says differently: an alias, or phonemes (narrator.lexicon)."""
+
+    __table_args__ = (UniqueConstraint("project_id", "word_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    word: str
+    # The word as entries are told apart: casefolded unless case-sensitive.
+    word_key: str
+    say: str | None = None
+    ipa: str | None = None
+    case_sensitive: bool = False
+
+
 class GlobalSettings(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     voice_id: str = DEFAULT_VOICE

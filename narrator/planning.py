@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from narrator.lexicon import Lexicon
+
 SKIP_REASONS = ("locked", "has_audio", "empty")
 
 
@@ -46,20 +48,25 @@ class Rules:
 
 @dataclass(frozen=True)
 class Voicing:
-    """How text is spoken: voice, speed and language, passed whole; it owns the
-    fingerprint that tells a render made another way."""
+    """How text is spoken: voice, speed, language and the project's lexicon, passed whole;
+    it owns the fingerprint that tells a render made another way."""
 
     voice: str
     speed: float
     lang: str
+    lexicon: Lexicon = Lexicon()
 
     def spoken(self) -> tuple[str, float, str]:
         """Voice, speed and language, as the engine's render takes them."""
         return self.voice, self.speed, self.lang
 
     def fingerprint(self, text: str) -> str:
-        """What a render of `text` is made from; audio whose fingerprint differs is stale."""
-        payload = json.dumps([text.strip(), self.voice, round(float(self.speed), 4), self.lang])
+        """What a render of `text` is made from; audio whose fingerprint differs is stale.
+        Of the lexicon, only the entries that match `text` count, so an entry stales
+        exactly the segments that hold its word."""
+        made = [text.strip(), self.voice, round(float(self.speed), 4), self.lang]
+        said = [e.as_list() for e in self.lexicon.matching(text)]
+        payload = json.dumps(made + [said] if said else made)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

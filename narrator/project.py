@@ -11,7 +11,8 @@ from sqlmodel import Session, col, select
 
 from narrator.audiofiles import audio_path, may_remove, recording_of
 from narrator.errors import BadInput, SegmentLocked
-from narrator.models import GlobalSettings, Segment
+from narrator.lexicon import Entry, Lexicon, check_phonemes
+from narrator.models import GlobalSettings, LexiconEntry, Segment
 from narrator.planning import AudioState, SegmentState, Voicing, audio_state
 from narrator.splitting import Block
 from narrator.store import ProjectStore
@@ -28,13 +29,15 @@ class Settings:
     lang: str
     lang_set: bool
     audio_dir: str | None
+    lexicon: Lexicon = Lexicon()
 
     @property
     def voicing(self) -> Voicing:
-        return Voicing(self.voice_id, self.speed, self.lang)
+        return Voicing(self.voice_id, self.speed, self.lang, self.lexicon)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(vars(self))
+        shown: dict[str, object] = {k: v for k, v in vars(self).items() if k != "lexicon"}
+        return shown | {"lexicon_entries": len(self.lexicon.entries)}
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,89 @@ def read_settings(store: ProjectStore) -> Settings:
             lang=language_of(row.voice_id, row.lang),
             lang_set=row.lang is not None,
             audio_dir=row.audio_dir,
+            lexicon=_lexicon(session, store),
         )
+
+
+# ---------------------------------------------------------------------------- lexicon
+
+
+def _lexicon(session: Session, store: ProjectStore) -> Lexicon:
+    rows = session.exec(
+        select(LexiconEntry)
+        .where(LexiconEntry.project_id == store.project_id)
+        .order_by(col(LexiconEntry.id))
+    )
+    return Lexicon(tuple(Entry(r.word, r.say, r.ipa, r.case_sensitive) for r in rows))
+
+
+def read_lexicon(store: ProjectStore) -> Lexicon:
+    with store.session() as session:
+        return _lexicon(session, store)
+
+
+@dataclass(frozen=True)
+class LexiconChange:
+    """What adding entries did: the entries they replaced, and how many segments the new
+    entries match (their audio is now stale)."""
+
+    replaced: list[Entry]
+    segments: int
+
+
+def add_entries(store: ProjectStore, entries: Sequence[Entry]) -> LexiconChange:
+    """Add entries to the project's lexicon in one transaction; an entry for a word
+    already there replaces it. Phonemes the model cannot read are refused first."""
+    check_phonemes(entries, model_vocab())
+    latest = {e.key: e for e in entries}  # a file that lists a word twice: the last wins
+    with store.writing() as session:
+        replaced = []
+        for e in latest.values():
+            old = session.exec(
+                select(LexiconEntry).where(
+                    LexiconEntry.project_id == store.project_id, LexiconEntry.word_key == e.key
+                )
+            ).first()
+            if old is None:
+                old = LexiconEntry(project_id=store.project_id, word=e.grapheme, word_key=e.key)
+            else:  # replaced where it stands
+                replaced.append(Entry(old.word, old.say, old.ipa, old.case_sensitive))
+            old.word, old.say, old.ipa = e.grapheme, e.say, e.ipa
+            old.case_sensitive = e.case_sensitive
+            session.add(old)
+        session.commit()
+        texts = session.exec(
+            select(Segment.text_content).where(Segment.project_id == store.project_id)
+        )
+        added = Lexicon(tuple(latest.values()))
+        matched = sum(1 for text in texts if added.matching(text))
+    return LexiconChange(replaced, matched)
+
+
+def remove_entry(store: ProjectStore, word: str) -> Entry:
+    """Take a word out of the lexicon (matched as entries are: by case unless the entry is
+    case-sensitive); BadInput when it is not there."""
+    with store.writing() as session:
+        rows = session.exec(
+            select(LexiconEntry).where(LexiconEntry.project_id == store.project_id)
+        ).all()
+        words = " ".join(word.split())
+        for row in rows:
+            if row.word_key == (words if row.case_sensitive else words.casefold()):
+                gone = Entry(row.word, row.say, row.ipa, row.case_sensitive)
+                session.delete(row)
+                session.commit()
+                return gone
+    raise BadInput(f"{word!r} is not in the lexicon; `narrator lexicon PROJECT list` shows it")
+
+
+def model_vocab() -> dict[str, int]:
+    """Kokoro v1.0's phoneme vocabulary (the same in every copy of the model)."""
+    import json
+
+    from narrator.weights.sources import kokoro_config_text
+
+    return json.loads(kokoro_config_text())["vocab"]
 
 
 def update_settings(

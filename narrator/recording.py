@@ -99,6 +99,7 @@ class ThreadRunner:
                         state.text,
                         *spec.voicing.spoken(),
                         on_chunk=between_chunks,
+                        lexicon=spec.voicing.lexicon,
                     )
                 )
                 take_back(store, job, manager, state, outcome)

@@ -33,7 +33,7 @@ from narrator.errors import (
     ProjectExists,
     ProjectNotFound,
 )
-from narrator.models import GlobalSettings, Project
+from narrator.models import GlobalSettings, LexiconEntry, Project
 from narrator.text import clean, warn_removed
 
 # "NARR": marks a SQLite file as a narrator project (PRAGMA application_id).
@@ -81,6 +81,11 @@ def _v5_home(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE project ADD COLUMN file_path VARCHAR NOT NULL DEFAULT ''")
 
 
+def _v6_lexicon(conn: Connection) -> None:
+    """A pronunciation lexicon per project."""
+    LexiconEntry.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
 UPGRADES: list[Callable[[Connection], None]] = [
@@ -88,6 +93,7 @@ UPGRADES: list[Callable[[Connection], None]] = [
     _v3_headings,
     _v4_sentence_timings,
     _v5_home,
+    _v6_lexicon,
 ]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from narrator.engine import SAMPLE_RATE, Speech, SynthesisError
 from narrator.errors import ModelUnavailable
+from narrator.lexicon import Lexicon
 
 
 class FakeSynthesizer:
@@ -25,6 +26,7 @@ class FakeSynthesizer:
         self.on_render = on_render
         self.chunks = chunks
         self.rendered: list[str] = []
+        self.lexicons: list[Lexicon | None] = []
         self.threads: set[str] = set()
 
     def check(self, voice: str, lang: str) -> None:
@@ -38,6 +40,7 @@ class FakeSynthesizer:
         speed: float,
         lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
+        lexicon: Lexicon | None = None,
     ) -> Speech:
         """10 ms of tone per character, in `chunks` pieces; a cue per sentence (cut after
         '. '), each as long as its share of the characters."""
@@ -53,6 +56,7 @@ class FakeSynthesizer:
             n = int(SAMPLE_RATE * 0.01 * len(text)) // self.chunks
             pieces.append(0.1 * np.sin(np.arange(n) / 10))
         self.rendered.append(text)
+        self.lexicons.append(lexicon)
         samples = np.concatenate(pieces).astype(np.float32)
         cues, at = [], 0
         said = [s for s in text.replace(". ", ".\n").split("\n") if s.strip()]

@@ -23,7 +23,7 @@ class SlowChunks(FakeSynthesizer):
         super().__init__(chunks=chunks)
         self.load, self.per_chunk, self.loaded = load, per_chunk, False
 
-    def render(self, text, voice, speed, lang, on_chunk=None):  # noqa: ANN001, ANN201
+    def render(self, text, voice, speed, lang, on_chunk=None, lexicon=None):  # noqa: ANN001, ANN201
         if not self.loaded:
             time.sleep(self.load)
             self.loaded = True

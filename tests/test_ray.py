@@ -278,11 +278,11 @@ class DiesOnce(KokoroSynthesizer):
     marker: str = ""
     always: bool = False
 
-    def render(self, text, voice, speed, lang, on_chunk=None):  # noqa: ANN001, ANN201
+    def render(self, text, voice, speed, lang, on_chunk=None, lexicon=None):  # noqa: ANN001, ANN201
         if text == self.fatal and (self.always or not os.path.exists(self.marker)):
             Path(self.marker).touch()
             os._exit(1)  # the worker process dies, as on a lost node
-        return super().render(text, voice, speed, lang, on_chunk)
+        return super().render(text, voice, speed, lang, on_chunk, lexicon)
 
 
 @pytest.mark.parametrize("always", [False, True])

@@ -10,6 +10,8 @@ from narrator.errors import NarratorError
 if TYPE_CHECKING:
     import numpy as np
 
+    from narrator.lexicon import Lexicon
+
 # Kokoro-82M speaks at 24 kHz, mono.
 SAMPLE_RATE = 24_000
 
@@ -41,6 +43,7 @@ class Synthesizer(Protocol):
         speed: float,
         lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
+        lexicon: Lexicon | None = None,
     ) -> Speech:
-        """Speak `text`. `on_chunk(k, n)` is called before chunk k of n is rendered; an
-        exception it raises stops the render."""
+        """Speak `text`, its words said as `lexicon` says. `on_chunk(k, n)` is called
+        before chunk k of n is rendered; an exception it raises stops the render."""

@@ -22,6 +22,7 @@ from narrator.engine import Speech
 from narrator.engine.script import perform, write_script
 from narrator.engine.torch_engine import KokoroSynthesizer, Lazy, limit_heap_growth
 from narrator.errors import ModelUnavailable, first_line
+from narrator.lexicon import Lexicon
 from narrator.weights.graphs import feeds, graphs_current
 from narrator.weights.sources import CONFIG, ONNX_GRAPHS, onnx_graphs
 
@@ -315,11 +316,12 @@ class OnnxSynthesizer(KokoroSynthesizer):
         speed: float,
         lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
+        lexicon: Lexicon | None = None,
     ) -> Speech:
         folder = self.folder()
         pack = self.voice_pack(voice)
         loading = shared_session(folder, self.threads, pack)
-        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
+        script = write_script(text, lang, self.g2p_backend, self.chunk_limit, lexicon)
         vocab = vocab_of(folder)
         session = loading.get()
         runs = itertools.count(1)

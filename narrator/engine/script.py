@@ -4,6 +4,7 @@ into one recording with sentence cues."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 
 from narrator.engine import Speech, SynthesisError
 from narrator.engine.g2p import Chunk, chunk_sentences, chunk_text, phonemize
+from narrator.lexicon import Entry, Lexicon, punctuation
 from narrator.splitting import sentences
 
 
@@ -25,9 +27,13 @@ class Script:
     chunks: list[Chunk]
 
 
-def write_script(text: str, lang: str, backend: str | None, limit: int) -> Script:
-    """Sentences, phonemized one at a time, packed into chunks of at most `limit`."""
-    said = [(s, phonemize(s, lang, backend)) for s in sentences(text)]
+def write_script(
+    text: str, lang: str, backend: str | None, limit: int, lexicon: Lexicon | None = None
+) -> Script:
+    """Sentences, phonemized one at a time (after the lexicon), packed into chunks of at
+    most `limit`."""
+    lexicon = lexicon or Lexicon()
+    said = [(s, say(s, lang, backend, lexicon)) for s in sentences(text)]
     said = [(s, p) for s, p in said if p]
     if not said:
         raise SynthesisError("nothing speakable in the text (no words after G2P)")
@@ -36,6 +42,32 @@ def write_script(text: str, lang: str, backend: str | None, limit: int) -> Scrip
         " ".join(p for _, p in said),
         chunk_sentences([p for _, p in said], limit),
     )
+
+
+def say(sentence: str, lang: str, backend: str | None, lexicon: Lexicon) -> str:
+    """A sentence's phonemes: aliases are spoken in place of their words, and the words
+    the lexicon gives phonemes for take them, between the phonemized text around them."""
+    pieces = lexicon.pieces(sentence)
+    if all(isinstance(piece, str) for piece in pieces):
+        return phonemize("".join(pieces), lang, backend)  # type: ignore[arg-type]
+    said: list[str] = []
+    for piece in pieces:
+        if isinstance(piece, Entry):
+            said.append(piece.ipa or "")
+            continue
+        possessive = _POSSESSIVE.match(piece) if said else None
+        if possessive:  # "Hermione's": the word's phonemes, then a z
+            said[-1] += "z"
+            piece = piece[possessive.end() :]
+        phonemes = phonemize(piece, lang, backend)
+        if phonemes:
+            said.append(phonemes)
+        elif said:  # only punctuation: it closes the word before it
+            said[-1] += punctuation(piece)
+    return " ".join(p for p in said if p)
+
+
+_POSSESSIVE = re.compile(r"['’]s(?!\w)")
 
 
 def perform(

@@ -21,6 +21,7 @@ from narrator.engine.g2p import (
 )
 from narrator.engine.script import perform, write_script
 from narrator.errors import BadInput, ModelUnavailable, first_line
+from narrator.lexicon import Lexicon
 from narrator.voices import VoicePart, did_you_mean, parse_voice
 from narrator.weights.packs import blend_packs, read_pack
 from narrator.weights.sources import (
@@ -255,12 +256,13 @@ class KokoroSynthesizer:
         speed: float,
         lang: str,
         on_chunk: Callable[[int, int], None] | None = None,
+        lexicon: Lexicon | None = None,
     ) -> Speech:
         """Speak `text` sentence by sentence, packed into chunks; the same input gives the
         same samples."""
         import torch
 
-        script = write_script(text, lang, self.g2p_backend, self.chunk_limit)
+        script = write_script(text, lang, self.g2p_backend, self.chunk_limit, lexicon)
         device = pick_device(self.device)
         model = shared_model(self.folder(), device)
         pack = torch.from_numpy(self.voice_pack(voice))
