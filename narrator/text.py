@@ -64,3 +64,26 @@ def warn_removed(removed: int) -> None:
             ControlCharacters,
             stacklevel=3,
         )
+
+
+# An inline pause: `[pause 1.5s]` or `[pause 500ms]` (seconds when no unit is given).
+PAUSE = re.compile(r"\[\s*pause\s+(\d{1,5}(?:\.\d+)?)\s*(ms|s)?\s*\]", re.IGNORECASE)
+# The longest pause a mark may ask for, in seconds.
+MAX_PAUSE_S = 60.0
+
+
+def pause_runs(text: str) -> list[str | float]:
+    """`text` cut at its pause marks: the text between them, and each pause in seconds."""
+    runs: list[str | float] = []
+    at = 0
+    for mark in PAUSE.finditer(text):
+        seconds = float(mark[1]) / (1000 if (mark[2] or "s").lower() == "ms" else 1)
+        runs += [text[at : mark.start()], seconds]
+        at = mark.end()
+    runs.append(text[at:])
+    return runs
+
+
+def without_pauses(text: str) -> str:
+    """`text` as shown in captions: its pause marks gone."""
+    return " ".join(PAUSE.sub(" ", text).split())

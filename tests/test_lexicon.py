@@ -254,3 +254,22 @@ def test_the_engine_speaks_the_entry_and_captions_keep_the_word(tiny_model: Path
     assert [cue[2] for cue in said.cues] == [text]
     again = synth.render(text, "af_heart", 1.0, "a", lexicon=lexicon)
     assert again.samples.tobytes() == said.samples.tobytes()
+
+
+def test_a_pause_mark_is_silence_of_that_length_and_never_spoken(tiny_model: Path) -> None:
+    import numpy as np
+
+    from narrator.engine.torch_engine import KokoroSynthesizer
+
+    text = "One more time. [pause 1.5s] And then [Pause 250ms] two."
+    script = write_script(text, "a", None, 250)
+    assert "pɔːz" not in script.phonemes and "[pause 1.5s]" in script.phonemes
+    assert script.sentences == ["One more time.", "And then", "two."]
+    speech = KokoroSynthesizer(model_dir=tiny_model).render(text, "af_heart", 1.0, "a")
+    silent = np.flatnonzero(speech.samples != 0)
+    gaps = np.diff(silent)
+    assert sorted(gaps[gaps > 1000])[-2:] == [6001, 36001]  # 0.25 s and 1.5 s of zeros
+    (a, n, first), (b, _, second), (c, _, third) = speech.cues
+    assert b >= a + n + 36000 and (first, second, third) == ("One more time.", "And then", "two.")
+    with pytest.raises(Exception, match="longer than 60 s"):
+        write_script("Wait [pause 61s] here.", "a", None, 250)

@@ -6,42 +6,62 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from narrator.engine import Speech, SynthesisError
+from narrator.engine import SAMPLE_RATE, Speech, SynthesisError
 from narrator.engine.g2p import Chunk, chunk_sentences, chunk_text, phonemize
 from narrator.lexicon import Entry, Lexicon, punctuation
 from narrator.splitting import sentences
+from narrator.text import MAX_PAUSE_S, pause_runs
 
 
 @dataclass(frozen=True)
 class Script:
     """What a text becomes before any model runs: its spoken sentences, their phonemes
-    joined, and the chunks those are packed into (pieces as (sentence number, phonemes))."""
+    joined, the chunks those are packed into (pieces as (sentence number, phonemes)), and
+    the silence (samples) a pause mark puts before a chunk (or, at len(chunks), after the
+    last)."""
 
     sentences: list[str]
     phonemes: str
     chunks: list[Chunk]
+    silences: dict[int, int] = field(default_factory=dict)
 
 
 def write_script(
     text: str, lang: str, backend: str | None, limit: int, lexicon: Lexicon | None = None
 ) -> Script:
     """Sentences, phonemized one at a time (after the lexicon), packed into chunks of at
-    most `limit`."""
+    most `limit`; a pause mark ends a chunk and asks for silence."""
     lexicon = lexicon or Lexicon()
-    said = [(s, say(s, lang, backend, lexicon)) for s in sentences(text)]
-    said = [(s, p) for s, p in said if p]
-    if not said:
+    spoken: list[str] = []
+    shown: list[str] = []
+    chunks: list[Chunk] = []
+    silences: dict[int, int] = {}
+    for run in pause_runs(text):
+        if isinstance(run, float):
+            if run > MAX_PAUSE_S:
+                raise SynthesisError(
+                    f"a pause of {run:g} s is longer than {MAX_PAUSE_S:g} s; shorten its mark"
+                )
+            silences[len(chunks)] = silences.get(len(chunks), 0) + round(run * SAMPLE_RATE)
+            shown.append(f"[pause {run:g}s]")
+            continue
+        said = [(s, say(s, lang, backend, lexicon)) for s in sentences(run)]
+        said = [(s, p) for s, p in said if p]
+        first = len(spoken)
+        chunks += [
+            [(first + n, piece) for n, piece in chunk]
+            for chunk in chunk_sentences([p for _, p in said], limit)
+        ]
+        spoken += [" ".join(s.split()) for s, _ in said]
+        shown += [p for _, p in said]
+    if not spoken:
         raise SynthesisError("nothing speakable in the text (no words after G2P)")
-    return Script(
-        [" ".join(s.split()) for s, _ in said],
-        " ".join(p for _, p in said),
-        chunk_sentences([p for _, p in said], limit),
-    )
+    return Script(spoken, " ".join(shown), chunks, silences)
 
 
 def say(sentence: str, lang: str, backend: str | None, lexicon: Lexicon) -> str:
@@ -86,6 +106,9 @@ def perform(
     for number, chunk in enumerate(script.chunks, start=1):
         if on_chunk is not None:
             on_chunk(number, len(script.chunks))
+        if number - 1 in script.silences:
+            pieces.append(np.zeros(script.silences[number - 1], np.float32))
+            done += pieces[-1].size
         audio, durations = run(chunk_text(chunk))
         for (sentence, _), (a, b) in zip(
             chunk,
@@ -96,6 +119,8 @@ def perform(
             spans[sentence] = (first, done + b)
         pieces.append(audio)
         done += audio.size
+    if len(script.chunks) in script.silences:
+        pieces.append(np.zeros(script.silences[len(script.chunks)], np.float32))
     samples = np.concatenate(pieces)
     if not np.isfinite(samples).all():
         raise SynthesisError("the model produced invalid samples (NaN); check the weights")

@@ -22,7 +22,7 @@ from narrator.models import Segment
 from narrator.planning import AudioState, audio_state
 from narrator.project import read_settings
 from narrator.store import ProjectStore
-from narrator.text import printable_line
+from narrator.text import printable_line, without_pauses
 
 if TYPE_CHECKING:
     pass
@@ -261,7 +261,7 @@ def _cues(recorded: list | None, text: str, start: int, frames: int) -> list[Cue
     """The segment's sentence timings, recorded at render time, placed in the file; a
     segment rendered before timings were recorded is one cue."""
     if not recorded:
-        return [Cue(start, frames, " ".join(text.split()))]
+        return [Cue(start, frames, without_pauses(text))]
     return [
         Cue(start + min(at, frames), min(length, frames - min(at, frames)), words)
         for at, length, words in recorded
