@@ -691,6 +691,35 @@ def lexicon_export(
     typer.echo(f"Wrote {file} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})")
 
 
+@lexicon_app.command("audit")
+def lexicon_audit(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Words likely to be misread, before anything is rendered: roman numerals in context,
+    ordinals, numbers with units or separators, abbreviations, acronyms, and words the
+    G2P's dictionary lacks; counted, with the first segment, the phonemes narrator would
+    use now and a ready `lexicon add` command. Words already in the lexicon are left out.
+
+    Example:
+
+        narrator lexicon book.db audit
+    """
+    from narrator.pronunciation import audit_project
+
+    project = ctx.obj[0]
+    found = audit_project(_lexicon_store(ctx))
+    if as_json:
+        _print_json([f.as_dict(project) for f in found])
+        return
+    if not found:
+        typer.echo("Nothing likely to be misread")
+        return
+    for f in found:
+        typer.echo(
+            f"{f.count:>5}x  {printable_line(f.token)}  ({f.kind}, first in segment "
+            f"{f.first}; now: {f.phonemes or '-'})"
+        )
+        typer.echo(f"       {printable_line(f.command(project))}")
+
+
 @app.command()
 def phonemes(
     project: ProjectArg,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from narrator.audit import Finding, find_traps, known
 from narrator.engine.g2p import CHUNK_TARGET
 from narrator.engine.script import write_script
 from narrator.lexicon import Entry, Lexicon
@@ -77,3 +78,16 @@ def segment_phonemes(store: ProjectStore, indices: Sequence[int] = ()) -> list[S
         )
         for s in states
     ]
+
+
+def audit_project(store: ProjectStore) -> list[Finding]:
+    """The project's tokens likely to be misread (narrator.audit), each with the phonemes
+    narrator would give the model now. Words outside the dictionary are looked for in
+    English projects only (the dictionary is English)."""
+    settings = read_settings(store)
+    texts = [(s.sequence_index, s.text) for s in segment_states(store)]
+    english = settings.lang in "ab"
+    found = find_traps(texts, settings.lexicon, known if english else lambda word: True)
+    for finding in found:
+        finding.phonemes = phonemes(finding.token, settings.lang)
+    return found

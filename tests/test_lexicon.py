@@ -273,3 +273,40 @@ def test_a_pause_mark_is_silence_of_that_length_and_never_spoken(tiny_model: Pat
     assert b >= a + n + 36000 and (first, second, third) == ("One more time.", "And then", "two.")
     with pytest.raises(Exception, match="longer than 60 s"):
         write_script("Wait [pause 61s] here.", "a", None, 250)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_the_audit_finds_the_labelled_traps_and_few_else(runner: CliRunner, tmp_path: Path) -> None:
+    """tests/data/traps.labels lists, by hand, what a reader would flag in traps.md
+    (bench/audit.py prints the figures)."""
+    assert invoke(runner, "new", "t.db", "--from", str(DATA / "traps.md")).exit_code == 0
+    found = invoke_json(runner, "lexicon", "t.db", "audit")
+    got = {(f["kind"], f["token"]) for f in found}
+    rows = (DATA / "traps.labels").read_text(encoding="utf-8").splitlines()
+    wanted = {tuple(r.split("\t", 1)) for r in rows if r and not r.startswith("#")}
+    assert len(wanted) >= 40
+    assert len(wanted & got) / len(wanted) >= 0.95  # recall
+    assert len(wanted & got) / len(got) >= 0.9  # precision
+    assert [f["count"] for f in found] == sorted((f["count"] for f in found), reverse=True)
+    xiv = next(f for f in found if f["token"] == "Chapter XIV")
+    assert xiv["first_segment"] == 2 and xiv["command"] == (
+        "narrator lexicon t.db add 'Chapter XIV' --say 'Chapter fourteen'"
+    )
+    # the ready command works, and what the lexicon says is no longer listed
+    import shlex
+
+    assert invoke(runner, *shlex.split(xiv["command"])[1:]).exit_code == 0
+    again = {f["token"] for f in invoke_json(runner, "lexicon", "t.db", "audit")}
+    assert "Chapter XIV" not in again and "Chapter XV" in again
+
+
+def test_the_audit_leaves_ordinary_prose_alone(tmp_path: Path) -> None:
+    """1,900 words of nineteenth-century novels: only names, never a dictionary word."""
+    from narrator.audit import find_traps
+
+    text = PROSE.read_text()
+    found = find_traps(enumerate(text.split("\n\n"), 1))
+    assert {f.kind for f in found} <= {"unknown"}
+    assert all(f.token[0].isupper() for f in found) and len(found) <= 10
