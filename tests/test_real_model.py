@@ -254,3 +254,39 @@ def test_the_graphs_exported_from_the_weights_speak_english(
         assert result.exit_code == 0, result.stderr
         heard = normalise(transcribe(tmp_path / f"{graph}.wav")).split()
         assert len(set(heard) & set(wanted)) >= len(wanted) // 2, (graph, heard)
+
+
+@pytest.mark.parametrize(
+    ("text", "word", "how", "heard"),
+    [
+        (
+            "The fox jumps over the lazy dog in WWII.",
+            "WWII",
+            {"say": "World War Two"},
+            "world war two",
+        ),
+        ("We met Doctor Smith on Wednesday.", "Smith", {"ipa": "ʤˈOnz"}, "jones"),
+    ],
+)
+def test_a_lexicon_entry_is_heard_as_it_says(
+    real_model: Path, tmp_path: Path, text: str, word: str, how: dict[str, str], heard: str
+) -> None:
+    """pocketsphinx hears the alias or the phonemes after, and not before."""
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    from bench.intelligibility import normalise, transcribe
+    from narrator.audiofiles import write_wav
+    from narrator.engine.engines import make_synthesizer
+    from narrator.lexicon import Lexicon, entry
+    from narrator.voices import normalise_lang
+
+    synth = make_synthesizer("auto", real_model, "cpu", True)[0]
+    voice, lang = english_voice(real_model)
+    said = []
+    for lexicon in (None, Lexicon((entry(word, **how),))):
+        write_wav(
+            tmp_path / "a.wav",
+            synth.render(text, voice, 1.0, normalise_lang(lang), lexicon=lexicon).samples,
+        )
+        said.append(normalise(transcribe(tmp_path / "a.wav")))
+    before, after = said
+    assert heard not in before and heard in after, said
