@@ -31,6 +31,7 @@ from narrator.project import (
     recorded_files,
     segment_state,
     segment_states,
+    selected,
     update_settings,
 )
 from narrator.recording import (
@@ -72,6 +73,8 @@ class GenerateOptions:
     lang: str | None = None
     audio_dir: str | None = None
     dry_run: bool = False
+    # a selection (narrator.selection): only these segments are planned
+    only: tuple[str, ...] = ()
 
     @property
     def rules(self) -> Rules:
@@ -227,7 +230,11 @@ def generate_all(
         folder = audio_folder(store, settings.audio_dir)
         if lock is not None:
             _tidy(store, folder)
-        plan = plan_generation(segment_states(store), voicing=voicing, rules=options.rules)
+        states = segment_states(store)
+        if options.only:
+            chosen = set(selected(store, options.only))
+            states = [s for s in states if s.sequence_index in chosen]
+        plan = plan_generation(states, voicing=voicing, rules=options.rules)
         run = BatchRun(plan, voicing, describe_plan(plan), store.project_id, options.dry_run)
         if not plan.to_process:
             if lock is not None:

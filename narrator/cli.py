@@ -153,8 +153,18 @@ KeepMarkupOpt = Annotated[
         help="Keep [Illustration], sidenotes, _emphasis_ marks and rows of asterisks.",
     ),
 ]
-IndicesArg = Annotated[
-    list[int], typer.Argument(metavar="INDEX", help="Segment indices (see `segments`).")
+SelectionArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="SELECTION",
+        help="Segments: 3, 3-9, 3,5,9-12, ch2 (a chapter) or ch2-4; several are one selection.",
+    ),
+]
+OnlyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--only", metavar="SELECTION", help="Only these segments: 3, 3-9, 3,5,9-12, ch2 or ch2-4."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Also change locked segments.")]
 VoiceOpt = Annotated[
@@ -353,7 +363,7 @@ def edit(
 @app.command()
 def remove(
     project: ProjectArg,
-    indices: IndicesArg,
+    selection: SelectionArg,
     force: ForceOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
@@ -363,39 +373,41 @@ def remove(
 
         narrator remove book.db 4 5
     """
-    from narrator.project import remove_segments
+    from narrator.project import remove_segments, selected
 
-    count = remove_segments(_open(project, project_id), indices, force=force)
+    store = _open(project, project_id)
+    count = remove_segments(store, selected(store, selection), force=force)
     typer.echo(f"Removed {_count(count)}")
 
 
-def _set_locked(project: Path, indices: list[int], project_id: int | None, locked: bool) -> None:
-    from narrator.project import set_locked
+def _set_locked(project: Path, selection: list[str], project_id: int | None, locked: bool) -> None:
+    from narrator.project import selected, set_locked
 
-    count = set_locked(_open(project, project_id), indices, locked)
+    store = _open(project, project_id)
+    count = set_locked(store, selected(store, selection), locked)
     typer.echo(f"{'Locked' if locked else 'Unlocked'} {_count(count)}")
 
 
 @app.command()
-def lock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = None) -> None:
+def lock(project: ProjectArg, selection: SelectionArg, project_id: ProjectIdOpt = None) -> None:
     """Lock segments: generate-all skips them and edit/remove refuse them.
 
     Example:
 
-        narrator lock book.db 1 2
+        narrator lock book.db 1-2 ch3
     """
-    _set_locked(project, indices, project_id, True)
+    _set_locked(project, selection, project_id, True)
 
 
 @app.command()
-def unlock(project: ProjectArg, indices: IndicesArg, project_id: ProjectIdOpt = None) -> None:
+def unlock(project: ProjectArg, selection: SelectionArg, project_id: ProjectIdOpt = None) -> None:
     """Unlock segments.
 
     Example:
 
         narrator unlock book.db 2
     """
-    _set_locked(project, indices, project_id, False)
+    _set_locked(project, selection, project_id, False)
 
 
 @app.command()
@@ -435,17 +447,24 @@ def _duration(seconds: float | None) -> str:
 
 @app.command()
 def segments(
-    project: ProjectArg, as_json: JsonOpt = False, project_id: ProjectIdOpt = None
+    project: ProjectArg,
+    as_json: JsonOpt = False,
+    only: OnlyOpt = None,
+    project_id: ProjectIdOpt = None,
 ) -> None:
     """List the segments: index, id, lock, audio, duration and a text preview.
 
     Example:
 
-        narrator segments book.db --json
+        narrator segments book.db --only ch2 --json
     """
-    from narrator.project import list_segments
+    from narrator.project import list_segments, selected
 
-    rows = list_segments(_open(project, project_id))
+    store = _open(project, project_id)
+    rows = list_segments(store)
+    if only is not None:
+        chosen = set(selected(store, [only]))
+        rows = [row for row in rows if row.sequence_index in chosen]
     if as_json:
         _print_json([row.as_dict() for row in rows])
         return
@@ -723,9 +742,9 @@ def lexicon_audit(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command()
 def phonemes(
     project: ProjectArg,
-    indices: Annotated[
-        list[int] | None,
-        typer.Argument(metavar="INDEX", help="Segment indices (default: every segment)."),
+    selection: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SELECTION", help="Segments (default: every one): 3, 3-9, ch2."),
     ] = None,
     as_json: JsonOpt = False,
     project_id: ProjectIdOpt = None,
@@ -737,9 +756,11 @@ def phonemes(
 
         narrator phonemes book.db 3 4
     """
+    from narrator.project import selected
     from narrator.pronunciation import segment_phonemes
 
-    said = segment_phonemes(_open(project, project_id), indices or [])
+    store = _open(project, project_id)
+    said = segment_phonemes(store, selected(store, selection) if selection else [])
     if as_json:
         _print_json([s.as_dict() for s in said])
         return
@@ -966,6 +987,7 @@ def generate_all_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
     ] = False,
+    only: OnlyOpt = None,
     as_json: JsonOpt = False,
     progress: Annotated[
         ProgressMode,
@@ -1038,6 +1060,7 @@ def generate_all_command(
         lang=lang,
         audio_dir=audio_dir,
         dry_run=dry_run,
+        only=(only,) if only else (),
     )
     run = generate_all(
         store, options, _synthesizer(model_dir, device, offline, engine), runner=runner

@@ -14,6 +14,7 @@ from narrator.errors import BadInput, SegmentLocked
 from narrator.lexicon import Entry, Lexicon, check_phonemes
 from narrator.models import GlobalSettings, LexiconEntry, Segment
 from narrator.planning import AudioState, SegmentState, Voicing, audio_state
+from narrator.selection import select as select_segments
 from narrator.splitting import Block
 from narrator.store import ProjectStore
 from narrator.text import clean, warn_removed
@@ -270,6 +271,18 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
             )
         )
     return listed
+
+
+def selected(store: ProjectStore, specs: Iterable[str]) -> list[int]:
+    """The segment indices a selection names (narrator.selection); BadInput when it names
+    nothing that exists."""
+    with store.session() as session:
+        rows = session.exec(
+            select(Segment.sequence_index, Segment.heading_level)
+            .where(Segment.project_id == store.project_id)
+            .order_by(col(Segment.sequence_index))
+        ).all()
+    return select_segments(specs, [(index, level) for index, level in rows])
 
 
 def segment_state(store: ProjectStore, index: int) -> SegmentState:
