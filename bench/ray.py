@@ -82,7 +82,7 @@ def driver_rate(folder: Path) -> float:
     import numpy as np
 
     from narrator.engine import Speech
-    from narrator.planning import Rules, Voicing
+    from narrator.planning import Casting, Rules, Voicing
     from narrator.project import add_segments, segment_state
     from narrator.recording import RenderSpec, record_render
     from narrator.store import create_project
@@ -91,7 +91,8 @@ def driver_rate(folder: Path) -> float:
     add_segments(store, [f"Segment {i} of the driver bench." for i in range(200)])
     speech = Speech(np.zeros(240_000, dtype=np.float32) + 0.01, [])
     spec = RenderSpec(
-        Voicing("af_heart", 1.0, "a"), Rules(skip_locked=True, force=True, changed=False)
+        Casting(Voicing("af_heart", 1.0, "a")),
+        Rules(skip_locked=True, force=True, changed=False),
     )
     states = [segment_state(store, i) for i in range(1, 201)]
     (folder / "driver_audio").mkdir()

@@ -24,7 +24,7 @@ from narrator.errors import (
     SegmentLocked,
     refuse_blank,
 )
-from narrator.planning import Plan, Rules, Voicing, Why, plan_generation
+from narrator.planning import Casting, Plan, Rules, SegmentState, Voicing, Why, plan_generation
 from narrator.project import (
     Settings,
     read_settings,
@@ -192,7 +192,7 @@ def tidy_audio_folder(store: ProjectStore, folder: Path) -> list[Path]:
     return sweep(store, folder, recorded)
 
 
-def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, Voicing]:
+def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, Casting]:
     """Settings with this run's overrides, as plain values; nothing is stored."""
     refuse_blank(
         {"--voice": options.voice, "--lang": options.lang, "--audio-dir": options.audio_dir}
@@ -209,7 +209,8 @@ def _resolve(store: ProjectStore, options: GenerateOptions) -> tuple[Settings, V
         lang = language_of(voice, settings.lang if settings.lang_set else None)
     else:
         lang = settings.lang
-    return settings, Voicing(voice, speed, lang, settings.lexicon)
+    run = Voicing(voice, speed, lang, settings.lexicon)
+    return settings, Casting(run, settings.heading_voice, settings.lang_set or bool(options.lang))
 
 
 def generate_all(
@@ -224,7 +225,8 @@ def generate_all(
     `synthesizer` checks the voice and model here first. The returned BatchRun holds the
     project lock until wait()."""
     runner = runner or ThreadRunner()
-    settings, voicing = _resolve(store, options)
+    settings, casting = _resolve(store, options)
+    voicing = casting.base
     lock = None if options.dry_run else run_lock(store)
     try:
         folder = audio_folder(store, settings.audio_dir)
@@ -234,14 +236,16 @@ def generate_all(
         if options.only:
             chosen = set(selected(store, options.only))
             states = [s for s in states if s.sequence_index in chosen]
-        plan = plan_generation(states, voicing=voicing, rules=options.rules)
+        plan = plan_generation(states, casting=casting, rules=options.rules)
         run = BatchRun(plan, voicing, describe_plan(plan), store.project_id, options.dry_run)
         if not plan.to_process:
             if lock is not None:
                 lock.release()
             return run
         # every check a run makes before rendering, dry run or not: same codes, same words
-        synthesizer.check(voicing.voice, voicing.lang)
+        rendered = set(plan.to_process)
+        for voice, lang in _voices(casting, [s for s in states if s.id in rendered]):
+            synthesizer.check(voice, lang)
         check_writable(store, folder, dry_run=options.dry_run)
         runner.prepare()
         if options.dry_run:
@@ -270,7 +274,7 @@ def generate_all(
             task_id=run.task_id,
             segment_ids=tuple(plan.to_process),
             audio_dir=str(folder),
-            spec=RenderSpec(voicing, options.rules),
+            spec=RenderSpec(casting, options.rules),
         )
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
         run.future = pool.submit(run_batch, job, manager, synthesizer, runner)
@@ -282,6 +286,11 @@ def generate_all(
         if lock is not None and lock.is_locked:
             lock.release()
         raise
+
+
+def _voices(casting: Casting, states: list[SegmentState]) -> list[tuple[str, str]]:
+    """Each voice (with its language) that speaks these segments, in order of appearance."""
+    return list(dict.fromkeys(s.voicing(casting).spoken()[::2] for s in states))
 
 
 def run_batch(
@@ -325,11 +334,12 @@ def generate_one(
     """Render a single segment in this thread. Locked: SegmentLocked (the seed's 409).
     Returns (segment id, seconds), seconds None when its audio exists and not forced."""
     options = GenerateOptions(voice=voice, speed=speed, lang=lang, force=force)
-    settings, voicing = _resolve(store, options)
+    settings, casting = _resolve(store, options)
     state = segment_state(store, index)
+    voicing = state.voicing(casting)
     lock = run_lock(store)
     try:
-        spec = RenderSpec(voicing, options.rules)
+        spec = RenderSpec(casting, options.rules)
         why = why_not(state, None, spec)
         if why == Why.has_audio.value:
             return state.id, None

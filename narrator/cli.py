@@ -411,6 +411,44 @@ def unlock(project: ProjectArg, selection: SelectionArg, project_id: ProjectIdOp
 
 
 @app.command()
+def voice(
+    project: ProjectArg,
+    selection: SelectionArg,
+    voice_id: Annotated[
+        str | None, typer.Option("--voice", metavar="VOICE", help="Voice id, blend or .pt file.")
+    ] = None,
+    speed: SpeedOpt = None,
+    lang: LangOpt = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove their own voice: they follow the project.")
+    ] = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Cast segments: their own voice, speed or language, over the project's (and over the
+    heading voice). Their audio is stale where the voice changes.
+
+    Example:
+
+        narrator voice book.db ch3 --voice bf_emma
+    """
+    from narrator.planning import Cast
+    from narrator.project import selected, set_cast
+    from narrator.voices import parse_voice
+    from narrator.weights.sources import locate_model
+
+    errors.refuse_blank({"--voice": voice_id, "--lang": lang})
+    if clear == any(v is not None for v in (voice_id, speed, lang)):
+        raise errors.BadInput("give --voice, --speed or --lang, or --clear")
+    if voice_id:
+        parse_voice(voice_id, present=locate_model(offline=True).voices)
+    store = _open(project, project_id)
+    count = set_cast(
+        store, selected(store, selection), None if clear else Cast(voice_id, speed, lang)
+    )
+    typer.echo(f"{'Cleared' if clear else 'Cast'} {_count(count)}")
+
+
+@app.command()
 def heading(
     project: ProjectArg,
     index: Annotated[int, typer.Argument(metavar="INDEX", help="The segment's index.")],
@@ -468,6 +506,7 @@ def segments(
     if as_json:
         _print_json([row.as_dict() for row in rows])
         return
+    cast = any(row.voice for row in rows)  # a voice column where any differs from the project's
     cells = [
         (
             str(row.sequence_index),
@@ -476,12 +515,13 @@ def segments(
             "locked" if row.is_locked else "",
             _audio_cell(row),
             _duration(row.audio_duration),
+            *((row.voice or "",) if cast else ()),
             preview(row.text_content, 60),
         )
         for row in rows
     ]
     title = f"{project} ({len(rows)} segments)"
-    headers = ("#", "id", "head", "lock", "audio", "dur", "text")
+    headers = ("#", "id", "head", "lock", "audio", "dur", *(("voice",) if cast else ()), "text")
     if len(cells) > RICH_TABLE_LIMIT:
         # Rich lays out about 4,000 rows a second: long projects get aligned plain lines
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
@@ -517,10 +557,14 @@ def settings(
     audio_dir: Annotated[
         str | None, typer.Option(metavar="FOLDER", help="Where audio files go.")
     ] = None,
+    heading_voice: Annotated[
+        str | None,
+        typer.Option(metavar="VOICE", help="The voice that speaks headings; '' for the project's."),
+    ] = None,
     as_json: JsonOpt = False,
     project_id: ProjectIdOpt = None,
 ) -> None:
-    """Show or change the project's voice, speed, language and audio folder.
+    """Show or change the project's voice, speed, language, heading voice and audio folder.
 
     Example:
 
@@ -533,9 +577,17 @@ def settings(
     from narrator.weights.sources import locate_model
 
     store = _open(project, project_id)
-    if voice is not None:  # a typo is suggested from the voices the model here has
-        parse_voice(voice, present=locate_model(offline=True).voices)
-    values = update_settings(store, voice=voice, speed=speed, lang=lang, audio_dir=audio_dir)
+    for chosen in (voice, heading_voice):  # a typo is suggested from the voices here
+        if chosen:
+            parse_voice(chosen, present=locate_model(offline=True).voices)
+    values = update_settings(
+        store,
+        voice=voice,
+        speed=speed,
+        lang=lang,
+        audio_dir=audio_dir,
+        heading_voice=heading_voice,
+    )
     if voice is not None or lang is not None:
         problem = voice_problem(values.voice_id, values.lang)
         if problem is not None:
@@ -548,6 +600,7 @@ def settings(
     typer.echo(f"voice: {values.voice_id}")
     typer.echo(f"speed: {values.speed:g}")
     typer.echo(f"lang: {alias} ({name}{'' if values.lang_set else ', from the voice'})")
+    typer.echo(f"heading voice: {values.heading_voice or values.voice_id}")
     typer.echo(f"audio folder: {folder}{'' if values.audio_dir else ' (default)'}")
 
 

@@ -231,8 +231,9 @@ class RayRunner:
                     state = hand_out(store, job, manager, given, job.segment_ids[given - 1])
                     if state is not None:
                         actor = idle.pop()
+                        voicing = state.voicing(spec.casting)
                         ref = actor.render.remote(
-                            state.text, *spec.voicing.spoken(), lexicon=spec.voicing.lexicon
+                            state.text, *voicing.spoken(), lexicon=voicing.lexicon
                         )
                         pending[ref] = (state, actor, manager.snapshot(job.task_id))
                 if not pending:

@@ -47,6 +47,10 @@ class Segment(SQLModel, table=True):
     # Where each sentence lies in the audio, [[first sample, samples, text], ...], recorded
     # with the audio: export times captions from it.
     audio_cues: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # This segment's own voice, speed or language (None: the project's); `narrator voice`.
+    cast_voice: str | None = None
+    cast_speed: float | None = None
+    cast_lang: str | None = None
 
 
 class LexiconEntry(SQLModel, table=True):
@@ -70,6 +74,8 @@ class GlobalSettings(SQLModel, table=True):
     speed: float = DEFAULT_SPEED
     lang: str | None = None
     audio_dir: str | None = None
+    # The voice that speaks headings (None: the project's voice).
+    heading_voice: str | None = None
 
 
 class BatchTask(SQLModel, table=True):

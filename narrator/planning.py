@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from narrator.lexicon import Lexicon
+from narrator.voices import language_of
 
 SKIP_REASONS = ("locked", "has_audio", "empty")
 
@@ -70,6 +71,43 @@ class Voicing:
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Cast:
+    """A segment's own voice, speed or language, over the project's (None: the project's)."""
+
+    voice: str | None = None
+    speed: float | None = None
+    lang: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.voice, self.speed, self.lang))
+
+
+@dataclass(frozen=True)
+class Casting:
+    """Who speaks what. A segment is spoken by its own cast, else (a heading) by the
+    heading voice, else by `base`: the project's voicing, or this run's. A voice brings
+    its own language unless the project's language was chosen (`lang_set`)."""
+
+    base: Voicing
+    heading_voice: str | None = None
+    lang_set: bool = False
+
+    def voicing(self, cast: Cast = Cast(), heading: bool = False) -> Voicing:
+        voice, speed, lang = self.base.voice, self.base.speed, self.base.lang
+        chosen = cast.voice or (self.heading_voice if heading else None)
+        if chosen and chosen != voice:
+            voice = chosen
+            lang = lang if self.lang_set else language_of(voice)
+        if cast.speed is not None:
+            speed = cast.speed
+        if cast.lang is not None:
+            lang = cast.lang
+        if (voice, speed, lang) == self.base.spoken():
+            return self.base
+        return Voicing(voice, speed, lang, self.base.lexicon)
+
+
 class AudioState(StrEnum):
     """A segment's audio, all told: none recorded, its file missing or damaged, made
     another way than asked (stale), or current."""
@@ -110,6 +148,8 @@ class SegmentState:
     audio_file: str | None
     recording: Recording
     audio_fingerprint: str | None
+    heading_level: int | None = None
+    cast: Cast = Cast()
 
     @property
     def audio_exists(self) -> bool:
@@ -117,9 +157,13 @@ class SegmentState:
         as if it had none."""
         return self.recording is Recording.whole
 
-    def audio(self, voicing: Voicing) -> AudioState:
-        """Its audio's state, were it spoken with `voicing`."""
-        return audio_state(self.recording, self.audio_fingerprint, voicing, self.text)
+    def voicing(self, casting: Casting) -> Voicing:
+        """How this segment is spoken."""
+        return casting.voicing(self.cast, self.heading_level is not None)
+
+    def audio(self, casting: Casting) -> AudioState:
+        """Its audio's state, were it spoken as `casting` casts it."""
+        return audio_state(self.recording, self.audio_fingerprint, self.voicing(casting), self.text)
 
 
 @dataclass(frozen=True)
@@ -163,10 +207,10 @@ class Plan:
         return sum(1 for d in self.decisions if d.stale and not d.render)
 
 
-def decide(seg: SegmentState, voicing: Voicing, rules: Rules) -> Decision:
+def decide(seg: SegmentState, casting: Casting, rules: Rules) -> Decision:
     """Whether a run renders this segment, and why: the planner asks it of every segment,
     and the worker asks it again of each one just before rendering and recording it."""
-    stale = seg.audio(voicing) is AudioState.stale
+    stale = seg.audio(casting) is AudioState.stale
 
     def decision(render: bool, why: Why) -> Decision:
         return Decision(seg.id, seg.sequence_index, render, why, stale)
@@ -194,12 +238,12 @@ _NEEDS_AUDIO = {
 def plan_generation(
     segments: list[SegmentState],
     *,
-    voicing: Voicing,
+    casting: Casting,
     rules: Rules = Rules(),
 ) -> Plan:
     """Decide for each segment, in sequence order, whether this run renders it."""
     decisions = tuple(
-        decide(seg, voicing, rules) for seg in sorted(segments, key=lambda s: s.sequence_index)
+        decide(seg, casting, rules) for seg in sorted(segments, key=lambda s: s.sequence_index)
     )
     counts = Counter(d.why.value for d in decisions if not d.render)
     return Plan(decisions, {reason: counts.get(reason, 0) for reason in SKIP_REASONS})

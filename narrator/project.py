@@ -13,7 +13,7 @@ from narrator.audiofiles import audio_path, may_remove, recording_of
 from narrator.errors import BadInput, SegmentLocked
 from narrator.lexicon import Entry, Lexicon, check_phonemes
 from narrator.models import GlobalSettings, LexiconEntry, Segment
-from narrator.planning import AudioState, SegmentState, Voicing, audio_state
+from narrator.planning import AudioState, Cast, Casting, SegmentState, Voicing, audio_state
 from narrator.selection import select as select_segments
 from narrator.splitting import Block
 from narrator.store import ProjectStore
@@ -30,11 +30,16 @@ class Settings:
     lang: str
     lang_set: bool
     audio_dir: str | None
+    heading_voice: str | None = None
     lexicon: Lexicon = Lexicon()
 
     @property
     def voicing(self) -> Voicing:
         return Voicing(self.voice_id, self.speed, self.lang, self.lexicon)
+
+    @property
+    def casting(self) -> Casting:
+        return Casting(self.voicing, self.heading_voice, self.lang_set)
 
     def as_dict(self) -> dict[str, object]:
         shown: dict[str, object] = {k: v for k, v in vars(self).items() if k != "lexicon"}
@@ -55,6 +60,10 @@ class SegmentRow:
     heading_level: int | None
     # what the recorded file is on disk: none, missing, damaged or whole
     recording: str
+    # the voice that speaks it, where it is not the project's (its cast, or the heading voice)
+    voice: str | None = None
+    # its own voice, speed and language, as set by `narrator voice`
+    cast: dict[str, object] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(vars(self))
@@ -77,6 +86,7 @@ def read_settings(store: ProjectStore) -> Settings:
             lang=language_of(row.voice_id, row.lang),
             lang_set=row.lang is not None,
             audio_dir=row.audio_dir,
+            heading_voice=row.heading_voice,
             lexicon=_lexicon(session, store),
         )
 
@@ -169,10 +179,14 @@ def update_settings(
     speed: float | None = None,
     lang: str | None = None,
     audio_dir: str | None = None,
+    heading_voice: str | None = None,
 ) -> Settings:
-    """Change the project's settings; `lang=""` goes back to the voice's language."""
+    """Change the project's settings; `lang=""` goes back to the voice's language,
+    `heading_voice=""` to the project's voice for headings."""
     if voice is not None:
         voice = canonical_voice(voice)
+    if heading_voice:
+        heading_voice = canonical_voice(heading_voice)
     if speed is not None:
         check_speed(speed)
     with store.writing() as session:
@@ -185,6 +199,8 @@ def update_settings(
             row.lang = normalise_lang(lang) if lang else None
         if audio_dir is not None:
             row.audio_dir = audio_dir
+        if heading_voice is not None:
+            row.heading_voice = heading_voice or None
         language_of(row.voice_id, row.lang)
         session.add(row)
         session.commit()
@@ -208,6 +224,9 @@ def _segment_columns(
         Segment.audio_duration,
         Segment.audio_fingerprint,
         Segment.heading_level,
+        Segment.cast_voice,
+        Segment.cast_speed,
+        Segment.cast_lang,
     ).where(Segment.project_id == store.project_id)
     if index is not None:
         query = query.where(Segment.sequence_index == index)
@@ -226,8 +245,10 @@ def _states(store: ProjectStore, rows: list[Any]) -> list[SegmentState]:
             audio_file=audio,
             recording=recording_of(store, audio, seconds)[0],
             audio_fingerprint=stamp,
+            heading_level=level,
+            cast=Cast(*cast),
         )
-        for id_, index, text, locked, audio, seconds, stamp, _ in rows
+        for id_, index, text, locked, audio, seconds, stamp, level, *cast in rows
     ]
 
 
@@ -250,12 +271,13 @@ def recorded_files(session: Session) -> set[str]:
 
 
 def list_segments(store: ProjectStore) -> list[SegmentRow]:
-    voicing = read_settings(store).voicing
+    casting = read_settings(store).casting
     with store.session() as session:
         rows = _segment_columns(session, store)
     listed = []
-    for id_, index, text, locked, audio, duration, stamp, level in rows:
+    for id_, index, text, locked, audio, duration, stamp, level, *cast in rows:
         recording = recording_of(store, audio, duration)[0]
+        voicing = casting.voicing(Cast(*cast), level is not None)
         state = audio_state(recording, stamp, voicing, text)
         listed.append(
             SegmentRow(
@@ -268,9 +290,15 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
                 stale=state is AudioState.stale,
                 heading_level=level,
                 recording=recording.value,
+                voice=None if voicing is casting.base else voicing.voice,
+                cast=_cast_dict(Cast(*cast)),
             )
         )
     return listed
+
+
+def _cast_dict(cast: Cast) -> dict[str, object] | None:
+    return {k: v for k, v in vars(cast).items() if v is not None} or None
 
 
 def selected(store: ProjectStore, specs: Iterable[str]) -> list[int]:
@@ -283,6 +311,36 @@ def selected(store: ProjectStore, specs: Iterable[str]) -> list[int]:
             .order_by(col(Segment.sequence_index))
         ).all()
     return select_segments(specs, [(index, level) for index, level in rows])
+
+
+def set_cast(store: ProjectStore, indices: Sequence[int], cast: Cast | None) -> int:
+    """Give these segments their own voice, speed or language (what `cast` leaves None
+    stays as it was), or none (`cast` None: they follow the project again). Their audio
+    is stale where the voice it was made with changes. Returns how many changed."""
+    if cast is not None:
+        if cast.voice is not None:
+            cast = Cast(canonical_voice(cast.voice), cast.speed, cast.lang)
+            language_of(cast.voice, cast.lang)
+        if cast.speed is not None:
+            check_speed(cast.speed)
+        if cast.lang is not None:
+            cast = Cast(cast.voice, cast.speed, normalise_lang(cast.lang))
+    with store.writing() as session:
+        rows = session.exec(
+            select(Segment).where(
+                Segment.project_id == store.project_id, col(Segment.sequence_index).in_(indices)
+            )
+        ).all()
+        for row in rows:
+            if cast is None:
+                row.cast_voice = row.cast_speed = row.cast_lang = None
+            else:
+                row.cast_voice = cast.voice if cast.voice is not None else row.cast_voice
+                row.cast_speed = cast.speed if cast.speed is not None else row.cast_speed
+                row.cast_lang = cast.lang if cast.lang is not None else row.cast_lang
+            session.add(row)
+        session.commit()
+        return len(rows)
 
 
 def segment_state(store: ProjectStore, index: int) -> SegmentState:

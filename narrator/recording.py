@@ -23,7 +23,7 @@ from narrator.audiofiles import (
 from narrator.engine import Speech, Synthesizer
 from narrator.errors import ModelUnavailable
 from narrator.models import Segment
-from narrator.planning import Rules, SegmentState, Voicing, Why, decide
+from narrator.planning import Casting, Rules, SegmentState, Why, decide
 from narrator.project import chapter_at, state_by_id
 from narrator.store import ProjectStore, storage_error
 from narrator.tasks import SegmentFailure, StopNow, TaskManager, TaskSnapshot, TaskStatus
@@ -33,7 +33,7 @@ from narrator.tasks import SegmentFailure, StopNow, TaskManager, TaskSnapshot, T
 class RenderSpec:
     """What segments are rendered with, and the rules that let a segment be rendered."""
 
-    voicing: Voicing
+    casting: Casting
     rules: Rules
 
 
@@ -97,9 +97,9 @@ class ThreadRunner:
                     partial(
                         synthesizer.render,
                         state.text,
-                        *spec.voicing.spoken(),
+                        *state.voicing(spec.casting).spoken(),
                         on_chunk=between_chunks,
-                        lexicon=spec.voicing.lexicon,
+                        lexicon=spec.casting.base.lexicon,
                     )
                 )
                 take_back(store, job, manager, state, outcome)
@@ -127,7 +127,7 @@ def why_not(now: SegmentState | None, rendered: str | None, spec: RenderSpec) ->
         return Why.removed.value
     if rendered is not None and now.text != rendered:
         return Why.edited.value
-    decision = decide(now, spec.voicing, spec.rules)
+    decision = decide(now, spec.casting, spec.rules)
     return None if decision.render else decision.why.value
 
 
@@ -200,7 +200,7 @@ def record_render(
     rules again of the segment as it is now; if it may still be rendered, move the file
     into place and record it, then drop the file it replaces. Returns why it was not
     recorded (the render is then discarded), or None."""
-    stamp = spec.voicing.fingerprint(state.text)
+    stamp = state.voicing(spec.casting).fingerprint(state.text)
     target = render_target(store, folder, state.sequence_index, state.id, stamp)
     name = recorded_name(store, target)
     with gate:

@@ -86,6 +86,20 @@ def _v6_lexicon(conn: Connection) -> None:
     LexiconEntry.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _v7_cast(conn: Connection) -> None:
+    """A voice, speed and language per segment, and a voice for headings."""
+    _add_columns(conn, "segment", cast_voice="VARCHAR", cast_speed="FLOAT", cast_lang="VARCHAR")
+    _add_columns(conn, "globalsettings", heading_voice="VARCHAR")
+
+
+def _add_columns(conn: Connection, table: str, **columns: str) -> None:
+    """Add the columns a table lacks (a file a newer narrator began to upgrade has some)."""
+    have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 # Upgrades from one schema version to the next, in order: UPGRADES[0] takes a version 1
 # file to version 2, and so on. A new file gets the current tables and SCHEMA_VERSION.
 UPGRADES: list[Callable[[Connection], None]] = [
@@ -94,6 +108,7 @@ UPGRADES: list[Callable[[Connection], None]] = [
     _v4_sentence_timings,
     _v5_home,
     _v6_lexicon,
+    _v7_cast,
 ]
 
 

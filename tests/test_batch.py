@@ -162,7 +162,7 @@ def test_worker_gets_plain_values_only(
     job = args[0]
     for value in vars(job).values():
         if isinstance(value, RenderSpec):  # frozen plain values, and the seed's three options
-            voicing = value.voicing  # frozen plain values too
+            voicing = value.casting.base  # frozen plain values too
             assert isinstance(voicing.voice, str) and isinstance(voicing.speed, float)
             assert isinstance(voicing.lang, str)
             assert isinstance(value.rules, Rules)

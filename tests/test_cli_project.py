@@ -23,6 +23,8 @@ def test_new_imports_document(runner: CliRunner, tmp_path: Path) -> None:
         "stale",
         "heading_level",
         "recording",
+        "voice",
+        "cast",
     }
 
 

@@ -2,6 +2,7 @@ import hashlib
 
 from narrator.planning import (
     AudioState,
+    Casting,
     Recording,
     Rules,
     SegmentState,
@@ -37,7 +38,7 @@ def seg(
 
 
 def plan(segments: list[SegmentState], **options: bool):  # noqa: ANN201
-    return plan_generation(segments, voicing=VOICING, rules=Rules(**options))
+    return plan_generation(segments, casting=Casting(VOICING), rules=Rules(**options))
 
 
 def test_skip_reasons_are_counted_in_order() -> None:

@@ -192,7 +192,7 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
     import numpy as np
 
     from narrator.engine import Speech
-    from narrator.planning import Rules, Voicing
+    from narrator.planning import Casting, Rules, Voicing
     from narrator.project import segment_state
     from narrator.recording import BatchJob, RenderSpec, take_back
     from narrator.tasks import StopNow, TaskManager, TaskSnapshot
@@ -211,7 +211,7 @@ def test_a_render_that_comes_back_after_a_halt_is_dropped_not_failed(
             lang="a",
         )
     )
-    spec = RenderSpec(Voicing("af_heart", 1.0, "a"), Rules())
+    spec = RenderSpec(Casting(Voicing("af_heart", 1.0, "a")), Rules())
     folder = store.path.parent / "book_audio"
     folder.mkdir()
     job = BatchJob(str(store.path), store.project_id, "t", (1,), str(folder), spec)
@@ -483,6 +483,10 @@ def test_a_version_1_file_upgrades_in_place(tmp_path: Path) -> None:
     con.execute("ALTER TABLE segment DROP COLUMN heading_level")
     con.execute("ALTER TABLE batchtask DROP COLUMN current_chapter")
     con.execute("ALTER TABLE segment DROP COLUMN audio_cues")
+    con.execute("DROP TABLE lexiconentry")
+    for column in ("cast_voice", "cast_speed", "cast_lang"):
+        con.execute(f"ALTER TABLE segment DROP COLUMN {column}")
+    con.execute("ALTER TABLE globalsettings DROP COLUMN heading_voice")
     con.execute("PRAGMA user_version=1")
     con.commit()
     con.close()

@@ -14,7 +14,6 @@ from narrator.export.book import Book, plan_book
 from narrator.export.options import ExportOptions, Pauses
 from narrator.export.write import Progress, Written, book_tags, write_book
 from narrator.models import Project
-from narrator.project import read_settings
 from narrator.store import ProjectStore
 from narrator.tasks import run_lock
 
@@ -37,6 +36,7 @@ class Exported:
         """`narrator export --json`."""
         result: dict[str, object] = {
             "format": self.book.format,
+            "voices": self.book.voices,
             "files": [w.as_dict() for w in self.files],
             "gaps": [vars(g) for g in self.book.gaps],
         }
@@ -83,7 +83,7 @@ def exporting(store: ProjectStore, options: ExportOptions) -> Iterator[Export]:
     lock = run_lock(store)
     try:
         book = plan_book(store, options, name)
-        tags = book_tags(options, options.title or name, read_settings(store).voice_id)
+        tags = book_tags(options, options.title or name, book.voices)
         yield Export(book, options, tags)
     finally:
         lock.release()

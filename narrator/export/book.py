@@ -19,7 +19,7 @@ from narrator.export.codec import (
 )
 from narrator.export.options import ExportOptions, check_options, output_format
 from narrator.models import Segment
-from narrator.planning import AudioState, audio_state
+from narrator.planning import AudioState, Cast, audio_state
 from narrator.project import read_settings
 from narrator.store import ProjectStore
 from narrator.text import printable_line, without_pauses
@@ -60,6 +60,8 @@ class Part:
     chapters: list[Mark] = field(default_factory=list)
     cues: list[Cue] = field(default_factory=list)
     frames: int = 0
+    # the voices of each chapter (parallel to `chapters`), in order of appearance
+    voices: list[list[str]] = field(default_factory=list)
 
     def add(self, clip: Clip) -> int:
         """Append a clip; return the sample it starts at."""
@@ -124,6 +126,11 @@ class Book:
     passes: int  # how many times the audio is read: measure, (limit,) encode
     gap_runs: list[GapRun] = field(default_factory=list)
 
+    @property
+    def voices(self) -> list[str]:
+        """Every voice the book is spoken in, in order of appearance."""
+        return list(dict.fromkeys(v for part in self.parts for vs in part.voices for v in vs))
+
 
 def slug(title: str, limit: int = 40) -> str:
     """A file-name-safe ASCII slug of a title: 'Down the Rabbit-Hole' -> down-the-rabbit-hole."""
@@ -164,6 +171,9 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
                 Segment.audio_fingerprint,
                 Segment.heading_level,
                 Segment.audio_cues,
+                Segment.cast_voice,
+                Segment.cast_speed,
+                Segment.cast_lang,
             )
             .where(Segment.project_id == store.project_id)
             .order_by(col(Segment.sequence_index))
@@ -175,7 +185,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     pause = 0.0  # the pause owed before the next audio in this part
     chapter: str = title
     pending_chapter = True  # the next audio starts a chapter
-    for index, text, locked, audio, seconds, stamp, level, cues in rows:
+    casting = settings.casting
+    for index, text, locked, audio, seconds, stamp, level, cues, *cast in rows:
         if level is not None:
             chapter, pending_chapter = printable_line(text) or title, True
             pause = max(pause, options.pauses.heading)
@@ -186,7 +197,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             continue
         spoken.append(index)
         recording, frames = recording_of(store, audio, seconds)
-        state = audio_state(recording, stamp, settings.voicing, text)
+        voicing = casting.voicing(Cast(*cast), level is not None)
+        state = audio_state(recording, stamp, voicing, text)
         if state is AudioState.damaged:
             raise _damaged(audio_path(store, audio), index, store.path)
         if not frames:  # none recorded, its file gone, or an empty recording
@@ -209,7 +221,10 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             part.add(Clip(None, _frames(max(pause, options.pauses.segment))))
         if pending_chapter:
             part.chapters.append(Mark(chapter, part.frames, 0))
+            part.voices.append([])
             pending_chapter = False
+        if voicing.voice not in part.voices[-1]:
+            part.voices[-1].append(voicing.voice)
         start = part.add(Clip(path, frames))
         part.cues.extend(_cues(cues, text, start, frames))
         pause = 0.0

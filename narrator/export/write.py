@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,8 @@ class Written:
     captions: Path | None
     # The peak ceiling held the gain back by more than 1 dB from what the target asks.
     held_back: bool = False
+    # the voices of each chapter, in order of appearance
+    voices: list[list[str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -59,7 +61,8 @@ class Written:
                     "start": round(m.start / SAMPLE_RATE, 3),
                     "duration": round(m.frames / SAMPLE_RATE, 3),
                 }
-                for m in self.chapters
+                | ({"voices": self.voices[i]} if i < len(self.voices) else {})
+                for i, m in enumerate(self.chapters)
             ],
             "loudness": _round(self.levels.loudness),
             "peak": _round(self.levels.peak),
@@ -137,6 +140,7 @@ def write_book(
                 levels,
                 captions,
                 held_back,
+                part.voices,
             )
         )
     return written
@@ -250,14 +254,15 @@ def captions_text(cues: list[Cue], kind: str) -> str:
     return "\n\n".join(head + blocks) + "\n"
 
 
-def book_tags(options: ExportOptions, title: str, voice: str) -> dict[str, str]:
-    """The tags every file carries (FFmpeg's names: it maps them to each format's own)."""
+def book_tags(options: ExportOptions, title: str, voices: list[str]) -> dict[str, str]:
+    """The tags every file carries (FFmpeg's names: it maps them to each format's own); the
+    narrator is the cast, in order of appearance, unless one is named."""
     tags = {
         "title": title,
         "album": title,
         "artist": options.author,
         "album_artist": options.author,
-        "composer": options.narrator or voice,
+        "composer": options.narrator or ", ".join(voices),
         "date": options.year,
         "genre": options.genre or "Audiobook",
     }
