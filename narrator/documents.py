@@ -47,7 +47,10 @@ def split_document(
 
         return epub_blocks(Path(path), split)
     if suffix in MARKDOWN_SUFFIXES:
-        return split_text(read_document(path), split, markdown=True)
+        try:
+            return split_text(read_document(path), split, markdown=True)
+        except BadInput as exc:  # a cast comment naming an unknown voice, at its line
+            raise BadInput(f"{path}, {exc}") from exc
     return split_text(
         read_document(path),
         split,

@@ -373,6 +373,8 @@ def add_segments(store: ProjectStore, texts: Iterable[str | Block]) -> list[int]
                     sequence_index=index,
                     text_content=text,
                     heading_level=block.heading_level,
+                    cast_voice=block.voice,
+                    cast_speed=block.speed,
                 )
             )
             indices.append(index)

@@ -23,10 +23,13 @@ class Split(StrEnum):
 
 
 class Block(NamedTuple):
-    """One segment to be: its text, and its level when it is a heading (1-6)."""
+    """One segment to be: its text, its level when it is a heading (1-6), and the voice or
+    speed a document casts it in (None: the project's)."""
 
     text: str
     heading_level: int | None = None
+    voice: str | None = None
+    speed: float | None = None
 
 
 _BLANK_LINES = re.compile(r"\n\s*\n")
@@ -70,8 +73,14 @@ def _markdown_blocks(text: str) -> list[Block]:
     blocks: list[Block] = []
     level = None
     row: list[str] | None = None  # the cells of the table row being read
+    cast: dict[str, object] = {}  # from the last cast comment, until the next or a heading
     for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type == "html_block" and _CAST_LINE.fullmatch(token.content.strip()):
+            line = token.map[0] + 1 if token.map else 0
+            cast = _cast(_CAST_LINE.fullmatch(token.content.strip())[1], line)  # type: ignore[index]
+            continue
         if token.type == "heading_open":
+            cast = {}
             level = int(token.tag[1])
         elif token.type == "heading_close":
             level = None
@@ -95,12 +104,40 @@ def _markdown_blocks(text: str) -> list[Block]:
             if row is not None:
                 row.append(said)
             elif said:
-                blocks.append(Block(said, level))
+                blocks.append(Block(said, level, **cast))  # type: ignore[arg-type]
         elif token.type in ("fence", "code_block"):
             blocks.append(Block(one_line(token.content)))
         elif token.type == "html_block" and (said := one_line(_html_text(token.content))):
             blocks.append(Block(said))
     return blocks
+
+
+# `<!-- voice: bf_emma -->`, `<!-- speed: 1.1 -->`, or both: `<!-- voice: bf_emma; speed: 1.1 -->`
+_CAST_LINE = re.compile(r"<!--\s*((?:voice|speed)\s*:[^>]*?)\s*-->", re.IGNORECASE)
+
+
+def _cast(spec: str, line: int) -> dict[str, object]:
+    """A cast comment's voice and speed, checked: BadInput naming the line."""
+    from narrator.voices import canonical_voice, check_speed, parse_voice
+
+    cast: dict[str, object] = {}
+    try:
+        for item in spec.split(";"):
+            key, _, value = item.partition(":")
+            key, value = key.strip().lower(), value.strip()
+            if key == "voice":
+                parse_voice(value, check_files=False)
+                cast["voice"] = canonical_voice(value)
+            elif key == "speed":
+                try:
+                    cast["speed"] = check_speed(float(value))
+                except ValueError:
+                    raise BadInput(f"speed {value!r} is not a number") from None
+            else:
+                raise BadInput(f"{key!r} is not voice or speed")
+    except BadInput as exc:
+        raise BadInput(f"line {line}: {exc}") from exc
+    return cast
 
 
 def _html_text(markup: str) -> str:
@@ -284,7 +321,9 @@ def by_sentence(blocks: list[Block]) -> list[Block]:
         piece
         for b in blocks
         for piece in (
-            [b] if b.heading_level or not b.text else [Block(s) for s in sentences(b.text)]
+            [b]
+            if b.heading_level or not b.text
+            else [b._replace(text=s) for s in sentences(b.text)]
         )
     ]
 

@@ -27,6 +27,7 @@ class FakeSynthesizer:
         self.chunks = chunks
         self.rendered: list[str] = []
         self.lexicons: list[Lexicon | None] = []
+        self.spoken_by: dict[str, tuple[str, float, str]] = {}  # text -> voice, speed, lang
         self.threads: set[str] = set()
 
     def check(self, voice: str, lang: str) -> None:
@@ -57,6 +58,7 @@ class FakeSynthesizer:
             pieces.append(0.1 * np.sin(np.arange(n) / 10))
         self.rendered.append(text)
         self.lexicons.append(lexicon)
+        self.spoken_by[text] = (voice, speed, lang)
         samples = np.concatenate(pieces).astype(np.float32)
         cues, at = [], 0
         said = [s for s in text.replace(". ", ".\n").split("\n") if s.strip()]
