@@ -1406,6 +1406,7 @@ def export(
             metavar="KIND", help="Also write a caption sidecar, one cue per sentence: srt or vtt."
         ),
     ] = None,
+    only: OnlyOpt = None,
     allow_missing: Annotated[
         bool,
         typer.Option(
@@ -1469,6 +1470,7 @@ def export(
         cover=cover,
         captions=captions.value if captions else None,
         allow_missing=allow_missing,
+        only=(only,) if only else (),
         bit_rate=bitrate * 1000 if bitrate else None,
         profile=profile.value if profile else None,
     )

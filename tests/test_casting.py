@@ -177,3 +177,13 @@ def test_the_engine_renders_each_voice_with_its_own_pack_and_export_names_the_ca
         ["bf_emma", "af_heart"],
     ]
     assert MP4(tmp_path / "book.m4b").tags["©wrt"] == ["bf_emma, af_heart, af_sky"]
+
+
+def test_export_takes_a_selection(runner: CliRunner, cast_book: Path) -> None:
+    spoken(cast_book)
+    out = invoke_json(runner, "export", "book.db", "-o", "two.wav", "--only", "ch2")
+    assert [c["title"] for c in out["files"][0]["chapters"]] == ["Evening"]
+    assert out["voices"] == ["bf_emma", "af_heart"]
+    bad = invoke(runner, "export", "book.db", "-o", "x.wav", "--only", "ch3")
+    assert bad.exit_code == 2 and "the chapters are ch1-ch2" in bad.stderr
+    assert not (cast_book.parent / "x.wav").exists()

@@ -21,6 +21,7 @@ from narrator.export.options import ExportOptions, check_options, output_format
 from narrator.models import Segment
 from narrator.planning import AudioState, Cast, audio_state
 from narrator.project import read_settings
+from narrator.selection import select as select_segments
 from narrator.store import ProjectStore
 from narrator.text import printable_line, without_pauses
 
@@ -186,7 +187,11 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     chapter: str = title
     pending_chapter = True  # the next audio starts a chapter
     casting = settings.casting
+    only = options.only
+    chosen = set(select_segments(only, [(r[0], r[6]) for r in rows])) if only else None
     for index, text, locked, audio, seconds, stamp, level, cues, *cast in rows:
+        if chosen is not None and index not in chosen:
+            continue
         if level is not None:
             chapter, pending_chapter = printable_line(text) or title, True
             pause = max(pause, options.pauses.heading)

@@ -43,6 +43,8 @@ class ExportOptions:
     cover: Path | None = None
     captions: str | None = None
     allow_missing: bool = False
+    # a selection (narrator.selection): only these segments are exported
+    only: tuple[str, ...] = ()
     bit_rate: int | None = None
     # Room tone (silence) at the head and tail of each file, in seconds.
     head: float = 0.0
