@@ -152,6 +152,7 @@ class JsonlView:
                 "segment_id": snap.current_segment_id,
                 "sequence_index": snap.current_index,
                 "chapter": snap.current_chapter,
+                "voice": snap.current_voice,
             }
             if snap.event == "chunk":
                 record |= {"chunk": snap.chunk, "chunks": snap.chunks}

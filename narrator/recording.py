@@ -146,6 +146,7 @@ def hand_out(
         state.sequence_index if state else -1,
         state.text if state else "",
         chapter,
+        state.voicing(job.spec.casting).voice if state else None,
     )
     skip = why_not(state, None, job.spec)
     if skip is not None:
@@ -178,6 +179,9 @@ def take_back(
         if problem is not None:
             raise problem from exc
         message = str(exc) or type(exc).__name__
+        voice = state.voicing(job.spec.casting).voice
+        if voice != job.spec.casting.base.voice:  # a cast voice: say which
+            message = f"{message} (voice {voice})"
         manager.add_error(
             job.task_id, SegmentFailure(state.id, state.sequence_index, message), handed
         )

@@ -64,6 +64,7 @@ class TaskSnapshot:
     current_index: int | None = None
     current_text: str = ""
     current_chapter: str | None = None  # the last heading at or before the segment in hand
+    current_voice: str | None = None  # the voice that speaks the segment in hand
     processed: int = 0
     failed: int = 0
     audio_seconds: float = 0.0
@@ -243,6 +244,7 @@ class TaskManager:
         sequence_index: int,
         text: str,
         chapter: str | None = None,
+        voice: str | None = None,
     ) -> TaskSnapshot:
         """Record the segment about to be rendered (before rendering it)."""
         return self._set(
@@ -253,6 +255,7 @@ class TaskManager:
             current_index=sequence_index,
             current_text=text,
             current_chapter=chapter,
+            current_voice=voice,
             chunk=0,
             chunks=0,
             segment_started=time.monotonic(),

@@ -187,3 +187,22 @@ def test_export_takes_a_selection(runner: CliRunner, cast_book: Path) -> None:
     bad = invoke(runner, "export", "book.db", "-o", "x.wav", "--only", "ch3")
     assert bad.exit_code == 2 and "the chapters are ch1-ch2" in bad.stderr
     assert not (cast_book.parent / "x.wav").exists()
+
+
+def test_progress_events_and_errors_name_the_voice(
+    runner: CliRunner, tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
+    (tmp_path / "b.md").write_text("One.\n\n<!-- voice: af_sky -->\n\nTwo.\n")
+    assert invoke(runner, "new", "b.db", "--from", "b.md").exit_code == 0
+    result = invoke(runner, "generate-all", "b.db", "--progress", "jsonl", "--engine", "torch")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    started = [(e["sequence_index"], e["voice"]) for e in events if e["event"] == "segment_started"]
+    assert started == [(1, "af_heart"), (2, "af_sky")]
+    synth = FakeSynthesizer(fail_on="Two")
+    run = generate_all(open_project(tmp_path / "b.db"), GenerateOptions(force=True), synth)
+    final = run.wait()
+    assert [e.message for e in final.errors] == ["cannot say 'Two.' (voice af_sky)"]

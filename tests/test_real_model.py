@@ -290,3 +290,31 @@ def test_a_lexicon_entry_is_heard_as_it_says(
         said.append(normalise(transcribe(tmp_path / "a.wav")))
     before, after = said
     assert heard not in before and heard in after, said
+
+
+def test_a_cast_book_is_spoken_by_each_segments_own_voice(
+    runner: CliRunner, real_model: Path, tmp_path: Path
+) -> None:
+    """Three voices in one run: each recording is byte for byte its voice alone."""
+    from narrator.audiofiles import write_wav
+    from narrator.engine.engines import make_synthesizer
+
+    voices = voices_in(real_model)[:3]
+    texts = ["The tide came in.", "Dear friend, I am well.", "The lamp was lit."]
+    make_project(tmp_path / "book.db", texts)
+    model = ("--model-dir", str(real_model))
+    assert (
+        invoke(runner, "settings", "book.db", "--voice", voices[0], "--lang", "en-us").exit_code
+        == 0
+    )
+    for index, voice in ((2, voices[1]), (3, voices[2])):
+        assert invoke(runner, "voice", "book.db", str(index), "--voice", voice).exit_code == 0
+    result = invoke(runner, "generate-all", "book.db", *model)
+    assert result.exit_code == 0, result.stderr
+    synth = make_synthesizer("auto", real_model, "cpu", True)[0]
+    rows = json.loads(invoke(runner, "segments", "book.db", "--json").stdout)
+    for row, voice in zip(rows, voices, strict=True):
+        write_wav(
+            tmp_path / "alone.wav", synth.render(row["text_content"], voice, 1.0, "a").samples
+        )
+        assert (tmp_path / row["audio_file"]).read_bytes() == (tmp_path / "alone.wav").read_bytes()
