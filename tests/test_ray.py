@@ -360,3 +360,25 @@ def test_sigint_on_a_local_cluster_records_what_is_in_flight(
     assert result["status"] == "CANCELLED" and 4 <= result["processed"] < 60
     only_recorded_files(tmp_path / "book.db", tmp_path / "book_audio")
     assert "Traceback" not in stderr
+
+
+def test_ray_renders_a_cast_as_the_worker_thread_does(
+    runner: CliRunner,
+    tiny_model: Path,
+    tmp_path: Path,
+    cluster: object,
+) -> None:
+    from narrator.planning import Cast
+    from narrator.project import set_cast
+
+    for name in ("thread.db", "ray.db"):
+        set_cast(make_project(tmp_path / name, TEXTS), [4, 6], Cast("af_sky", 0.9))
+    assert run(runner, tiny_model, "thread.db")[0] == 0
+    code, on_ray = run(runner, tiny_model, "ray.db", "--ray", "auto", "--workers", "1")
+    assert code == 0 and on_ray["processed"] == 5, on_ray
+    audio = recorded_audio(tmp_path / "ray.db")
+    assert audio == recorded_audio(tmp_path / "thread.db")
+    make_project(tmp_path / "plain.db", TEXTS)
+    assert run(runner, tiny_model, "plain.db")[0] == 0
+    assert recorded_audio(tmp_path / "plain.db")[4] != audio[4]  # the cast was heard
+    assert not any(row.stale for row in list_segments(open_project(tmp_path / "ray.db")))
