@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
     from narrator.batch import BatchRun
     from narrator.engine import Synthesizer
     from narrator.export import Exported
+    from narrator.listening import Verdict
     from narrator.project import LexiconChange, SegmentRow
     from narrator.store import ProjectStore
     from narrator.tasks import TaskSnapshot
@@ -793,6 +794,62 @@ def lexicon_audit(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def verify(
+    project: ProjectArg,
+    selection: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SELECTION", help="Segments (default: every one): 3, 3-9, ch2."),
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--all", help="Judge audio that was judged before too.")
+    ] = False,
+    as_json: JsonOpt = False,
+    project_id: ProjectIdOpt = None,
+) -> None:
+    """Listen to each segment's current audio with an offline recogniser and say where it
+    does not say the text: words missing at the end or in the middle, another segment's
+    audio, long silences, clipping, a fade, a length its sentence timings do not predict.
+    Each verdict is recorded with the audio it judged; only new audio is judged unless
+    --all. Exit 1 when any is flagged, 69 without the recogniser (the `quality` extra).
+
+    Example:
+
+        narrator verify book.db ch2
+    """
+    from narrator.listening import verify_project
+
+    def said(verdict: Verdict) -> None:
+        if as_json or verdict.ok:
+            return
+        for f in verdict.findings:
+            typer.echo(f"{verdict.index:>5}  {f.kind} at {f.at:.1f} s: {printable_line(f.detail)}")
+
+    verdicts = verify_project(_open(project, project_id), selection or [], again, said)
+    flagged = [v for v in verdicts if not v.ok]
+    if as_json:
+        _print_json(
+            {
+                "checked": len(verdicts),
+                "flagged": len(flagged),
+                "segments": [v.as_dict() for v in verdicts],
+            }
+        )
+    else:
+        unheard = sum(not v.heard for v in verdicts)
+        typer.echo(
+            f"Checked {_count(len(verdicts))}: {len(verdicts) - len(flagged)} ok, "
+            f"{len(flagged)} flagged"
+            + (
+                f" ({unheard} by the signal checks only: the recogniser hears English)"
+                if unheard
+                else ""
+            )
+        )
+    if flagged:
+        raise typer.Exit(1)
+
+
+@app.command()
 def phonemes(
     project: ProjectArg,
     selection: Annotated[
@@ -1406,6 +1463,13 @@ def export(
             metavar="KIND", help="Also write a caption sidecar, one cue per sentence: srt or vtt."
         ),
     ] = None,
+    require_verified: Annotated[
+        bool,
+        typer.Option(
+            "--require-verified",
+            help="Refuse (65) audio that `narrator verify` has not passed.",
+        ),
+    ] = False,
     only: OnlyOpt = None,
     allow_missing: Annotated[
         bool,
@@ -1471,6 +1535,7 @@ def export(
         captions=captions.value if captions else None,
         allow_missing=allow_missing,
         only=(only,) if only else (),
+        require_verified=require_verified,
         bit_rate=bitrate * 1000 if bitrate else None,
         profile=profile.value if profile else None,
     )

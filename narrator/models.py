@@ -51,6 +51,9 @@ class Segment(SQLModel, table=True):
     cast_voice: str | None = None
     cast_speed: float | None = None
     cast_lang: str | None = None
+    # `narrator verify`'s verdict on the audio file it judged (a new render is not judged)
+    verified_audio: str | None = None
+    verify_findings: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class LexiconEntry(SQLModel, table=True):

@@ -64,6 +64,8 @@ class SegmentRow:
     voice: str | None = None
     # its own voice, speed and language, as set by `narrator voice`
     cast: dict[str, object] | None = None
+    # `narrator verify`'s verdict on its current audio: ok, flagged or not checked
+    verify: str = "not checked"
 
     def as_dict(self) -> dict[str, object]:
         return dict(vars(self))
@@ -274,6 +276,15 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
     casting = read_settings(store).casting
     with store.session() as session:
         rows = _segment_columns(session, store)
+        verdicts = dict(
+            session.exec(
+                select(Segment.id, Segment.verify_findings).where(
+                    Segment.project_id == store.project_id,
+                    col(Segment.verified_audio).isnot(None),
+                    col(Segment.verified_audio) == Segment.audio_file,
+                )
+            ).all()
+        )
     listed = []
     for id_, index, text, locked, audio, duration, stamp, level, *cast in rows:
         recording = recording_of(store, audio, duration)[0]
@@ -292,9 +303,17 @@ def list_segments(store: ProjectStore) -> list[SegmentRow]:
                 recording=recording.value,
                 voice=None if voicing is casting.base else voicing.voice,
                 cast=_cast_dict(Cast(*cast)),
+                verify=_verify_cell(verdicts.get(id_), state),
             )
         )
     return listed
+
+
+def _verify_cell(findings: list | None, state: AudioState) -> str:
+    """`narrator verify`'s verdict on the audio there is now."""
+    if findings is None or state is not AudioState.current:
+        return "not checked"
+    return "flagged" if findings else "ok"
 
 
 def _cast_dict(cast: Cast) -> dict[str, object] | None:

@@ -225,6 +225,7 @@ def record_render(
                         stamp,
                     )
                     segment.audio_cues = [list(cue) for cue in speech.cues]
+                    segment.verified_audio = segment.verify_findings = None  # judged afresh
                     session.add(segment)
                     session.commit()
                 except BaseException:

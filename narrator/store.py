@@ -92,6 +92,11 @@ def _v7_cast(conn: Connection) -> None:
     _add_columns(conn, "globalsettings", heading_voice="VARCHAR")
 
 
+def _v8_verdicts(conn: Connection) -> None:
+    """What `narrator verify` found in a segment's audio, and which audio it judged."""
+    _add_columns(conn, "segment", verified_audio="VARCHAR", verify_findings="JSON")
+
+
 def _add_columns(conn: Connection, table: str, **columns: str) -> None:
     """Add the columns a table lacks (a file a newer narrator began to upgrade has some)."""
     have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
@@ -109,6 +114,7 @@ UPGRADES: list[Callable[[Connection], None]] = [
     _v5_home,
     _v6_lexicon,
     _v7_cast,
+    _v8_verdicts,
 ]
 
 

@@ -25,6 +25,7 @@ def test_new_imports_document(runner: CliRunner, tmp_path: Path) -> None:
         "recording",
         "voice",
         "cast",
+        "verify",
     }
 
 

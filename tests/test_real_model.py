@@ -318,3 +318,37 @@ def test_a_cast_book_is_spoken_by_each_segments_own_voice(
             tmp_path / "alone.wav", synth.render(row["text_content"], voice, 1.0, "a").samples
         )
         assert (tmp_path / row["audio_file"]).read_bytes() == (tmp_path / "alone.wav").read_bytes()
+
+
+def test_verify_flags_a_truncated_segment_and_passes_a_clean_one(
+    runner: CliRunner, real_model: Path, tmp_path: Path
+) -> None:
+    """The second segment's audio is cut to 55% (as a model that stops early leaves it):
+    its file stays whole and current, and only listening can tell."""
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    import sqlite3
+
+    from narrator.audiofiles import write_wav
+
+    texts = [
+        "The lighthouse at Gull Point had stood for ninety years when Mara arrived to keep it.",
+        "On her first night the wind came in from the east and rattled every window in the "
+        "tower, and she climbed the steps twice to make sure the lamp was still burning.",
+    ]
+    make_project(tmp_path / "book.db", texts)
+    voice, lang = english_voice(real_model)
+    assert invoke(runner, "settings", "book.db", "--voice", voice, "--lang", lang).exit_code == 0
+    assert invoke(runner, "generate-all", "book.db", "--model-dir", real_model).exit_code == 0
+    rows = json.loads(invoke(runner, "segments", "book.db", "--json").stdout)
+    path = tmp_path / rows[1]["audio_file"]
+    audio, _ = soundfile.read(path, dtype="float32")
+    seconds = write_wav(path, audio[: int(len(audio) * 0.55)])
+    with sqlite3.connect(tmp_path / "book.db") as con:
+        con.execute("UPDATE segment SET audio_duration = ? WHERE sequence_index = 2", (seconds,))
+    con.close()
+    result = invoke(runner, "verify", "book.db", "--json")
+    assert result.exit_code == 1, result.stderr
+    verdicts = json.loads(result.stdout)["segments"]
+    assert [v["ok"] for v in verdicts] == [True, False]
+    kinds = {f["kind"] for f in verdicts[1]["findings"]}
+    assert kinds & {"missing_end", "length"}, verdicts[1]

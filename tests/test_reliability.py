@@ -484,7 +484,7 @@ def test_a_version_1_file_upgrades_in_place(tmp_path: Path) -> None:
     con.execute("ALTER TABLE batchtask DROP COLUMN current_chapter")
     con.execute("ALTER TABLE segment DROP COLUMN audio_cues")
     con.execute("DROP TABLE lexiconentry")
-    for column in ("cast_voice", "cast_speed", "cast_lang"):
+    for column in ("cast_voice", "cast_speed", "cast_lang", "verified_audio", "verify_findings"):
         con.execute(f"ALTER TABLE segment DROP COLUMN {column}")
     con.execute("ALTER TABLE globalsettings DROP COLUMN heading_voice")
     con.execute("PRAGMA user_version=1")

@@ -172,6 +172,8 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
                 Segment.audio_fingerprint,
                 Segment.heading_level,
                 Segment.audio_cues,
+                Segment.verified_audio,
+                Segment.verify_findings,
                 Segment.cast_voice,
                 Segment.cast_speed,
                 Segment.cast_lang,
@@ -189,7 +191,7 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
     casting = settings.casting
     only = options.only
     chosen = set(select_segments(only, [(r[0], r[6]) for r in rows])) if only else None
-    for index, text, locked, audio, seconds, stamp, level, cues, *cast in rows:
+    for index, text, locked, audio, seconds, stamp, level, cues, judged, verdict, *cast in rows:
         if chosen is not None and index not in chosen:
             continue
         if level is not None:
@@ -211,6 +213,10 @@ def plan_book(store: ProjectStore, options: ExportOptions, project_name: str) ->
             continue
         if state is AudioState.stale and not locked:  # a locked take is approved as it is
             gaps.append(Gap(index, "stale audio"))
+        elif options.require_verified and (judged != audio or verdict is None):
+            gaps.append(Gap(index, "not verified"))
+        elif options.require_verified and verdict:
+            gaps.append(Gap(index, "flagged by verify"))
         path = audio_path(store, audio)
         if part is None:
             number = len(parts) + 1 if options.split_chapters else 0
@@ -297,9 +303,17 @@ def _not_ready(gaps: list[Gap], project: Path) -> str:
         + (f" and {len(indices) - LISTED} more" if len(indices) > LISTED else "")
         for why, indices in by_why.items()
     )
-    fix = f"`narrator generate-all {project} --changed`"
-    if "locked without audio" in by_why:
-        fix += " (unlock the locked ones first, or render them with --no-skip-locked)"
+    fixes = []
+    if set(by_why) - {"not verified", "flagged by verify"}:
+        fixes.append(f"`narrator generate-all {project} --changed`")
+        if "locked without audio" in by_why:
+            fixes[-1] += " (unlock the locked ones first, or render them with --no-skip-locked)"
+    if "flagged by verify" in by_why:
+        flagged = ",".join(map(str, by_why["flagged by verify"][:LISTED]))
+        fixes.append(f"`narrator generate-all {project} --only {flagged} --force`")
+    if "not verified" in by_why or "flagged by verify" in by_why:
+        fixes.append(f"`narrator verify {project}`")
+    fix = " then ".join(fixes)
     return (
         f"{len(gaps)} segment{'s' if len(gaps) != 1 else ''} not ready to export "
         f"({listed}); run {fix}, or export what there is with --allow-missing"

@@ -43,6 +43,8 @@ class ExportOptions:
     cover: Path | None = None
     captions: str | None = None
     allow_missing: bool = False
+    # every exported segment's audio must have passed `narrator verify`
+    require_verified: bool = False
     # a selection (narrator.selection): only these segments are exported
     only: tuple[str, ...] = ()
     bit_rate: int | None = None

@@ -1,0 +1,128 @@
+"""`narrator verify`: verdicts recorded with the audio they judged, exit codes, the missing
+recogniser, and export --require-verified. (The recogniser on real speech: test_real_model.)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import invoke, invoke_json, make_project
+from fakes import FakeSynthesizer
+from typer.testing import CliRunner
+
+from narrator.batch import GenerateOptions, generate_all
+from narrator.project import update_settings
+from narrator.verify import RATE, Heard, judge, signal_findings
+
+TEXTS = ["The tide came in over the rocks.", "The lamp was lit at dusk.", "Night fell."]
+
+
+def render(path: Path, voice: str) -> Path:
+    store = make_project(path, TEXTS)
+    update_settings(store, voice=voice)
+    generate_all(store, GenerateOptions(), FakeSynthesizer()).wait()
+    return path
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> Path:
+    """Tone from the fake engine; Japanese, so verify runs the signal checks only."""
+    return render(tmp_path / "book.db", "jf_alpha")
+
+
+@pytest.fixture
+def english(tmp_path: Path) -> Path:
+    """Tone, where English words should be."""
+    return render(tmp_path / "book.db", "af_heart")
+
+
+def verdicts(runner: CliRunner) -> list[str]:
+    return [r["verify"] for r in invoke_json(runner, "segments", "book.db")]
+
+
+def test_verdicts_are_recorded_and_a_new_render_is_judged_afresh(
+    runner: CliRunner, rendered: Path
+) -> None:
+    assert verdicts(runner) == ["not checked"] * 3
+    result = invoke(runner, "verify", "book.db")
+    assert result.exit_code == 0, result.stderr
+    assert "Checked 3 segments: 3 ok, 0 flagged (3 by the signal checks only" in result.stdout
+    assert verdicts(runner) == ["ok"] * 3
+    assert invoke_json(runner, "verify", "book.db")["checked"] == 0  # nothing new
+    assert invoke_json(runner, "verify", "book.db", "--all")["checked"] == 3
+    from narrator.store import open_project
+
+    generate_all(open_project(rendered), GenerateOptions(force=True), FakeSynthesizer()).wait()
+    assert verdicts(runner) == ["not checked"] * 3
+    assert invoke_json(runner, "verify", "book.db", "2-3")["checked"] == 2
+    assert verdicts(runner) == ["not checked", "ok", "ok"]
+
+
+def test_english_audio_that_says_something_else_is_flagged_with_exit_1(
+    runner: CliRunner, english: Path
+) -> None:
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    result = invoke(runner, "verify", "book.db", "1")
+    assert result.exit_code == 1 and "1  not_this_segment at 0.0 s" in result.stdout
+    assert verdicts(runner) == ["flagged", "not checked", "not checked"]
+
+
+def test_without_the_recogniser_english_is_69_and_nothing_recorded(
+    runner: CliRunner, english: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
+    result = invoke(runner, "verify", "book.db")
+    assert result.exit_code == 69 and "pip install 'narrator[quality]'" in result.stderr
+    assert verdicts(runner) == ["not checked"] * 3
+
+
+def test_export_require_verified_refuses_what_verify_has_not_passed(
+    runner: CliRunner, rendered: Path
+) -> None:
+    refused = invoke(runner, "export", "book.db", "-o", "b.wav", "--require-verified")
+    assert refused.exit_code == 65 and "not verified: 1, 2, 3" in refused.stderr
+    assert "`narrator verify book.db`" in refused.stderr
+    assert invoke(runner, "verify", "book.db").exit_code == 0
+    done = invoke(runner, "export", "book.db", "-o", "b.wav", "--require-verified")
+    assert done.exit_code == 0, done.stderr
+
+
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_the_signal_checks() -> None:
+    speech = tone(4.0)
+    cues = [[0, 2 * RATE, "One."], [2 * RATE, 2 * RATE, "Two."]]
+    assert signal_findings(speech, cues) == []
+    cut = signal_findings(speech[: 3 * RATE], cues)
+    assert [(f.kind, f.at) for f in cut] == [("length", 3.0)]
+    gap = np.concatenate([speech[: 2 * RATE], np.zeros(2 * RATE, np.float32), speech[2 * RATE :]])
+    assert ("gap", 2.0) in [(f.kind, round(f.at, 1)) for f in signal_findings(gap, None)]
+    loud = speech.copy()
+    loud[RATE : RATE + 100] = 1.0
+    assert [f.kind for f in signal_findings(loud, cues)] == ["clipped"]
+    late = np.concatenate([np.zeros(2 * RATE, np.float32), speech])
+    assert [f.kind for f in signal_findings(late, None)] == ["leading_silence"]
+    assert [f.kind for f in signal_findings(np.zeros(RATE, np.float32), None)] == [
+        "not_this_segment"
+    ]
+
+
+def test_words_not_heard_without_their_time_are_missing() -> None:
+    text = "one two three four five six seven eight"
+    words = text.split()
+    speech = tone(8.0)
+    every = Heard([(w, i, i + 0.9) for i, w in enumerate(words)])
+    assert judge(speech, text, None, heard=every) == []
+    cut = Heard(every.words[:5])  # the last three words gone, and their time too
+    found = judge(speech[: 5 * RATE], text, None, heard=cut)
+    assert [(f.kind, round(f.at, 1)) for f in found] == [("missing_end", 4.9)]
+    middle = Heard(every.words[:2] + [(w, s - 3, e - 3) for w, s, e in every.words[5:]])
+    found = judge(speech[: 5 * RATE], text, None, heard=middle)
+    assert [(f.kind, round(f.at, 1)) for f in found] == [("missing_middle", 2.0)]
+    other = Heard([(w, i, i + 0.9) for i, w in enumerate(["a", "b", "c", "d", "e", "f", "g", "h"])])
+    assert [f.kind for f in judge(speech, text, None, heard=other)] == ["not_this_segment"]
