@@ -32,9 +32,10 @@ CLIPPED_RUN = 12
 FULL_SCALE = 0.999
 # The audio's length may differ from where its recorded sentence timings end by this.
 MAX_LENGTH_DRIFT_S = 0.25
-# Words not heard at the end though their time is there, this much quieter (dB) than the
-# speech before: it fades out.
+# The last words heard this much quieter (dB, median of FADE_WORDS) than the median word:
+# it fades out.
 FADE_DB = 10.0
+FADE_WORDS = 3
 # Fewer than this share of the words heard: the audio is not this segment's.
 MIN_HEARD = 0.35
 # A run of this many words or more not heard, with less than this share of the time they
@@ -236,13 +237,9 @@ def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray
         if until - since < MISSING_TIME_SHARE * missing * per_word:
             kind, at = ("missing_end", since) if at_end else ("missing_middle", until)
             found.append(Finding(kind, at, f"{missing} words not heard: {lost}"))
-        elif at_end and _quieter(samples, since) > FADE_DB:
-            drop = _quieter(samples, since)
-            found.append(
-                Finding(
-                    "fades_out", since, f"{missing} words not heard, {drop:.0f} dB quieter: {lost}"
-                )
-            )
+    fade = _fade(samples, heard)
+    if fade is not None:
+        found.append(fade)
     if blocks and blocks[0].a >= MISSING_WORDS and heard.words:
         first = heard.words[blocks[0].b][1]
         if first < MISSING_TIME_SHARE * blocks[0].a * per_word:
@@ -250,15 +247,52 @@ def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray
     return found
 
 
-def _quieter(samples: np.ndarray, since: float) -> float:
-    """How much quieter (dB) the sound after `since` is than the speech before it."""
-    db = _frames_db(samples)
-    cut = int(since / FRAME_S)
-    before, after = db[:cut], db[cut:]
-    before, after = before[before > SILENCE_DBFS], after[after > SILENCE_DBFS - 20]
-    if before.size < 10 or after.size < 10:
-        return 0.0
-    return float(np.median(before) - np.median(after))
+def _fade(samples: np.ndarray, heard: Heard) -> Finding | None:
+    """The last words heard much quieter than the words before (the recogniser still hears
+    a faded word; its level tells): where the level starts to stay down."""
+    levels = []
+    for _, start, end in heard.words:
+        part = samples[int(start * RATE) : int(end * RATE)].astype(np.float64)
+        rms = float(np.sqrt(np.mean(part**2))) if part.size else 0.0
+        levels.append(20 * np.log10(max(rms, 1e-9)))
+    if len(levels) < 2 * FADE_WORDS:
+        return None
+    usual = float(np.median(levels))
+    drop = usual - float(np.median(levels[-FADE_WORDS:]))
+    if drop <= FADE_DB:
+        return None
+    first = len(levels)
+    while first > 0 and levels[first - 1] < usual - FADE_DB / 2:
+        first -= 1
+    at = heard.words[min(first, len(levels) - FADE_WORDS)][1]
+    return Finding("fades_out", at, f"the last words are {drop:.0f} dB quieter than the rest")
+
+
+def _shortfall(finding: Finding, seconds: float) -> float:
+    """How much shorter the audio is than its timings say (0: not a length finding)."""
+    match = re.search(r"end at ([\d.]+) s", finding.detail)
+    return float(match[1]) - seconds if finding.kind == "length" and match else 0.0
+
+
+def _cut_at(cues: Sequence[Sequence[object]], heard: Heard, short: float) -> float | None:
+    """Where audio that is `short` seconds shorter than its sentence timings lost them: the
+    first word heard that much earlier than the timings place it."""
+    timeline: list[tuple[str, float]] = []  # each word of the cues, and when it should start
+    for first, length, sentence in cues:
+        said = words_of(str(sentence))
+        for k, word in enumerate(said):
+            timeline.append((word, (int(first) + int(length) * k / len(said)) / RATE))  # type: ignore[call-overload]
+    got = [w for w, _, _ in heard.words]
+    matcher = difflib.SequenceMatcher(None, [w for w, _ in timeline], got, autojunk=False)
+    early = [
+        (timeline[block.a + k][1] - heard.words[block.b + k][1] > short / 2, block.b + k)
+        for block in matcher.get_matching_blocks()
+        for k in range(block.size)
+    ]
+    for (now, index), (after, _), (last, _) in zip(early, early[1:], early[2:], strict=False):
+        if now and after and last:  # three words in a row: not a stray match
+            return heard.words[index][1]
+    return None
 
 
 def judge(
@@ -272,4 +306,9 @@ def judge(
     found = signal_findings(samples, cues)
     if heard is not None and not any(f.kind == "not_this_segment" for f in found):
         found += heard_findings(expected_words(text, lexicon), heard, samples)
+        for k, finding in enumerate(found):
+            short = _shortfall(finding, len(samples) / RATE)
+            at = _cut_at(cues, heard, short) if cues and short else None
+            if at is not None:  # where the audio lost the time its timings promise
+                found[k] = Finding(finding.kind, at, finding.detail)
     return sorted(found, key=lambda f: f.at)
