@@ -32,10 +32,11 @@ CLIPPED_RUN = 12
 FULL_SCALE = 0.999
 # The audio's length may differ from where its recorded sentence timings end by this.
 MAX_LENGTH_DRIFT_S = 0.25
-# The last words heard this much quieter (dB, median of FADE_WORDS) than the median word:
+# The last words heard this much quieter (dB, the median peak of FADE_WORDS) than the median
+# word's:
 # it fades out.
 FADE_DB = 10.0
-FADE_WORDS = 3
+FADE_WORDS = 4
 # Fewer than this share of the words heard: the audio is not this segment's.
 MIN_HEARD = 0.35
 # A run of this many words or more not heard, with less than this share of the time they
@@ -252,9 +253,9 @@ def _fade(samples: np.ndarray, heard: Heard) -> Finding | None:
     a faded word; its level tells): where the level starts to stay down."""
     levels = []
     for _, start, end in heard.words:
-        part = samples[int(start * RATE) : int(end * RATE)].astype(np.float64)
-        rms = float(np.sqrt(np.mean(part**2))) if part.size else 0.0
-        levels.append(20 * np.log10(max(rms, 1e-9)))
+        part = np.abs(samples[int(start * RATE) : int(end * RATE)])
+        peak = float(np.percentile(part, 95)) if part.size else 0.0  # short words: no silence
+        levels.append(20 * np.log10(max(peak, 1e-9)))
     if len(levels) < 2 * FADE_WORDS:
         return None
     usual = float(np.median(levels))

@@ -349,6 +349,6 @@ def test_verify_flags_a_truncated_segment_and_passes_a_clean_one(
     result = invoke(runner, "verify", "book.db", "--json")
     assert result.exit_code == 1, result.stderr
     verdicts = json.loads(result.stdout)["segments"]
-    assert [v["ok"] for v in verdicts] == [True, False]
+    assert [v["ok"] for v in verdicts] == [True, False], [v["findings"] for v in verdicts]
     kinds = {f["kind"] for f in verdicts[1]["findings"]}
     assert kinds & {"missing_end", "length"}, verdicts[1]
