@@ -1,6 +1,6 @@
-"""How well `narrator verify` finds broken audio: renders a real chapter (bench/data/prose.txt,
-one segment per paragraph or run of up to three sentences, at least 40), injects defects into copies of
-its audio (the tail cut at a word boundary, a sentence cut from the middle, 3 s of silence
+"""How well `narrator verify` finds broken audio: renders a real chapter
+(bench/data/prose.txt, one segment per paragraph or run of up to three sentences, at least
+40), injects defects into copies of its audio (the tail cut at a word boundary, a sentence cut from the middle, 3 s of silence
 inserted, clipping, another segment's audio, the last 40% faded out) and prints, per defect
 kind, how many were found and how many located within 1 s of the damage (a point, or the
 span of the silence, clipping, swapped audio or fade), the share of clean segments
@@ -79,10 +79,7 @@ def inject(
     defect (one sentence where three are needed)."""
     seconds = len(samples) / RATE
     if kind == "tail_cut":
-        if len(cues) >= 2:
-            cut = cues[-1][0]
-        else:
-            cut = _quiet_point(samples, seconds * 0.6)
+        cut = cues[-1][0] if len(cues) >= 2 else _quiet_point(samples, seconds * 0.6)
         return samples[:cut], (cut / RATE, cut / RATE)
     if kind == "middle_cut":
         if len(cues) < 3:
@@ -125,9 +122,8 @@ def main() -> int:
         wall = time.perf_counter() - started
         flagged = [i for i, f in enumerate(clean) if f]
         print(f"verify: {wall:.1f} s on {workers} processes, {audio / wall:.1f}x real time")
-        print(
-            f"clean segments flagged: {len(flagged)}/{len(chapter)} ({len(flagged) / len(chapter):.0%})"
-        )
+        share = len(flagged) / len(chapter)
+        print(f"clean segments flagged: {len(flagged)}/{len(chapter)} ({share:.0%})")
         for i in flagged:
             print(f"  {i}: " + "; ".join(f"{f.kind} at {f.at:.1f}s: {f.detail}" for f in clean[i]))
         print(f"{'defect':<12}{'tried':>6}{'found':>7}{'located':>9}")
