@@ -1,10 +1,11 @@
-"""How well `narrator verify` finds broken audio: renders a real chapter
-(bench/data/prose.txt, one segment per paragraph or run of up to three sentences, at least
-40), injects defects into copies of its audio (the tail cut at a word boundary, a sentence
-cut from the middle, 3 s of silence inserted, clipping, another segment's audio, the last 40% faded out) and prints, per defect
-kind, how many were found and how many located within 1 s of the damage (a point, or the
-span of the silence, clipping, swapped audio or fade), the share of clean segments
-flagged, and verify's speed in x real time. Renders are kept in --cache between runs.
+"""How well `narrator verify` finds broken audio: renders a real chapter (bench/data/prose.txt,
+one segment per paragraph or run of up to three sentences, at least 40), injects defects
+into copies of its audio (the tail cut at a word boundary, a sentence cut from the middle, 3
+s of silence inserted, clipping, another segment's audio, the last 40% faded out) and
+prints, per defect kind, how many were found and how many located within 1 s of the damage
+(a point, or the span of the silence, clipping, swapped audio or fade), the share of clean
+segments flagged, and verify's speed in x real time. Renders are kept in --cache between
+runs.
 
     .venv/bin/python bench/verify.py [--voice jm_kumo] [--lang en-us] [--cache /tmp/verify-bench]
 """
