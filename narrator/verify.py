@@ -162,7 +162,7 @@ def signal_findings(samples: np.ndarray, cues: Sequence[Sequence[object]] | None
     found: list[Finding] = []
     seconds = len(samples) / RATE
     if cues:
-        predicted = max(int(c[0]) + int(c[1]) for c in cues) / RATE  # type: ignore[call-overload]
+        predicted = _timed_end(cues)
         if abs(predicted - seconds) > MAX_LENGTH_DRIFT_S:
             found.append(
                 Finding(
@@ -269,10 +269,9 @@ def _fade(samples: np.ndarray, heard: Heard) -> Finding | None:
     return Finding("fades_out", at, f"the last words are {drop:.0f} dB quieter than the rest")
 
 
-def _shortfall(finding: Finding, seconds: float) -> float:
-    """How much shorter the audio is than its timings say (0: not a length finding)."""
-    match = re.search(r"end at ([\d.]+) s", finding.detail)
-    return float(match[1]) - seconds if finding.kind == "length" and match else 0.0
+def _timed_end(cues: Sequence[Sequence[object]]) -> float:
+    """Where the recorded sentence timings say the audio ends (seconds)."""
+    return max(int(c[0]) + int(c[1]) for c in cues) / RATE  # type: ignore[call-overload]
 
 
 def _cut_at(cues: Sequence[Sequence[object]], heard: Heard, short: float) -> float | None:
@@ -307,9 +306,8 @@ def judge(
     found = signal_findings(samples, cues)
     if heard is not None and not any(f.kind == "not_this_segment" for f in found):
         found += heard_findings(expected_words(text, lexicon), heard, samples)
-        for k, finding in enumerate(found):
-            short = _shortfall(finding, len(samples) / RATE)
-            at = _cut_at(cues, heard, short) if cues and short else None
-            if at is not None:  # where the audio lost the time its timings promise
-                found[k] = Finding(finding.kind, at, finding.detail)
+        short = _timed_end(cues) - len(samples) / RATE if cues else 0.0
+        at = _cut_at(cues, heard, short) if cues and short > MAX_LENGTH_DRIFT_S else None
+        if at is not None:  # the audio lost time its timings promise: place it where
+            found = [Finding(f.kind, at, f.detail) if f.kind == "length" else f for f in found]
     return sorted(found, key=lambda f: f.at)

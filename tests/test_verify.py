@@ -126,3 +126,16 @@ def test_words_not_heard_without_their_time_are_missing() -> None:
     assert [(f.kind, round(f.at, 1)) for f in found] == [("missing_middle", 2.0)]
     other = Heard([(w, i, i + 0.9) for i, w in enumerate(["a", "b", "c", "d", "e", "f", "g", "h"])])
     assert [f.kind for f in judge(speech, text, None, heard=other)] == ["not_this_segment"]
+
+
+def test_a_longer_file_keeps_its_length_finding_where_its_timings_end() -> None:
+    """Only audio shorter than its timings is placed by the words heard; inserted silence
+    leaves the length finding at the end the timings promise (and a gap where it is)."""
+    speech = np.concatenate([tone(4.0), np.zeros(3 * RATE, np.float32), tone(4.0)])
+    cues = [[0, 4 * RATE, "one two three four"], [4 * RATE, 4 * RATE, "five six seven eight"]]
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight"]
+    heard = Heard(
+        [(w, i + (3 if i >= 4 else 0), i + 0.9 + (3 if i >= 4 else 0)) for i, w in enumerate(words)]
+    )
+    found = [(f.kind, round(f.at, 1)) for f in judge(speech, " ".join(words), cues, heard=heard)]
+    assert ("length", 8.0) in found and ("gap", 4.0) in found
