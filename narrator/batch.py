@@ -27,11 +27,11 @@ from narrator.errors import (
 from narrator.planning import Casting, Plan, Rules, SegmentState, Voicing, Why, plan_generation
 from narrator.project import (
     Settings,
+    only,
     read_settings,
     recorded_files,
     segment_state,
     segment_states,
-    selected,
     update_settings,
 )
 from narrator.recording import (
@@ -234,8 +234,7 @@ def generate_all(
             _tidy(store, folder)
         states = segment_states(store)
         if options.only:
-            chosen = set(selected(store, options.only))
-            states = [s for s in states if s.sequence_index in chosen]
+            states = only(states, options.only)
         plan = plan_generation(states, casting=casting, rules=options.rules)
         run = BatchRun(plan, voicing, describe_plan(plan), store.project_id, options.dry_run)
         if not plan.to_process:

@@ -16,7 +16,7 @@ from narrator.audiofiles import audio_path
 from narrator.errors import MissingExtra
 from narrator.models import Segment
 from narrator.planning import AudioState
-from narrator.project import read_settings, segment_states, selected
+from narrator.project import only, read_settings, segment_states
 from narrator.store import ProjectStore
 from narrator.verify import RATE, Finding, hear, judge, recogniser_missing
 
@@ -58,7 +58,6 @@ def verify_project(
     is to be heard and the recogniser is not installed."""
     settings = read_settings(store)
     casting = settings.casting
-    chosen = set(selected(store, specs)) if specs else None
     with store.session() as session:
         rows = session.exec(
             select(Segment.id, Segment.audio_cues, Segment.verified_audio).where(
@@ -66,12 +65,11 @@ def verify_project(
             )
         ).all()
     extra = {id_: (cues, judged) for id_, cues, judged in rows}
+    states = segment_states(store)
     todo = [
         s
-        for s in segment_states(store)
-        if (chosen is None or s.sequence_index in chosen)
-        and s.audio(casting) is AudioState.current
-        and (again or extra[s.id][1] != s.audio_file)
+        for s in (only(states, specs) if specs else states)
+        if s.audio(casting) is AudioState.current and (again or extra[s.id][1] != s.audio_file)
     ]
     listens = [s.voicing(casting).lang in HEARD_LANGS for s in todo]
     if any(listens) and (missing := recogniser_missing()):

@@ -155,9 +155,8 @@ def remove_entry(store: ProjectStore, word: str) -> Entry:
         rows = session.exec(
             select(LexiconEntry).where(LexiconEntry.project_id == store.project_id)
         ).all()
-        words = " ".join(word.split())
         for row in rows:
-            if row.word_key == (words if row.case_sensitive else words.casefold()):
+            if row.word_key == Entry(word, case_sensitive=row.case_sensitive).key:
                 gone = Entry(row.word, row.say, row.ipa, row.case_sensitive)
                 session.delete(row)
                 session.commit()
@@ -360,6 +359,14 @@ def set_cast(store: ProjectStore, indices: Sequence[int], cast: Cast | None) -> 
             session.add(row)
         session.commit()
         return len(rows)
+
+
+def only(states: list[SegmentState], specs: Iterable[str]) -> list[SegmentState]:
+    """Those of `states` a selection names, when the caller has every segment's state in
+    hand already (BadInput as `selected`)."""
+    pairs = [(s.sequence_index, s.heading_level) for s in states]
+    chosen = set(select_segments(specs, pairs))
+    return [s for s in states if s.sequence_index in chosen]
 
 
 def segment_state(store: ProjectStore, index: int) -> SegmentState:
