@@ -10,7 +10,7 @@ from narrator.audit import Finding, find_traps, known
 from narrator.engine.g2p import CHUNK_TARGET
 from narrator.engine.script import write_script
 from narrator.lexicon import Entry, Lexicon
-from narrator.project import read_settings, segment_states
+from narrator.project import read_settings, segment_state, segment_states
 from narrator.store import ProjectStore
 from narrator.text import printable_line
 
@@ -65,8 +65,6 @@ def changes(text: str, lexicon: Lexicon) -> list[Change]:
 def segment_phonemes(store: ProjectStore, indices: Sequence[int] = ()) -> list[Said]:
     """Every segment (or those at `indices`, which must exist) as the model is given it,
     with the project's language and lexicon."""
-    from narrator.project import segment_state
-
     settings = read_settings(store)
     states = [segment_state(store, i) for i in indices] if indices else segment_states(store)
     return [
