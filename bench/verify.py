@@ -63,13 +63,14 @@ def rendered(cache: Path, voice: str, lang: str) -> list[tuple[str, np.ndarray, 
     return out
 
 
-def _quiet_point(samples: np.ndarray, around: float) -> int:
-    """The quietest 20 ms frame within 0.5 s of `around` (seconds): a word boundary."""
+def _point(samples: np.ndarray, around: float, loudest: bool = False) -> int:
+    """The quietest 20 ms frame within 0.5 s of `around` (seconds), a word boundary; or the
+    loudest, inside a word."""
     step = RATE // 50
     lo, hi = int((around - 0.5) * RATE) // step, int((around + 0.5) * RATE) // step
     lo, hi = max(lo, 1), min(hi, len(samples) // step - 1)
     energy = [float(np.sum(samples[i * step : (i + 1) * step] ** 2)) for i in range(lo, hi)]
-    return (lo + int(np.argmin(energy))) * step
+    return (lo + int(np.argmax(energy) if loudest else np.argmin(energy))) * step
 
 
 def inject(
@@ -80,7 +81,7 @@ def inject(
     defect (one sentence where three are needed)."""
     seconds = len(samples) / RATE
     if kind == "tail_cut":
-        cut = cues[-1][0] if len(cues) >= 2 else _quiet_point(samples, seconds * 0.6)
+        cut = cues[-1][0] if len(cues) >= 2 else _point(samples, seconds * 0.6)
         return samples[:cut], (cut / RATE, cut / RATE)
     if kind == "middle_cut":
         if len(cues) < 3:
@@ -88,11 +89,11 @@ def inject(
         start, length = cues[len(cues) // 2][0], cues[len(cues) // 2][1]
         return np.concatenate([samples[:start], samples[start + length :]]), (start / RATE,) * 2
     if kind == "silence":
-        at = _quiet_point(samples, seconds / 2)
+        at = _point(samples, seconds / 2)
         silent = np.concatenate([samples[:at], np.zeros(3 * RATE, np.float32), samples[at:]])
         return silent, (at / RATE, at / RATE + 3)
-    if kind == "clipping":
-        at = int(seconds / 2 * RATE)
+    if kind == "clipping":  # on speech: eight times louder clips; a quiet pause would not
+        at = max(_point(samples, seconds / 2, loudest=True) - RATE // 4, 0)
         out = samples.copy()
         out[at : at + RATE // 2] = np.clip(out[at : at + RATE // 2] * 8, -1, 1)
         return out, (at / RATE, at / RATE + 0.5)

@@ -32,11 +32,13 @@ CLIPPED_RUN = 12
 FULL_SCALE = 0.999
 # The audio's length may differ from where its recorded sentence timings end by this.
 MAX_LENGTH_DRIFT_S = 0.25
-# The last words heard this much quieter (dB, the median peak of FADE_WORDS) than the median
-# word's:
-# it fades out.
-FADE_DB = 10.0
-FADE_WORDS = 4
+# A fade out: how much better a level falling to silence at the end of the audio explains
+# the late syllable peaks than the steady level of the early ones (dB of error saved, summed
+# over the late peaks, over the root of their count). Clean renders stay below it.
+FADE_SCORE = 9.0
+# Syllable peaks: the loudest FADE_FRAME_S frame within FADE_SYLLABLE_S either side.
+FADE_FRAME_S = 0.03
+FADE_SYLLABLE_S = 0.15
 # Fewer than this share of the words heard: the audio is not this segment's.
 MIN_HEARD = 0.35
 # A run of this many words or more not heard, with less than this share of the time they
@@ -193,6 +195,9 @@ def signal_findings(samples: np.ndarray, cues: Sequence[Sequence[object]] | None
                 f"{tail:.1f} s of silence after speech",
             )
         )
+    fade = _fade(samples)
+    if fade is not None:
+        found.append(fade)
     gaps = np.diff(loud)
     for at in np.flatnonzero(gaps * FRAME_S > MAX_GAP_S):
         length = (gaps[at] - 1) * FRAME_S
@@ -219,7 +224,9 @@ def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray
             Finding(
                 "not_this_segment",
                 0.0,
-                f"{share:.0%} of its words heard (heard: {' '.join(got[:12])}...)",
+                f"{share:.0%} of its words heard (heard: {' '.join(got[:12])}...)"
+                if got
+                else "no words heard",
             )
         ]
     per_word = seconds / max(len(words), 1)
@@ -238,9 +245,6 @@ def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray
         if until - since < MISSING_TIME_SHARE * missing * per_word:
             kind, at = ("missing_end", since) if at_end else ("missing_middle", until)
             found.append(Finding(kind, at, f"{missing} words not heard: {lost}"))
-    fade = _fade(samples, heard)
-    if fade is not None:
-        found.append(fade)
     if blocks and blocks[0].a >= MISSING_WORDS and heard.words:
         first = heard.words[blocks[0].b][1]
         if first < MISSING_TIME_SHARE * blocks[0].a * per_word:
@@ -248,25 +252,40 @@ def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray
     return found
 
 
-def _fade(samples: np.ndarray, heard: Heard) -> Finding | None:
-    """The last words heard much quieter than the words before (the recogniser still hears
-    a faded word; its level tells): where the level starts to stay down."""
-    levels = []
-    for _, start, end in heard.words:
-        part = np.abs(samples[int(start * RATE) : int(end * RATE)])
-        peak = float(np.percentile(part, 95)) if part.size else 0.0  # short words: no silence
-        levels.append(20 * np.log10(max(peak, 1e-9)))
-    if len(levels) < 2 * FADE_WORDS:
+def _fade(samples: np.ndarray) -> Finding | None:
+    """The level of the syllables falling away to the end of the audio: the fade to silence
+    that best explains the late syllable peaks, if it explains them well, placed where it has
+    taken 3 dB."""
+    from scipy.ndimage import maximum_filter1d
+
+    step = int(RATE * FADE_FRAME_S)
+    count = len(samples) // step
+    if count == 0:
         return None
-    usual = float(np.median(levels))
-    drop = usual - float(np.median(levels[-FADE_WORDS:]))
-    if drop <= FADE_DB:
+    frames = samples[: count * step].astype(np.float64).reshape(count, step)
+    db = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9)
+    reach = int(FADE_SYLLABLE_S / FADE_FRAME_S) * 2 + 1
+    at = np.flatnonzero((db == maximum_filter1d(db, reach)) & (db > db.max() - 50))
+    times, peaks = (at + 0.5) * FADE_FRAME_S, db[at]
+    seconds = len(samples) / RATE
+    best, onset = 0.0, 0.0
+    for share in np.arange(0.3, 0.85, 0.05):
+        start = share * seconds
+        early, late = peaks[times < start], peaks[times >= start]
+        if len(early) < 4 or len(late) < 3:
+            continue
+        faded = 20 * np.log10(
+            np.clip(1 - (times[times >= start] - start) / (seconds - start), 1e-3, 1)
+        )
+        steady = float(np.median(early))
+        saved = np.abs(late - steady) - np.abs(late - steady - faded)
+        score = float(saved.sum()) / np.sqrt(len(late))
+        if score > best:
+            best, onset = score, start
+    if best <= FADE_SCORE:
         return None
-    first = len(levels)
-    while first > 0 and levels[first - 1] < usual - FADE_DB / 2:
-        first -= 1
-    at = heard.words[min(first, len(levels) - FADE_WORDS)][1]
-    return Finding("fades_out", at, f"the last words are {drop:.0f} dB quieter than the rest")
+    audible = float(onset + (1 - 10 ** (-3 / 20)) * (seconds - onset))  # 3 dB down
+    return Finding("fades_out", audible, "the speech fades away from here to the end")
 
 
 def _timed_end(cues: Sequence[Sequence[object]]) -> float:

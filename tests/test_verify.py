@@ -112,6 +112,24 @@ def test_the_signal_checks() -> None:
     ]
 
 
+def syllables(seconds: float) -> np.ndarray:
+    """Bursts of tone, 5 a second, each a little louder or quieter: speech-like peaks."""
+    speech = tone(seconds)
+    steps = np.arange(len(speech)) // (RATE // 5)
+    gain = np.where(steps % 2 == 0, 1.0 + 0.3 * np.sin(steps * 1.7), 0.01)
+    return (speech * gain).astype(np.float32)
+
+
+def test_a_fade_out_is_found_by_its_level_without_the_recogniser() -> None:
+    speech = syllables(10.0)
+    assert signal_findings(speech, None) == []
+    faded = speech.copy()
+    faded[6 * RATE :] *= np.linspace(1, 0, 4 * RATE, dtype=np.float32)
+    found = signal_findings(faded, None)
+    assert [f.kind for f in found] == ["fades_out"]
+    assert abs(found[0].at - 7.2) < 1.0  # where it has taken 3 dB
+
+
 def test_words_not_heard_without_their_time_are_missing() -> None:
     text = "one two three four five six seven eight"
     words = text.split()
