@@ -75,6 +75,8 @@ class GenerateOptions:
     dry_run: bool = False
     # a selection (narrator.selection): only these segments are planned
     only: tuple[str, ...] = ()
+    # each recorded segment is then judged (narrator.listening): the recogniser must be here
+    verify: bool = False
 
     @property
     def rules(self) -> Rules:
@@ -86,7 +88,7 @@ class BatchRun:
     """What generate_all() hands back: the plan, and the running task if one started."""
 
     plan: Plan
-    voicing: Voicing
+    casting: Casting  # who speaks what in this run
     message: str
     project_id: int
     dry_run: bool = False
@@ -111,9 +113,9 @@ class BatchRun:
             "skipped": self.plan.skipped,
             "stale": self.plan.stale_kept,
             "message": self.message,
-            "voice": self.voicing.voice,
-            "speed": self.voicing.speed,
-            "lang": self.voicing.lang,
+            "voice": self.casting.base.voice,
+            "speed": self.casting.base.speed,
+            "lang": self.casting.base.lang,
         }
         if self.dry_run:
             head["plan"] = self.plan.rows()
@@ -236,15 +238,20 @@ def generate_all(
         if options.only:
             states = only(states, options.only)
         plan = plan_generation(states, casting=casting, rules=options.rules)
-        run = BatchRun(plan, voicing, describe_plan(plan), store.project_id, options.dry_run)
+        run = BatchRun(plan, casting, describe_plan(plan), store.project_id, options.dry_run)
         if not plan.to_process:
             if lock is not None:
                 lock.release()
             return run
         # every check a run makes before rendering, dry run or not: same codes, same words
         rendered = set(plan.to_process)
-        for voice, lang in _voices(casting, [s for s in states if s.id in rendered]):
+        voices = _voices(casting, [s for s in states if s.id in rendered])
+        for voice, lang in voices:
             synthesizer.check(voice, lang)
+        if options.verify:
+            from narrator.listening import require_recogniser
+
+            require_recogniser(lang for _, lang in voices)
         check_writable(store, folder, dry_run=options.dry_run)
         runner.prepare()
         if options.dry_run:

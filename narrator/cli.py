@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # hints only: `narrator --help` loads none of these
     from narrator.batch import BatchRun
     from narrator.engine import Synthesizer
     from narrator.export import Exported
-    from narrator.listening import Verdict
+    from narrator.listening import Listener, Verdict
     from narrator.project import LexiconChange, SegmentRow
     from narrator.store import ProjectStore
     from narrator.tasks import TaskSnapshot
@@ -817,12 +817,13 @@ def verify(
         narrator verify book.db ch2
     """
     from narrator.listening import verify_project
+    from narrator.progress import describe_finding
 
     def said(verdict: Verdict) -> None:
         if as_json or verdict.ok:
             return
-        for f in verdict.findings:
-            typer.echo(f"{verdict.index:>5}  {f.kind} at {f.at:.1f} s: {printable_line(f.detail)}")
+        for finding in verdict.findings:
+            typer.echo(f"{verdict.index:>5}  {describe_finding(finding)}")
 
     verdicts = verify_project(_open(project, project_id), selection or [], again, said)
     flagged = [v for v in verdicts if not v.ok]
@@ -1098,6 +1099,14 @@ def generate_all_command(
         bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
     ] = False,
     only: OnlyOpt = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Listen to each segment once recorded, as `narrator verify` does "
+            "(needs narrator[quality]); exit 1 when any is flagged.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     progress: Annotated[
         ProgressMode,
@@ -1155,6 +1164,7 @@ def generate_all_command(
     """
     from narrator.batch import GenerateOptions, generate_all
     from narrator.cluster import runner_for
+    from narrator.listening import Listener
     from narrator.progress import Halted, follow_run, make_view
 
     runner, engine = runner_for(ray, workers, gpus_per_worker, engine)
@@ -1171,6 +1181,7 @@ def generate_all_command(
         audio_dir=audio_dir,
         dry_run=dry_run,
         only=(only,) if only else (),
+        verify=verify,
     )
     run = generate_all(
         store, options, _synthesizer(model_dir, device, offline, engine), runner=runner
@@ -1178,13 +1189,15 @@ def generate_all_command(
     if run.task_id is None:
         _print_json(run.as_dict()) if as_json else _print_plan(run.as_dict(), dry_run)
         return
+    # the render thread keeps a core; the recogniser takes the rest
+    listener = Listener(store, run.casting, max((os.cpu_count() or 1) - 1, 1)) if verify else None
     try:
         if progress is not ProgressMode.jsonl:
             typer.echo(f"{run.task_id}: {run.message}", err=True)
-        final = follow_run(run, make_view(progress))
+        final = follow_run(run, make_view(progress), listener=listener)
     except Halted:
         assert run.manager is not None and run.task_id is not None
-        _report_batch(run, run.manager.snapshot(run.task_id), as_json, progress)
+        _report_batch(run, run.manager.snapshot(run.task_id), as_json, progress, listener)
         typer.echo("Stopped.", err=True)
         sys.stdout.flush()
         os._exit(EX_INTERRUPTED)  # the halted worker is not waited for
@@ -1192,31 +1205,43 @@ def generate_all_command(
         run.cancel(now=True)  # never leave a worker rendering behind a failed command
         run.wait()
         raise
-    _report_batch(run, final, as_json, progress)
-    raise typer.Exit(_batch_exit_code(final))
+    finally:
+        if listener is not None:
+            listener.close()
+    _report_batch(run, final, as_json, progress, listener)
+    raise typer.Exit(_batch_exit_code(final, listener))
 
 
 def _report_batch(
-    run: BatchRun, final: TaskSnapshot, as_json: bool, progress: ProgressMode
+    run: BatchRun,
+    final: TaskSnapshot,
+    as_json: bool,
+    progress: ProgressMode,
+    listener: Listener | None,
 ) -> None:
     """The result on stdout; the error that ended the run also as one line on stderr,
     which with --progress jsonl carries JSON events only (the last one holds it)."""
     result = run.result(final)
+    if listener is not None:
+        result["verify"] = listener.summary()
     _print_json(result) if as_json else _print_summary(result)
     if final.error_kind and progress is not ProgressMode.jsonl:
         typer.echo(f"Error: {final.error}", err=True)
 
 
-def _batch_exit_code(final: TaskSnapshot) -> int:
+def _batch_exit_code(final: TaskSnapshot, listener: Listener | None) -> int:
+    """The render's outcome first; then a listening cut short (130) or a flagged
+    segment (1)."""
     from narrator.tasks import TaskStatus
 
     if final.error_kind:  # storage refused a write, or the model failed
         return exit_code(final.error_kind)
-    if final.status is TaskStatus.CANCELLED:
+    if final.status is TaskStatus.CANCELLED or (listener and listener.unjudged):
         return EX_INTERRUPTED
     if final.status is TaskStatus.FAILED:
         return EX_SOFTWARE
-    return 1 if final.failed else 0
+    flagged = listener is not None and any(not v.ok for v in listener.verdicts)
+    return 1 if final.failed or flagged else 0
 
 
 def _print_plan(head: dict, dry_run: bool) -> None:
@@ -1244,6 +1269,27 @@ def _print_summary(result: dict) -> None:
         typer.echo(f"  segment {failure['sequence_index']}: {failure['message']}")
     if result.get("error") and not result.get("error_kind"):  # those go to stderr
         typer.echo(f"  {result['error']}")
+    if "verify" in result:
+        _print_verified(result["verify"])
+
+
+def _print_verified(summary: dict) -> None:
+    """What generate-all --verify heard: the counts, then each flagged segment's findings."""
+    from narrator.progress import describe_finding
+    from narrator.verify import Finding
+
+    typer.echo(
+        f"Verified {_count(summary['checked'])}: {summary['checked'] - summary['flagged']} ok, "
+        f"{summary['flagged']} flagged"
+        + (
+            f"; {summary['not_checked']} not checked (stopped): run `narrator verify`"
+            if summary["not_checked"]
+            else ""
+        )
+    )
+    for verdict in summary["segments"]:
+        for f in verdict["findings"]:
+            typer.echo(f"  segment {verdict['index']}: {describe_finding(Finding(**f))}")
 
 
 @app.command()

@@ -15,7 +15,9 @@ from narrator.text import printable_line
 
 if TYPE_CHECKING:  # the CLI imports ProgressMode at start-up: keep this module light
     from narrator.batch import BatchRun
+    from narrator.listening import Listener, Verdict
     from narrator.tasks import TaskSnapshot
+    from narrator.verify import Finding
 
 
 class ProgressMode(StrEnum):
@@ -37,6 +39,11 @@ def preview(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def describe_finding(finding: Finding) -> str:
+    """ "missing_end at 4.2 s: 3 words not heard: ...", on one line."""
+    return f"{finding.kind} at {finding.at:.1f} s: {printable_line(finding.detail)}"
+
+
 def _speed(audio: float, seconds: float) -> str:
     return f"{audio / seconds:.2f}x real time" if seconds > 0 and audio else "-"
 
@@ -48,6 +55,9 @@ class ProgressView(Protocol):
     def tick(self, snap: TaskSnapshot) -> None:
         """Called a few times a second between updates (for heartbeats)."""
 
+    def verdict(self, verdict: Verdict) -> None:
+        """A recorded segment, judged (generate-all --verify)."""
+
     def note(self, message: str) -> None: ...
     def close(self) -> None: ...
 
@@ -57,6 +67,9 @@ class SilentView:
         pass
 
     def tick(self, snap: TaskSnapshot) -> None:
+        pass
+
+    def verdict(self, verdict: Verdict) -> None:
         pass
 
     def note(self, message: str) -> None:
@@ -112,6 +125,12 @@ class PlainView:
                 f"{now - snap.segment_started:.0f}s so far"
             )
 
+    def verdict(self, verdict: Verdict) -> None:
+        if verdict.ok:
+            self._print(f"segment {verdict.index} verified")
+        for finding in verdict.findings:
+            self._print(f"segment {verdict.index} flagged: {describe_finding(finding)}")
+
     def note(self, message: str) -> None:
         self._print(message)
 
@@ -125,11 +144,13 @@ class JsonlView:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
         self._started = False
+        self._task_id: str | None = None
 
     def _emit(self, record: dict[str, object]) -> None:
         print(json.dumps(record, ensure_ascii=False), file=self._stream, flush=True)
 
     def update(self, snap: TaskSnapshot) -> None:
+        self._task_id = snap.task_id
         if not self._started:  # subscribed late: the first snapshot may be past the start
             self._started = True
             if snap.event not in ("task_created", "task_started"):
@@ -170,6 +191,14 @@ class JsonlView:
 
     def tick(self, snap: TaskSnapshot) -> None:
         pass
+
+    def verdict(self, verdict: Verdict) -> None:
+        record = verdict.as_dict()
+        record["sequence_index"] = record.pop("index")  # as in the other segment events
+        event = "segment_verified" if verdict.ok else "segment_flagged"
+        self._emit(
+            {"event": event, "task_id": self._task_id, "time": round(time.time(), 3)} | record
+        )
 
     def note(self, message: str) -> None:
         self._emit({"event": "note", "message": message})
@@ -228,8 +257,12 @@ class BarView:
     def tick(self, snap: TaskSnapshot) -> None:
         pass
 
+    def verdict(self, verdict: Verdict) -> None:
+        for finding in verdict.findings:
+            self.note(f"segment {verdict.index} flagged: {describe_finding(finding)}")
+
     def note(self, message: str) -> None:
-        self._progress.console.print(message)
+        self._progress.console.print(message, markup=False, highlight=False)
 
     def close(self) -> None:
         self._progress.stop()
@@ -247,12 +280,16 @@ def make_view(mode: ProgressMode) -> ProgressView:
     return views.get(mode, SilentView)()
 
 
-def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnapshot:
+def follow_run(
+    run: BatchRun, view: ProgressView, poll: float = 0.1, listener: Listener | None = None
+) -> TaskSnapshot:
     """Draw a running batch until it ends. A first SIGINT lets the segment in hand finish;
     SIGTERM (what CI sends before a kill), or a second signal of either kind, stops at
     once: the segment in hand is abandoned wherever its render is (a recording under way
     completes first). Every path ends CANCELLED, with only recorded files in the audio
-    folder."""
+    folder. `listener`: each recorded segment is handed to it, its verdicts shown as they
+    come, and the last ones waited for; a signal stops it (what it has not judged stays
+    unjudged)."""
     assert run.manager is not None and run.task_id is not None and run.future is not None
     manager, task_id, future = run.manager, run.task_id, run.future
     received: list[int] = []
@@ -265,20 +302,36 @@ def follow_run(run: BatchRun, view: ProgressView, poll: float = 0.1) -> TaskSnap
     updates = manager.subscribe(task_id)
     handled = 0
     halted = False
+    listening = listener is not None and not listener.closed
     try:
-        while not future.done() or not updates.empty():
+        while not future.done() or not updates.empty() or (listener and listener.pending):
             if len(received) > handled:
                 handled = len(received)
+                if listener is not None:
+                    listener.close()
                 if handled > 1 or received[0] == signal.SIGTERM:
                     view.note("Stopping now: the segment in hand is abandoned")
                     halted = True
                     _stop_at_once(run, view)
-                run.cancel()
-                view.note("Cancelling: the segment in hand will finish (Ctrl-C again: stop now)")
+                if not future.done():
+                    run.cancel()
+                    view.note(
+                        "Cancelling: the segment in hand will finish (Ctrl-C again: stop now)"
+                    )
             try:
-                view.update(updates.get(timeout=poll))
+                snap = updates.get(timeout=poll)
             except queue.Empty:
                 view.tick(manager.snapshot(task_id))
+            else:
+                view.update(snap)
+                if listener is not None and snap.event == "segment_done":
+                    listener.recorded(snap.current_index)  # type: ignore[arg-type]
+            if listener is not None:
+                for verdict in listener.ready():
+                    view.verdict(verdict)
+                if listening and future.done() and updates.empty() and listener.pending:
+                    listening = False
+                    view.note(f"Listening to the last {listener.pending} recorded segments")
         final = run.wait()
         assert final is not None
         return final

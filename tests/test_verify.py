@@ -3,6 +3,7 @@ recogniser, and export --require-verified. (The recogniser on real speech: test_
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -157,3 +158,72 @@ def test_a_longer_file_keeps_its_length_finding_where_its_timings_end() -> None:
     )
     found = [(f.kind, round(f.at, 1)) for f in judge(speech, " ".join(words), cues, heard=heard)]
     assert ("length", 8.0) in found and ("gap", 4.0) in found
+
+
+def events_of(stderr: str) -> list[dict]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_generate_all_verify_judges_each_segment_once_recorded(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spanish: the signal checks only. Each recorded segment gets one verdict event after
+    its segment_done; the verdicts are recorded; exit 1 exactly when flagged."""
+    monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
+    make_project(tmp_path / "book.db", TEXTS)
+    invoke(runner, "settings", "book.db", "--lang", "es")
+    result = invoke(runner, "generate-all", "book.db", "--verify", "--progress", "jsonl", "--json")
+    events = [(e["event"], e.get("sequence_index")) for e in events_of(result.stderr)]
+    judged = [(e, i) for e, i in events if e in ("segment_verified", "segment_flagged")]
+    assert [i for _, i in judged] == [1, 2, 3]
+    for verdict in judged:
+        assert events.index(verdict) > events.index(("segment_done", verdict[1]))
+    flagged = [i for e, i in judged if e == "segment_flagged"]
+    assert result.exit_code == (1 if flagged else 0), result.stderr
+    summary = json.loads(result.stdout)["verify"]
+    assert (summary["checked"], summary["flagged"], summary["not_checked"]) == (3, len(flagged), 0)
+    assert not any(s["heard"] for s in summary["segments"])
+    expected = ["flagged" if i in flagged else "ok" for i in (1, 2, 3)]
+    assert verdicts(runner) == expected
+
+
+def test_generate_all_verify_flags_english_that_says_nothing(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random-weight model's English is no speech: flagged, on stdout, exit 1 ("Night
+    fell." has too few words to judge by them)."""
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
+    make_project(tmp_path / "book.db", TEXTS)
+    result = invoke(runner, "generate-all", "book.db", "--verify", "--progress", "plain")
+    assert result.exit_code == 1, result.stderr
+    assert "Verified 3 segments: 1 ok, 2 flagged" in result.stdout
+    assert "segment 1: not_this_segment at 0.0 s: no words heard" in result.stdout
+    assert "segment 1 flagged: not_this_segment" in result.stderr
+    assert verdicts(runner) == ["flagged", "flagged", "ok"]
+
+
+def test_generate_all_verify_without_the_recogniser_is_69_before_rendering(
+    runner: CliRunner, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
+    make_project(tmp_path / "book.db", TEXTS)
+    for dry_run in ("--dry-run", "--verify"):
+        result = invoke(runner, "generate-all", "book.db", "--verify", dry_run)
+        assert result.exit_code == 69 and "pip install 'narrator[quality]'" in result.stderr
+    assert not any(r["audio_file"] for r in invoke_json(runner, "segments", "book.db"))
+
+
+def test_a_closed_listener_leaves_what_it_had_not_judged_unjudged(rendered: Path) -> None:
+    from narrator.listening import Listener
+    from narrator.project import read_settings, segment_states
+    from narrator.store import open_project
+
+    store = open_project(rendered)
+    listener = Listener(store, read_settings(store).casting)
+    for state in segment_states(store):
+        listener.submit(state, None)
+    listener.close()
+    listener.recorded(1)  # after closing: not judged either
+    assert (listener.unjudged, listener.verdicts, listener.pending) == (4, [], 0)
