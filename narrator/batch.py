@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -97,6 +98,7 @@ class BatchRun:
     audio_dir: Path | None = None
     manager: TaskManager | None = None
     future: Future[None] | None = None
+    updates: queue.SimpleQueue[TaskSnapshot] | None = field(default=None, repr=False)
     lock: FileLock | None = field(default=None, repr=False)
     runner: Runner | None = field(default=None, repr=False)
 
@@ -282,6 +284,7 @@ def generate_all(
             audio_dir=str(folder),
             spec=RenderSpec(casting, options.rules),
         )
+        run.updates = manager.subscribe(run.task_id)  # before the worker: every event
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-batch")
         run.future = pool.submit(run_batch, job, manager, synthesizer, runner)
         pool.shutdown(wait=False)

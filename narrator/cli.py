@@ -816,7 +816,7 @@ def verify(
 
         narrator verify book.db ch2
     """
-    from narrator.listening import verify_project
+    from narrator.listening import summarise, verify_project
     from narrator.progress import describe_finding
 
     def said(verdict: Verdict) -> None:
@@ -826,27 +826,9 @@ def verify(
             typer.echo(f"{verdict.index:>5}  {describe_finding(finding)}")
 
     verdicts = verify_project(_open(project, project_id), selection or [], again, said)
-    flagged = [v for v in verdicts if not v.ok]
-    if as_json:
-        _print_json(
-            {
-                "checked": len(verdicts),
-                "flagged": len(flagged),
-                "segments": [v.as_dict() for v in verdicts],
-            }
-        )
-    else:
-        unheard = sum(not v.heard for v in verdicts)
-        typer.echo(
-            f"Checked {_count(len(verdicts))}: {len(verdicts) - len(flagged)} ok, "
-            f"{len(flagged)} flagged"
-            + (
-                f" ({unheard} by the signal checks only: the recogniser hears English)"
-                if unheard
-                else ""
-            )
-        )
-    if flagged:
+    summary = summarise(verdicts)
+    _print_json(summary) if as_json else _print_verified(summary, findings=False)
+    if summary["flagged"]:
         raise typer.Exit(1)
 
 
@@ -1189,8 +1171,7 @@ def generate_all_command(
     if run.task_id is None:
         _print_json(run.as_dict()) if as_json else _print_plan(run.as_dict(), dry_run)
         return
-    # the render thread keeps a core; the recogniser takes the rest
-    listener = Listener(store, run.casting, max((os.cpu_count() or 1) - 1, 1)) if verify else None
+    listener = Listener(store, run.casting, beside=True) if verify else None
     try:
         if progress is not ProgressMode.jsonl:
             typer.echo(f"{run.task_id}: {run.message}", err=True)
@@ -1230,18 +1211,20 @@ def _report_batch(
 
 
 def _batch_exit_code(final: TaskSnapshot, listener: Listener | None) -> int:
-    """The render's outcome first; then a listening cut short (130) or a flagged
-    segment (1)."""
+    """The render's outcome first; then a listening cut short by a signal (130), a
+    segment flagged or not heard (1)."""
     from narrator.tasks import TaskStatus
 
     if final.error_kind:  # storage refused a write, or the model failed
         return exit_code(final.error_kind)
-    if final.status is TaskStatus.CANCELLED or (listener and listener.unjudged):
+    if final.status is TaskStatus.CANCELLED or (listener and listener.stopped):
         return EX_INTERRUPTED
     if final.status is TaskStatus.FAILED:
         return EX_SOFTWARE
-    flagged = listener is not None and any(not v.ok for v in listener.verdicts)
-    return 1 if final.failed or flagged else 0
+    unheard = listener is not None and (
+        listener.unjudged or any(not v.ok for v in listener.verdicts)
+    )
+    return 1 if final.failed or unheard else 0
 
 
 def _print_plan(head: dict, dry_run: bool) -> None:
@@ -1273,21 +1256,25 @@ def _print_summary(result: dict) -> None:
         _print_verified(result["verify"])
 
 
-def _print_verified(summary: dict) -> None:
-    """What generate-all --verify heard: the counts, then each flagged segment's findings."""
+def _print_verified(summary: dict, findings: bool = True) -> None:
+    """What was heard (narrator.listening.summarise): the counts, then (`findings`) each
+    flagged segment's findings."""
     from narrator.progress import describe_finding
     from narrator.verify import Finding
 
-    typer.echo(
-        f"Verified {_count(summary['checked'])}: {summary['checked'] - summary['flagged']} ok, "
-        f"{summary['flagged']} flagged"
-        + (
-            f"; {summary['not_checked']} not checked (stopped): run `narrator verify`"
-            if summary["not_checked"]
-            else ""
-        )
+    checked, flagged, signal_only = (
+        summary["checked"],
+        summary["flagged"],
+        summary["by_signal_only"],
     )
-    for verdict in summary["segments"]:
+    line = f"Checked {_count(checked)}: {checked - flagged} ok, {flagged} flagged"
+    if signal_only:
+        line += f" ({signal_only} by the signal checks only: the recogniser hears English)"
+    if summary["not_checked"]:
+        why = summary["trouble"] or "stopped"
+        line += f"; {summary['not_checked']} not checked ({why}): run `narrator verify`"
+    typer.echo(line)
+    for verdict in summary["segments"] if findings else []:
         for f in verdict["findings"]:
             typer.echo(f"  segment {verdict['index']}: {describe_finding(Finding(**f))}")
 

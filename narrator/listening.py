@@ -6,10 +6,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlmodel import col, select
@@ -90,22 +93,39 @@ def require_recogniser(langs: Iterable[str]) -> None:
         raise MissingExtra(missing)
 
 
+def summarise(
+    verdicts: list[Verdict], unjudged: int = 0, trouble: str | None = None
+) -> dict[str, object]:
+    """Verdicts counted, as `verify --json` and `generate-all --verify --json` give them."""
+    return {
+        "checked": len(verdicts),
+        "flagged": sum(not v.ok for v in verdicts),
+        "by_signal_only": sum(not v.heard for v in verdicts),
+        "not_checked": unjudged,
+        "trouble": trouble,
+        "segments": [v.as_dict() for v in verdicts],
+    }
+
+
 class Listener:
     """Judges recorded audio as it is handed in: the recogniser runs in worker processes
     (it is CPU-bound), and each verdict is judged and recorded on the thread that asks for
     it, in the order the segments came."""
 
-    def __init__(self, store: ProjectStore, casting: Casting, workers: int | None = None) -> None:
+    def __init__(self, store: ProjectStore, casting: Casting, beside: bool = False) -> None:
         """`casting`: who speaks what (a segment's language says whether it is heard; the
-        lexicon, what it should say)."""
+        lexicon, what it should say). `beside`: a render runs beside it, and comes first:
+        the recogniser takes only the CPU time the render leaves."""
         self._store = store
         self._casting = casting
-        self._workers = workers or os.cpu_count() or 1
+        self._beside = beside
         self._pool: ProcessPoolExecutor | None = None
         self._queue: deque[_Hearing] = deque()
         self.verdicts: list[Verdict] = []  # every verdict given, in order
-        self.unjudged = 0  # segments handed in and never judged: it was closed first
-        self.closed = False
+        self.unjudged = 0  # segments handed in and never judged
+        self.trouble: str | None = None  # why one could not be judged (the first reason)
+        self.stopped = False  # closed before it had judged all it was handed
+        self._closed = False
 
     def __enter__(self) -> Listener:
         return self
@@ -117,76 +137,86 @@ class Listener:
     def pending(self) -> int:
         return len(self._queue)
 
-    def recorded(self, index: int) -> None:
-        """The segment at `index` was just recorded: judge its audio (once closed, it
-        stays unjudged)."""
-        if self.closed:
+    def recorded(self, segment_id: int) -> None:
+        """The segment was just recorded: judge its audio (once closed, it stays
+        unjudged; removed meanwhile, there is nothing to judge)."""
+        if self._closed:
             self.unjudged += 1
+            self.stopped = True
             return
-        state = segment_state(self._store, index)
         with self._store.session() as session:
-            cues = session.exec(select(Segment.audio_cues).where(Segment.id == state.id)).one()
-        self.submit(state, cues)
+            row = session.exec(
+                select(Segment.sequence_index, Segment.audio_cues).where(Segment.id == segment_id)
+            ).first()
+        if row is not None:
+            self.submit(segment_state(self._store, row[0]), row[1])
 
     def submit(self, state: SegmentState, cues: list | None) -> None:
         """Judge this segment's current audio (`cues`: its recorded sentence timings)."""
-        samples = _read(self._store, state.audio_file)  # type: ignore[arg-type]
+        path = audio_path(self._store, state.audio_file)  # type: ignore[arg-type]
         heard = None
         if state.voicing(self._casting).lang in HEARD_LANGS:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    self._workers,
+                    os.cpu_count() or 1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_ignore_interrupts,  # Ctrl-C is the parent's to handle
+                    initializer=_worker_start,
+                    initargs=(os.getpid(), self._beside),
                 )
-            heard = self._pool.submit(hear, samples)
-        self._queue.append(_Hearing(state, cues, samples, heard))
+            heard = self._pool.submit(hear_file, path)
+        self._queue.append(_Hearing(state, cues, path, heard))
 
     def ready(self, wait: bool = False) -> list[Verdict]:
         """The verdicts whose hearing is done, in order, each recorded; `wait`: at least
-        the next one."""
+        the next one. One that cannot be judged (the recogniser or its file failed) stays
+        unjudged, and `trouble` says why."""
         verdicts = []
         while self._queue and (wait or self._queue[0].done):
             wait = False
             hearing = self._queue.popleft()
             state = hearing.state
-            findings = judge(
-                hearing.samples,
-                state.text,
-                hearing.cues,
-                self._casting.base.lexicon,
-                hearing.heard.result() if hearing.heard else None,
-            )
-            seconds = len(hearing.samples) / RATE
+            try:
+                samples = _read(hearing.path)
+                heard = hearing.heard.result() if hearing.heard else None
+            except Exception as exc:  # noqa: BLE001 - said in `trouble`, and not recorded
+                self.unjudged += 1
+                self.trouble = self.trouble or f"segment {state.sequence_index}: {exc}"
+                continue
+            findings = judge(samples, state.text, hearing.cues, self._casting.base.lexicon, heard)
             _record(self._store, state.id, state.audio_file, findings)  # type: ignore[arg-type]
-            verdicts.append(Verdict(state.sequence_index, seconds, findings, bool(hearing.heard)))
+            verdicts.append(
+                Verdict(state.sequence_index, len(samples) / RATE, findings, bool(heard))
+            )
         self.verdicts += verdicts
         return verdicts
 
     def summary(self) -> dict[str, object]:
-        """The verdicts given, as `generate-all --verify --json` prints them."""
-        return {
-            "checked": len(self.verdicts),
-            "flagged": sum(not v.ok for v in self.verdicts),
-            "not_checked": self.unjudged,
-            "segments": [v.as_dict() for v in self.verdicts],
-        }
+        """The verdicts given, as `--json` prints them."""
+        return summarise(self.verdicts, self.unjudged, self.trouble)
 
     def close(self) -> None:
-        """Stop: what is not judged yet stays unjudged."""
-        self.closed = True
-        self.unjudged += len(self._queue)
-        self._queue.clear()
+        """Stop: what is not judged yet stays unjudged; the workers end once the hearing
+        in hand is done."""
+        if self._queue:
+            self.stopped = True
+            self.unjudged += len(self._queue)
+            self._queue.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        self._closed = True
+
+
+def hear_file(path: Path) -> Heard:
+    """What the recogniser hears in a WAV file (in a worker process)."""
+    return hear(_read(path))
 
 
 @dataclass(frozen=True)
 class _Hearing:
     state: SegmentState
     cues: list | None
-    samples: np.ndarray
+    path: Path
     heard: Future[Heard] | None  # None: the signal checks only
 
     @property
@@ -194,14 +224,25 @@ class _Hearing:
         return self.heard is None or self.heard.done()
 
 
-def _ignore_interrupts() -> None:
+def _worker_start(parent: int, beside: bool) -> None:
+    """A recogniser worker: Ctrl-C is the parent's to handle; it ends when the parent
+    does, however that ends (a process halted by a second Ctrl-C does not wait for it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if beside:
+        os.nice(19)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
-def _read(store: ProjectStore, audio_file: str) -> np.ndarray:
+def _read(path: Path) -> np.ndarray:
     import soundfile
 
-    samples, _ = soundfile.read(audio_path(store, audio_file), dtype="float32")
+    samples, _ = soundfile.read(path, dtype="float32")
     return samples
 
 

@@ -299,21 +299,27 @@ def follow_run(
         received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    updates = manager.subscribe(task_id)
+    updates = run.updates
+    assert updates is not None
     handled = 0
     halted = False
-    listening = listener is not None and not listener.closed
+    told = False  # that the render is done and the last recordings are being heard
     try:
         while not future.done() or not updates.empty() or (listener and listener.pending):
             if len(received) > handled:
                 handled = len(received)
                 if listener is not None:
+                    if listener.pending:
+                        view.note(
+                            f"Stopped listening: {listener.pending} recorded segments not "
+                            "checked (`narrator verify` checks them)"
+                        )
                     listener.close()
-                if handled > 1 or received[0] == signal.SIGTERM:
-                    view.note("Stopping now: the segment in hand is abandoned")
-                    halted = True
-                    _stop_at_once(run, view)
                 if not future.done():
+                    if handled > 1 or received[0] == signal.SIGTERM:
+                        view.note("Stopping now: the segment in hand is abandoned")
+                        halted = True
+                        _stop_at_once(run, view)
                     run.cancel()
                     view.note(
                         "Cancelling: the segment in hand will finish (Ctrl-C again: stop now)"
@@ -325,12 +331,12 @@ def follow_run(
             else:
                 view.update(snap)
                 if listener is not None and snap.event == "segment_done":
-                    listener.recorded(snap.current_index)  # type: ignore[arg-type]
-            if listener is not None:
+                    listener.recorded(snap.current_segment_id)  # type: ignore[arg-type]
+            if listener is not None and len(received) == handled:  # a signal comes first
                 for verdict in listener.ready():
                     view.verdict(verdict)
-                if listening and future.done() and updates.empty() and listener.pending:
-                    listening = False
+                if not told and future.done() and updates.empty() and listener.pending:
+                    told = True
                     view.note(f"Listening to the last {listener.pending} recorded segments")
         final = run.wait()
         assert final is not None

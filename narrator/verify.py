@@ -149,8 +149,9 @@ def expected_words(text: str, lexicon: Lexicon | None = None) -> list[str | None
     return said
 
 
-def _frames_db(samples: np.ndarray) -> np.ndarray:
-    step = int(RATE * FRAME_S)
+def _frames_db(samples: np.ndarray, frame_s: float = FRAME_S) -> np.ndarray:
+    """The level of each frame (dBFS, RMS)."""
+    step = int(RATE * frame_s)
     count = len(samples) // step
     if count == 0:
         return np.array([])
@@ -208,8 +209,7 @@ def signal_findings(samples: np.ndarray, cues: Sequence[Sequence[object]] | None
 
 
 def heard_findings(expected: list[str | None], heard: Heard, samples: np.ndarray) -> list[Finding]:
-    """Words that are not in the audio: a missing end or middle, the end faded out, or
-    another text."""
+    """Words that are not in the audio: a missing end or middle, or another text."""
     words = list(expected)
     seconds = len(samples) / RATE
     if sum(w is not None for w in words) < MIN_WORDS:
@@ -256,16 +256,14 @@ def _fade(samples: np.ndarray) -> Finding | None:
     """The level of the syllables falling away to the end of the audio: the fade to silence
     that best explains the late syllable peaks, if it explains them well, placed where it has
     taken 3 dB."""
-    from scipy.ndimage import maximum_filter1d
-
-    step = int(RATE * FADE_FRAME_S)
-    count = len(samples) // step
-    if count == 0:
+    db = _frames_db(samples, FADE_FRAME_S)
+    if db.size == 0:
         return None
-    frames = samples[: count * step].astype(np.float64).reshape(count, step)
-    db = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9)
-    reach = int(FADE_SYLLABLE_S / FADE_FRAME_S) * 2 + 1
-    at = np.flatnonzero((db == maximum_filter1d(db, reach)) & (db > db.max() - 50))
+    half = int(FADE_SYLLABLE_S / FADE_FRAME_S)
+    around = np.lib.stride_tricks.sliding_window_view(
+        np.pad(db, half, constant_values=-np.inf), 2 * half + 1
+    ).max(axis=1)
+    at = np.flatnonzero((db == around) & (db > max(db.max() - 50, SILENCE_DBFS)))
     times, peaks = (at + 0.5) * FADE_FRAME_S, db[at]
     seconds = len(samples) / RATE
     best, onset = 0.0, 0.0

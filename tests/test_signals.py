@@ -134,3 +134,47 @@ def test_kill_mid_run_with_a_shared_audio_folder_loses_nothing(
         rows = list_segments(store)
         assert all(row.audio_file and audio_path(store, row.audio_file).is_file() for row in rows)
     assert len(list((tmp_path / "shared").iterdir())) == 15
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def gone(pids: set[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_listening_too_and_no_recogniser_stays_behind(
+    tmp_path: Path, tiny_model: Path, sig: signal.Signals
+) -> None:
+    """generate-all --verify: every recorded segment is judged or counted as not checked,
+    and the recogniser's worker processes end with the command (a halted one too)."""
+    pytest.importorskip("pocketsphinx", reason="the quality extra is not installed")
+    make_project(tmp_path / "book.db", SENTENCES)
+    proc = start(tmp_path, tiny_model, "book.db", "--verify")
+    wait_for_segment(proc, 4)
+    workers = children(proc.pid)
+    assert workers, "the recogniser's workers should be running by now"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    result = json.loads(stdout)
+    heard = result["verify"]
+    assert heard["checked"] + heard["not_checked"] == result["processed"]
+    assert gone(workers), "recogniser workers outlived the command"

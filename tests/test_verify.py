@@ -121,9 +121,15 @@ def syllables(seconds: float) -> np.ndarray:
     return (speech * gain).astype(np.float32)
 
 
-def test_a_fade_out_is_found_by_its_level_without_the_recogniser() -> None:
+def test_a_fade_out_is_found_by_its_level_without_the_recogniser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Signal checks only: no scipy (the `quality` extra) either."""
+    monkeypatch.setitem(sys.modules, "scipy", None)
     speech = syllables(10.0)
     assert signal_findings(speech, None) == []
+    hiss = np.random.default_rng(0).normal(0, 10 ** (-55 / 20), int(1.2 * RATE))
+    assert signal_findings(np.concatenate([speech, hiss.astype(np.float32)]), None) == []
     faded = speech.copy()
     faded[6 * RATE :] *= np.linspace(1, 0, 4 * RATE, dtype=np.float32)
     found = signal_findings(faded, None)
@@ -197,7 +203,7 @@ def test_generate_all_verify_flags_english_that_says_nothing(
     make_project(tmp_path / "book.db", TEXTS)
     result = invoke(runner, "generate-all", "book.db", "--verify", "--progress", "plain")
     assert result.exit_code == 1, result.stderr
-    assert "Verified 3 segments: 1 ok, 2 flagged" in result.stdout
+    assert "Checked 3 segments: 1 ok, 2 flagged" in result.stdout
     assert "segment 1: not_this_segment at 0.0 s: no words heard" in result.stdout
     assert "segment 1 flagged: not_this_segment" in result.stderr
     assert verdicts(runner) == ["flagged", "flagged", "ok"]
@@ -209,8 +215,8 @@ def test_generate_all_verify_without_the_recogniser_is_69_before_rendering(
     monkeypatch.setenv("NARRATOR_MODEL_DIR", str(tiny_model))
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     make_project(tmp_path / "book.db", TEXTS)
-    for dry_run in ("--dry-run", "--verify"):
-        result = invoke(runner, "generate-all", "book.db", "--verify", dry_run)
+    for dry_run in (["--dry-run"], []):
+        result = invoke(runner, "generate-all", "book.db", "--verify", *dry_run)
         assert result.exit_code == 69 and "pip install 'narrator[quality]'" in result.stderr
     assert not any(r["audio_file"] for r in invoke_json(runner, "segments", "book.db"))
 
@@ -227,3 +233,20 @@ def test_a_closed_listener_leaves_what_it_had_not_judged_unjudged(rendered: Path
     listener.close()
     listener.recorded(1)  # after closing: not judged either
     assert (listener.unjudged, listener.verdicts, listener.pending) == (4, [], 0)
+    assert listener.stopped
+
+
+def test_audio_that_cannot_be_read_stays_unjudged_and_says_why(rendered: Path) -> None:
+    from narrator.audiofiles import audio_path
+    from narrator.listening import Listener
+    from narrator.project import read_settings, segment_states
+    from narrator.store import open_project
+
+    store = open_project(rendered)
+    listener = Listener(store, read_settings(store).casting)
+    state = segment_states(store)[0]
+    listener.submit(state, None)
+    audio_path(store, state.audio_file).unlink()  # type: ignore[arg-type]
+    assert listener.ready(wait=True) == []
+    assert listener.unjudged == 1 and (listener.trouble or "").startswith("segment 1: ")
+    assert not listener.stopped
