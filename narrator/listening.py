@@ -21,7 +21,7 @@ from narrator.audiofiles import audio_path
 from narrator.errors import MissingExtra
 from narrator.models import Segment
 from narrator.planning import AudioState, Casting, SegmentState
-from narrator.project import only, read_settings, segment_state, segment_states
+from narrator.project import only, read_settings, segment_states, state_by_id
 from narrator.store import ProjectStore
 from narrator.verify import RATE, Finding, Heard, hear, judge, recogniser_missing
 
@@ -144,12 +144,11 @@ class Listener:
             self.unjudged += 1
             self.stopped = True
             return
-        with self._store.session() as session:
-            row = session.exec(
-                select(Segment.sequence_index, Segment.audio_cues).where(Segment.id == segment_id)
-            ).first()
-        if row is not None:
-            self.submit(segment_state(self._store, row[0]), row[1])
+        with self._store.session() as session:  # the state and its cues, as one
+            state = state_by_id(session, self._store, segment_id)
+            cues = session.exec(select(Segment.audio_cues).where(Segment.id == segment_id)).first()
+        if state is not None:
+            self.submit(state, cues)
 
     def submit(self, state: SegmentState, cues: list | None) -> None:
         """Judge this segment's current audio (`cues`: its recorded sentence timings)."""
